@@ -1,0 +1,14 @@
+# The two commands README promises: `make demo` and `make test`. Both set up first (idempotent).
+.PHONY: setup demo test benchmark
+
+setup:
+	bash scripts/setup.sh
+
+demo: setup
+	bash examples/demo.sh
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+benchmark: setup
+	bash benchmarks/run.sh

@@ -1,0 +1,3 @@
+from corelab.cli import app
+
+app(prog_name="corelab")
