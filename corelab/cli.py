@@ -20,6 +20,7 @@ app = typer.Typer(
     "(three-CNN method of Sales Barros et al. 2020).",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 
 
@@ -32,14 +33,101 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     version: Annotated[
-        Optional[bool],
+        bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    ] = None,
+    ] = False,
 ) -> None:
     """corelab: segment follow-up infarcts on NCCT and report agreement with manual reads."""
 
 
-def fail(error: CorelabError) -> None:
-    """Turn a corelab error into one clear sentence and exit code 2."""
+def _fail(error: CorelabError) -> typer.Exit:
+    """Print a corelab error as one clear sentence; the caller raises the returned exit (code 2)."""
     typer.secho(f"corelab: {error}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code=2)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    manifest: Annotated[Path, typer.Argument(help="Trial manifest (.xlsx or .csv), one row per follow-up scan.")],
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Output folder.", show_default="corelab-results/ beside the manifest")
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Local worker processes (dask).")] = 1,
+    scheduler: Annotated[
+        Optional[str], typer.Option("--scheduler", help="Address of a running dask scheduler, e.g. tcp://host:8786.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    models: Annotated[
+        Optional[Path], typer.Option("--models", help="Model folder.", show_default="the shipped models/")
+    ] = None,
+) -> None:
+    """Segment every scan of MANIFEST; write volumes.csv/.xlsx, masks/, qc/ and run.json."""
+    from corelab.pipeline import run_batch
+
+    try:
+        summary = run_batch(
+            manifest, out_dir=out, workers=workers, scheduler=scheduler, device=device, models_dir=models
+        )
+    except CorelabError as error:
+        raise _fail(error) from None
+    typer.echo(str(summary))
+
+
+@app.command()
+def compare(
+    results: Annotated[
+        Path, typer.Argument(help="A `corelab run` output folder.")
+    ] = Path("corelab-results"),
+    reference: Annotated[Path, typer.Option("--reference", help="Folder of manual reads, <patient_id>.nii.gz.")] = ...,
+    against: Annotated[
+        Optional[Path],
+        typer.Option("--against", help="A second reader's folder: inter-reader agreement of --reference vs this."),
+    ] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="PDF path.", show_default="RESULTS/agreement.pdf")] = None,
+    trial: Annotated[Optional[str], typer.Option("--trial", help="Trial name for the title page.")] = None,
+) -> None:
+    """Agreement of RESULTS with manual reads: agreement.pdf, agreement.xlsx and agreement.html."""
+    from corelab.compare import compare as compare_reads
+
+    try:
+        summary = compare_reads(results, reference, against=against, out_pdf=out, trial_name=trial)
+    except CorelabError as error:
+        raise _fail(error) from None
+    typer.echo(str(summary))
+
+
+@app.command()
+def train(
+    cohort: Annotated[Path, typer.Argument(help="Cohort folder: manifest + manual/<id>.nii.gz (+ truth/ labels).")],
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
+    single: Annotated[bool, typer.Option("--single", help="Also train the single-CNN baseline.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (split, sampling, initialisation).")] = 0,
+) -> None:
+    """Train the four CNNs (severe, intermediate, subtle, hemorrhage) with the paper's recipe."""
+    from corelab.train import train_models
+
+    try:
+        summary = train_models(cohort, out, single=single, seed=seed)
+    except CorelabError as error:
+        raise _fail(error) from None
+    typer.echo(str(summary))
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Folder for the synthetic trial.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of patients.")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same trial.")] = 0,
+    thin_slices: Annotated[bool, typer.Option("--thin-slices", help="0.5-1.5 mm slices instead of 5 mm.")] = False,
+    preview: Annotated[bool, typer.Option("--preview", help="Also write preview.png (truth outlined).")] = False,
+) -> None:
+    """A synthetic trial: phantom head CTs, manifest.xlsx, manual reads and truth labels."""
+    from corelab import synth as synthetic
+
+    try:
+        summary = synthetic.make_trial(out, n=n, seed=seed, thin_slices=thin_slices)
+        if preview:
+            typer.echo(f"preview: {synthetic.preview(out)}")
+    except CorelabError as error:
+        raise _fail(error) from None
+    typer.echo(str(summary))
