@@ -1,0 +1,83 @@
+"""Patch extraction on the analysis grid: 3 slices as channels, the voxel at patch index 8.
+
+Edge rules (shared by training, patch-wise and dense inference):
+    - slices: slice z uses z-1, z, z+1; beyond the first or last slice the edge slice is repeated
+      (replicate), so a one-slice scan gives three identical channels;
+    - in-plane: outside the image the input is `pad_value` (the normalized value of air).
+
+Arrays are `[z, y, x]` network inputs (already normalized, see `corelab.model.InputNorm`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from corelab.model import PATCH_CENTER, PATCH_SIZE
+
+__all__ = ["extract_patches", "augment_windows", "AUGMENT_SIZE"]
+
+# Odd window extracted around infarct voxels before rotation/flip, then cropped to the 19x19 patch;
+# large enough that the rotated crop never reads outside it (19x19 patch corner at 10 voxels, sqrt(2)*10 < 14.5).
+AUGMENT_SIZE = 31
+
+
+def extract_patches(
+    volume: np.ndarray,
+    centers: np.ndarray,
+    *,
+    pad_value: float,
+    size: int = PATCH_SIZE,
+    center: int = PATCH_CENTER,
+) -> np.ndarray:
+    """Patches around voxels: `[N, 3, size, size]` float32, the voxel at index `center` in y and x.
+
+    volume: `[z, y, x]` normalized input. centers: `[N, 3]` integer (z, y, x) voxel indices.
+
+    >>> vol = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+    >>> p = extract_patches(vol, np.array([[0, 1, 2]]), pad_value=-1.0, size=3, center=1)
+    >>> p[0, 1].tolist(), float(p[0, 0, 1, 1]), float(p[0, 2, 1, 1])   # channel 0 repeats slice 0
+    ([[1.0, 2.0, 3.0], [5.0, 6.0, 7.0], [9.0, 10.0, 11.0]], 6.0, 22.0)
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    centers = np.asarray(centers, dtype=np.int64).reshape(-1, 3)
+    if volume.ndim != 3:
+        raise ValueError(f"expected a [z, y, x] volume, got shape {volume.shape}")
+    if centers.size and ((centers < 0).any() or (centers >= np.array(volume.shape)).any()):
+        raise ValueError("patch centres must lie inside the volume")
+    before, after = center, size - 1 - center
+    padded = np.pad(volume, ((0, 0), (before, after), (before, after)), constant_values=pad_value)
+    nz = volume.shape[0]
+    dz = np.clip(centers[:, 0, None] + np.arange(-1, 2)[None, :], 0, nz - 1)  # replicate edge slices
+    offsets = np.arange(size)
+    rows = centers[:, 1, None] + offsets[None, :]  # padded row index of patch row i is y - center + i + before
+    cols = centers[:, 2, None] + offsets[None, :]
+    return padded[dz[:, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def augment_windows(windows: np.ndarray, *, rng: np.random.Generator, max_angle_deg: float = 180.0) -> np.ndarray:
+    """Flip (sagittal plane, i.e. x) and rotate odd centred windows, then crop the 19x19 patch.
+
+    windows: `[N, 3, S, S]` with the voxel at the centre (S odd, from `extract_patches(size=S,
+    center=S // 2)`). Each window is flipped with probability 1/2 and rotated in-plane by a uniform
+    angle in [-max_angle_deg, max_angle_deg] about the voxel (bilinear), so the voxel's label is
+    unchanged. Returns `[N, 3, 19, 19]` patches with the voxel at index 8.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    windows = np.asarray(windows, dtype=np.float32)
+    n, _, s, _ = windows.shape
+    if s % 2 == 0:
+        raise ValueError("augmentation windows must have an odd side so the voxel is their centre")
+    flip = rng.random(n) < 0.5
+    windows = windows.copy()
+    windows[flip] = windows[flip, :, :, ::-1]
+    angle = np.deg2rad(rng.uniform(-max_angle_deg, max_angle_deg, size=n))
+    cos, sin = np.cos(angle), np.sin(angle)
+    theta = np.zeros((n, 2, 3), dtype=np.float32)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    tensor = torch.from_numpy(windows)
+    grid = F.affine_grid(torch.from_numpy(theta), list(tensor.shape), align_corners=True)
+    rotated = F.grid_sample(tensor, grid, mode="bilinear", padding_mode="border", align_corners=True).numpy()
+    start = s // 2 - PATCH_CENTER
+    return np.ascontiguousarray(rotated[:, :, start:start + PATCH_SIZE, start:start + PATCH_SIZE])

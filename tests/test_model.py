@@ -1,0 +1,183 @@
+"""The patch CNN, patch extraction, dense inference equal to patch-wise, and the model folder."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from corelab.dense import dense_probabilities, region_boxes
+from corelab.model import (
+    PATCH_CENTER,
+    ChecksumError,
+    CudaUnavailableError,
+    InputNorm,
+    ModelFolderError,
+    PatchCNN,
+    load_models,
+    resolve_device,
+    save_models,
+)
+from corelab.patches import AUGMENT_SIZE, augment_windows, extract_patches
+
+
+def spread_net(seed: int) -> PatchCNN:
+    """A random network whose probabilities spread over (0, 1), so comparisons are not trivially ~0.5."""
+    torch.manual_seed(seed)
+    net = PatchCNN()
+    with torch.no_grad():
+        for module in (net.conv1, net.conv2, net.fc1, net.fc2, net.out):
+            module.weight.normal_(0.0, np.sqrt(2.0 / module.weight[0].numel()))
+            module.bias.normal_(0.0, 0.05)
+        # rescale the last layer so logits have mean 0 and SD 2 on random input
+        logits = net(torch.randn(256, 3, 19, 19))
+        scale = 2.0 / float(logits.std())
+        net.out.weight.mul_(scale)
+        net.out.bias.copy_((net.out.bias - logits.mean()) * scale)
+    return net.eval()
+
+
+def patchwise(net: PatchCNN, hu: np.ndarray, voxels: np.ndarray, norm: InputNorm) -> np.ndarray:
+    patches = extract_patches(norm.apply(hu), voxels, pad_value=norm.pad_value)
+    with torch.no_grad():
+        return net.probability(torch.from_numpy(patches)).numpy()
+
+
+def test_input_norm_clips_and_scales_hu():
+    norm = InputNorm()
+    # clip [-20, 100], (HU - 40) / 30
+    assert norm.apply(np.array([-1000.0, -20.0, 40.0, 55.0, 100.0, 1500.0])).tolist() == [-2.0, -2.0, 0.0, 0.5, 2.0, 2.0]
+    assert norm.pad_value == -2.0
+
+
+def test_network_sees_only_patch_rows_and_columns_0_to_15():
+    net = spread_net(1)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(1, 3, 19, 19)).astype(np.float32))
+    base = net(x)
+    unseen = x.clone()
+    unseen[..., 16:, :] = 9.0
+    unseen[..., :, 16:] = -9.0
+    assert torch.equal(net(unseen), base)  # rows/columns 16-18 are dropped by floor pooling
+    for row, col in [(15, 3), (0, 0), (3, 15)]:
+        seen = x.clone()
+        seen[0, 1, row, col] += 50.0
+        assert not torch.equal(net(seen), base)
+
+
+def test_extract_patches_places_voxel_at_index_8_and_replicates_edge_slices():
+    vol = np.arange(3 * 30 * 30, dtype=np.float32).reshape(3, 30, 30)
+    patches = extract_patches(vol, np.array([[0, 12, 15], [2, 20, 9]]), pad_value=-5.0)
+    assert patches.shape == (2, 3, 19, 19)
+    assert patches[0, 1, PATCH_CENTER, PATCH_CENTER] == vol[0, 12, 15]
+    assert np.array_equal(patches[0, 0], patches[0, 1])  # slice -1 replicates slice 0
+    assert np.array_equal(patches[0, 2], vol[1, 4:23, 7:26])  # rows 12-8 .. 12+10
+    assert np.array_equal(patches[1, 2], patches[1, 1])  # slice 3 replicates slice 2
+    assert (patches[1, 1, 18, :] == -5.0).all()  # row 20 + 10 = 30 lies outside the image
+    assert np.array_equal(patches[1, 1, :18, :], vol[2, 12:30, 1:20])
+
+
+def test_extract_patches_rejects_centres_outside_volume():
+    with pytest.raises(ValueError):
+        extract_patches(np.zeros((1, 5, 5)), np.array([[0, 5, 0]]), pad_value=0.0)
+
+
+def test_augment_keeps_voxel_value_and_crops_patch():
+    rng = np.random.default_rng(3)
+    windows = rng.normal(size=(20, 3, AUGMENT_SIZE, AUGMENT_SIZE)).astype(np.float32)
+    c = AUGMENT_SIZE // 2
+    out = augment_windows(windows, rng=np.random.default_rng(4))
+    assert out.shape == (20, 3, 19, 19)
+    # rotation and flip are about the voxel, so its own value (and label) is unchanged
+    np.testing.assert_allclose(out[:, :, PATCH_CENTER, PATCH_CENTER], windows[:, :, c, c], atol=1e-5)
+    # with no rotation, the crop puts window centre at patch index 8 (flipped or not)
+    plain = augment_windows(windows, rng=np.random.default_rng(4), max_angle_deg=0.0)
+    start = c - PATCH_CENTER
+    crop = windows[:, :, start:start + 19, start:start + 19]
+    flipped = windows[:, :, :, ::-1][:, :, start:start + 19, start:start + 19]
+    kinds = []
+    for i in range(20):
+        if np.allclose(plain[i], crop[i], atol=1e-4):
+            kinds.append("plain")
+        else:
+            np.testing.assert_allclose(plain[i], flipped[i], atol=1e-4)
+            kinds.append("flipped")
+    assert set(kinds) == {"plain", "flipped"}
+
+
+def test_dense_equals_patchwise_at_random_voxels():
+    rng = np.random.default_rng(0)
+    nets = {name: spread_net(i) for i, name in enumerate(["severe", "intermediate", "subtle", "hemorrhage"])}
+    norm = InputNorm()
+    hu = rng.normal(35.0, 35.0, size=(4, 37, 45)).astype(np.float32)
+    region = np.zeros(hu.shape, bool)
+    region[:, 2:36, 0:45] = True  # touches the image's left/right edges and the first/last slice
+    region[1, 10:20, 10:20] = False
+    probs = dense_probabilities(hu, region, nets, norm=norm, tile_voxels=300)  # several tiles per slice
+    inside = np.argwhere(region)
+    voxels = np.concatenate([inside[rng.choice(len(inside), 300, replace=False)],
+                             [[0, 2, 0], [3, 35, 44], [0, 35, 44], [3, 2, 0]]])
+    spread = []
+    for name, net in nets.items():
+        expected = patchwise(net, hu, voxels, norm)
+        got = probs[name][tuple(voxels.T)]
+        assert np.abs(got - expected).max() < 1e-5
+        spread.append(expected.std())
+        assert (probs[name][~region] == 0).all()
+    assert min(spread) > 0.05  # the comparison is on varied probabilities, not a constant
+
+
+def test_dense_handles_one_slice_and_empty_region():
+    net = spread_net(7)
+    hu = np.full((1, 20, 20), 30.0, np.float32)
+    hu[0, 5:12, 5:12] = 10.0
+    region = np.ones(hu.shape, bool)
+    probs = dense_probabilities(hu, region, {"a": net})["a"]
+    voxels = np.argwhere(region)
+    np.testing.assert_allclose(probs[tuple(voxels.T)], patchwise(net, hu, voxels, InputNorm()), atol=1e-5)
+    empty = dense_probabilities(hu, np.zeros(hu.shape, bool), {"a": net})["a"]
+    assert empty.shape == hu.shape and not empty.any()
+
+
+def test_region_boxes_skips_empty_slices():
+    region = np.zeros((3, 6, 7), bool)
+    region[0, 1, 2] = region[0, 4, 5] = True
+    region[2, 0:6, 0] = True
+    assert region_boxes(region) == [(0, 1, 5, 2, 6), (2, 0, 6, 0, 1)]
+
+
+def test_save_load_roundtrip_and_checksum(tmp_path):
+    nets = {name: spread_net(i) for i, name in enumerate(["severe", "intermediate", "subtle", "hemorrhage"])}
+    cutoffs = {"severe": 0.4, "intermediate": 0.5, "subtle": 0.6, "hemorrhage": 0.7}
+    save_models(tmp_path, nets, cutoffs, training={"synthetic": True, "seed": 3})
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["validated_on_patients"] is False and card["training"]["seed"] == 3
+    assert set(card["weights_sha256"]) == {f"{n}.pt" for n in nets}
+    assert "Not validated on patients" in (tmp_path / "MODEL_CARD.md").read_text()
+    models = load_models(tmp_path)
+    assert dict(models.cutoffs) == cutoffs and not models.is_single
+    assert models.version.startswith(card["version"] + "+") and len(models.version.split("+")[1]) == 8
+    x = torch.from_numpy(np.random.default_rng(1).normal(size=(5, 3, 19, 19)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.equal(models.networks["subtle"](x), nets["subtle"](x))
+
+    weights = tmp_path / "subtle.pt"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ChecksumError):
+        load_models(tmp_path)
+    weights.unlink()
+    with pytest.raises(ModelFolderError):
+        load_models(tmp_path)
+    with pytest.raises(ModelFolderError):
+        load_models(tmp_path / "nowhere")
+
+
+def test_cuda_request_without_gpu_is_a_named_error():
+    if torch.cuda.is_available():
+        assert resolve_device("cuda").type == "cuda"
+    else:
+        with pytest.raises(CudaUnavailableError):
+            resolve_device("cuda")
+    assert resolve_device("cpu").type == "cpu"
