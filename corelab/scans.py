@@ -5,111 +5,184 @@ Axis convention (used everywhere in corelab):
     ``SimpleITK.GetArrayFromImage`` returns it. ``Volume.spacing`` is in the same order, in mm:
     ``(slice spacing, row spacing, column spacing)``. ``origin`` and ``direction`` are physical
     (LPS, mm) in SimpleITK's own order (x, y, z) and are only needed to write results back in the
-    input geometry; step modules never touch them.
+    input geometry; step modules never touch them. Scans read by `read_scan` have z increasing
+    towards the top of the head (superior): slice 0 is the lowest.
 
 Every reader returns a `Volume`; every failure is a `ScanError` subclass with a one-sentence message.
+The work is split over ``scans_volume`` (dataclasses), ``scans_errors``, ``scans_grid`` (pure
+resampling steps), ``scans_series`` (series choice and date-time rules), ``scans_dicom`` and
+``scans_files`` (readers); import everything from here.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from corelab.errors import ScanError
+from corelab.scans_dicom import MAX_VOXELS, is_dicom_file, read_dicom
+from corelab.scans_errors import (
+    EmptyFolderError,
+    InconsistentSeriesError,
+    MaskOutsideScanError,
+    MaskValuesError,
+    NoDicomImagesError,
+    NoHUCalibrationError,
+    NotCTError,
+    NotVolumeError,
+    ScanNotFoundError,
+    ScanTooLargeError,
+    SeriesNotFoundError,
+    SliceGapError,
+    UnreadableScanError,
+    UnsupportedFormatError,
+)
+from corelab.scans_files import AIR_BELOW_HU, IMAGE_SUFFIXES, check_hu_plausible, image_suffix, read_image_file
+from corelab.scans_grid import MAX_GAP_RATIO
+from corelab.scans_volume import ScanMeta, Volume, from_sitk, same_geometry, to_sitk, write_image
 
-__all__ = ["ScanMeta", "Volume", "to_sitk", "from_sitk", "write_image", "same_geometry"]
+__all__ = [
+    "ScanMeta",
+    "Volume",
+    "read_scan",
+    "read_mask",
+    "to_sitk",
+    "from_sitk",
+    "write_image",
+    "same_geometry",
+    "orient_superior",
+    "MAX_VOXELS",
+    "MAX_GAP_RATIO",
+    "AIR_BELOW_HU",
+    "IMAGE_SUFFIXES",
+    "ScanNotFoundError",
+    "EmptyFolderError",
+    "UnreadableScanError",
+    "UnsupportedFormatError",
+    "NoDicomImagesError",
+    "NotCTError",
+    "NotVolumeError",
+    "NoHUCalibrationError",
+    "ScanTooLargeError",
+    "SeriesNotFoundError",
+    "InconsistentSeriesError",
+    "SliceGapError",
+    "MaskValuesError",
+    "MaskOutsideScanError",
+]
 
 
-@dataclass(frozen=True)
-class ScanMeta:
-    """What later steps need to know about where a scan came from.
+def _read_any(path: str | Path, *, series_uid: str | None, as_labels: bool) -> Volume:
+    path = Path(path)
+    if not path.exists():
+        raise ScanNotFoundError(f"The scan path {path} does not exist.")
+    if path.is_dir() or is_dicom_file(path) or path.suffix.lower() in (".dcm", ".ima"):
+        return read_dicom(path, series_uid=series_uid, as_labels=as_labels)
+    if image_suffix(path) is None:
+        raise UnsupportedFormatError(
+            f"{path} is not a format corelab reads (a DICOM folder or file, {', '.join(IMAGE_SUFFIXES)})."
+        )
+    if series_uid is not None:
+        raise SeriesNotFoundError(f"A series_uid ({series_uid}) was given, but {path} is an image file, not a DICOM folder.")
+    return read_image_file(path, as_labels=as_labels)
 
-    source: path that was read (file or DICOM folder).
-    modality: DICOM Modality ("CT"), or "" for image files that do not say.
-    series_uid: SeriesInstanceUID, or "" for image files.
-    acquisition_datetime: AcquisitionDate/Time, else SeriesDate/Time, else StudyDate/Time; None if absent.
-    slice_thickness_mm: SliceThickness tag, else the slice spacing.
-    kernel: ConvolutionKernel, or "".
-    tilt_deg: gantry tilt that was corrected by resampling, in degrees (0 when none).
-    notes: human-readable sentences about choices made while reading (series chosen and why,
-        resampling of uneven spacing or tilt).
+
+def orient_superior(volume: Volume) -> Volume:
+    """The same physical image with array axis 0 (z) running towards superior.
+
+    An axial stack stored top-down is flipped along z (rows and columns untouched); a sagittal or
+    coronal stack is reoriented to LPS (x to the left, y posterior, z superior). No interpolation:
+    only axis flips and permutations, so HU values are unchanged. Physical positions are unchanged.
     """
+    direction = np.asarray(volume.direction, dtype=float).reshape(3, 3)
+    superior = np.abs(direction[2])  # how much each array axis (x, y, z order) runs head-foot
+    if superior[2] >= superior.max() and direction[2, 2] > 0:
+        return volume
+    if superior[2] >= superior.max():
+        image = sitk.Flip(to_sitk(volume), [False, False, True])
+        note = "Slices were stored top-down; flipped so z runs from the lowest slice upwards."
+    else:
+        image = sitk.DICOMOrient(to_sitk(volume), "LPS")
+        note = "The stack is not axial; reoriented (axes permuted, no interpolation) so z runs superior."
+    flipped = from_sitk(image, replace(volume.meta, notes=volume.meta.notes + (note,)))
+    return flipped
 
-    source: str = ""
-    modality: str = ""
-    series_uid: str = ""
-    acquisition_datetime: dt.datetime | None = None
-    slice_thickness_mm: float | None = None
-    kernel: str = ""
-    tilt_deg: float = 0.0
-    notes: tuple[str, ...] = ()
 
+def read_scan(path: str | Path, *, series_uid: str | None = None) -> Volume:
+    """Read a follow-up head CT into a float32 HU `Volume` on an even, orthogonal grid.
 
-@dataclass(frozen=True, eq=False)
-class Volume:
-    """A 3D image on a regular grid.
+    path: a DICOM folder (searched recursively; one file per slice or multi-frame), one DICOM file,
+        or an image file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd).
+    series_uid: the manifest's series_uid; without it the series is chosen by the rules in
+        `corelab.scans_series` (CT, 3D, axial, full coverage, soft kernel, most slices) and the
+        choice is written to ``meta.notes``.
 
-    array: ``[z, y, x]`` numpy array; float32 Hounsfield units for scans, integer labels for masks.
-    spacing: (z, y, x) voxel size in mm.
-    origin: physical position of voxel [0, 0, 0], (x, y, z) mm, as SimpleITK.
-    direction: 9 direction cosines, row-major, as SimpleITK.
-    meta: provenance, see `ScanMeta`.
+    Returns array [z, y, x] in HU, z increasing superior; spacing (z, y, x) mm. A gantry tilt is
+    removed by shifting slices in-plane (meta.tilt_deg records it); uneven gaps up to one missing
+    slice are interpolated linearly, larger ones raise `SliceGapError`.
+    HU checks: DICOM needs RescaleIntercept/Slope; every scan must hold some value below
+    ``AIR_BELOW_HU`` (-500 HU: the air around a head), else `NoHUCalibrationError`.
+
+    Example::
+
+        volume = read_scan("site3/P017/CT")
+        volume.array.shape, volume.spacing, volume.meta.acquisition_datetime
     """
-
-    array: np.ndarray
-    spacing: tuple[float, float, float]
-    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-    meta: ScanMeta = field(default_factory=ScanMeta)
-
-    @property
-    def voxel_ml(self) -> float:
-        """Volume of one voxel in mL (1 mL = 1000 mm^3)."""
-        return float(np.prod(self.spacing)) / 1000.0
+    volume = orient_superior(_read_any(path, series_uid=series_uid, as_labels=False))
+    check_hu_plausible(volume.array, source=str(path))
+    if volume.meta.slice_thickness_mm is None:
+        volume = replace(volume, meta=replace(volume.meta, slice_thickness_mm=float(volume.spacing[0])))
+    return volume
 
 
-def to_sitk(volume: Volume) -> sitk.Image:
-    """The volume as a SimpleITK image with its spacing, origin and direction."""
-    image = sitk.GetImageFromArray(volume.array)
-    image.SetSpacing(tuple(float(s) for s in volume.spacing[::-1]))
-    image.SetOrigin(tuple(float(o) for o in volume.origin))
-    image.SetDirection(tuple(float(d) for d in volume.direction))
-    return image
+def _overlaps(mask: Volume, like: Volume) -> bool:
+    # Corners of the mask's voxel extent (half a voxel beyond the centres) in like's index space.
+    image, target = to_sitk(Volume(array=np.zeros((1, 1, 1), np.uint8), spacing=mask.spacing,
+                                   origin=mask.origin, direction=mask.direction)), to_sitk(like)
+    size = mask.array.shape[::-1]
+    corners = []
+    for cx in (-0.5, size[0] - 0.5):
+        for cy in (-0.5, size[1] - 0.5):
+            for cz in (-0.5, size[2] - 0.5):
+                point = image.TransformContinuousIndexToPhysicalPoint((cx, cy, cz))
+                corners.append(target.TransformPhysicalPointToContinuousIndex(point))
+    corners = np.asarray(corners)
+    upper = np.asarray(like.array.shape[::-1], dtype=float) - 0.5
+    return bool(np.all(corners.max(axis=0) >= -0.5) and np.all(corners.min(axis=0) <= upper))
 
 
-def from_sitk(image: sitk.Image, meta: ScanMeta | None = None) -> Volume:
-    """A `Volume` from a 3D SimpleITK image (array copied, axes [z, y, x])."""
-    if image.GetDimension() != 3:
-        raise ScanError(f"Expected a 3D image but got a {image.GetDimension()}D one.")
+def read_mask(path: str | Path, *, like: Volume | None = None) -> Volume:
+    """Read a label/reference mask (any format `read_scan` takes) as an integer `Volume`.
+
+    No HU checks; values must be whole numbers (uint8 when 0..255, else int32). With ``like`` (the
+    scan) and a different geometry, the mask is resampled nearest-neighbour onto ``like``'s grid
+    (labels are never blended); a mask whose extent does not overlap ``like`` at all raises
+    `MaskOutsideScanError`. Without ``like`` the mask keeps its own grid, z running superior.
+
+    Example::
+
+        scan = read_scan("P017/CT"); mask = read_mask("reads/P017.nii.gz", like=scan)
+        int((mask.array > 0).sum()) * scan.voxel_ml   # infarct mL
+    """
+    mask = orient_superior(_read_any(path, series_uid=None, as_labels=True))
+    if like is None or same_geometry(mask, like):
+        if like is not None:
+            mask = replace(mask, spacing=like.spacing, origin=like.origin, direction=like.direction)
+        return mask
+    if not _overlaps(mask, like):
+        raise MaskOutsideScanError(f"The mask {path} lies entirely outside the scan it belongs to; it cannot be placed on it.")
+    resampled = sitk.Resample(
+        to_sitk(mask), to_sitk(Volume(array=np.zeros(like.array.shape, np.uint8), spacing=like.spacing,
+                                      origin=like.origin, direction=like.direction)),
+        sitk.Transform(), sitk.sitkNearestNeighbor, 0.0,
+    )
+    note = "Resampled (nearest neighbour) onto the scan's grid, whose geometry differs."
     return Volume(
-        array=sitk.GetArrayFromImage(image),
-        spacing=tuple(float(s) for s in image.GetSpacing()[::-1]),
-        origin=tuple(float(o) for o in image.GetOrigin()),
-        direction=tuple(float(d) for d in image.GetDirection()),
-        meta=meta if meta is not None else ScanMeta(),
+        array=sitk.GetArrayFromImage(resampled).astype(mask.array.dtype, copy=False),
+        spacing=like.spacing,
+        origin=like.origin,
+        direction=like.direction,
+        meta=replace(mask.meta, notes=mask.meta.notes + (note,)),
     )
-
-
-def same_geometry(a: Volume, b: Volume, *, tol_mm: float = 1e-3) -> bool:
-    """True when both volumes have the same shape, spacing, origin and direction (within tol_mm)."""
-    return (
-        a.array.shape == b.array.shape
-        and np.allclose(a.spacing, b.spacing, atol=tol_mm)
-        and np.allclose(a.origin, b.origin, atol=tol_mm)
-        and np.allclose(a.direction, b.direction, atol=1e-6)
-    )
-
-
-def write_image(array: np.ndarray, like: Volume, path: str | Path) -> None:
-    """Write ``array`` ([z, y, x], same shape as ``like.array``) in ``like``'s geometry.
-
-    The format follows the suffix (.nii.gz, .nii, .nrrd, .mha); files are compressed.
-    """
-    if array.shape != like.array.shape:
-        raise ValueError(f"array shape {array.shape} differs from the reference shape {like.array.shape}")
-    image = to_sitk(Volume(array=array, spacing=like.spacing, origin=like.origin, direction=like.direction))
-    sitk.WriteImage(image, str(path), useCompression=True)

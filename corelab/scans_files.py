@@ -1,0 +1,107 @@
+"""Read one image file (.nii, .nii.gz, .nrrd, .nhdr, .mha, .mhd) with header checks before pixels.
+
+The header is read first (``ReadImageInformation``) so a 2D, 4D, colour or absurdly large image is
+refused before any memory is allocated for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from corelab.scans_dicom import MAX_VOXELS
+from corelab.scans_errors import (
+    MaskValuesError,
+    NoHUCalibrationError,
+    NotCTError,
+    NotVolumeError,
+    ScanTooLargeError,
+    UnreadableScanError,
+)
+from corelab.scans_volume import ScanMeta, Volume, from_sitk
+
+__all__ = ["IMAGE_SUFFIXES", "AIR_BELOW_HU", "image_suffix", "read_image_file", "check_hu_plausible", "as_label_array"]
+
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+# A head CT in HU always contains the air around the head (about -1000 HU) or the scanner's padding
+# outside the field of view (-1024 to -3024). If nothing anywhere is below -500 HU, the values are
+# not HU: raw stored values without the -1024 intercept, an MR, or an image scaled to 0..255/0..1.
+AIR_BELOW_HU = -500.0
+
+
+def image_suffix(path: Path) -> str | None:
+    """The image-file suffix of ``path`` (".nii.gz", ".nrrd", ...), or None for anything else."""
+    name = path.name.lower()
+    return next((suffix for suffix in IMAGE_SUFFIXES if name.endswith(suffix)), None)
+
+
+def check_hu_plausible(array: np.ndarray, *, source: str) -> None:
+    """Raise `NoHUCalibrationError` unless ``array`` looks like Hounsfield units (see AIR_BELOW_HU).
+
+    >>> check_hu_plausible(np.array([-1000.0, 40.0]), source="x.nii.gz")
+    """
+    if array.size == 0 or not np.isfinite(array).all():
+        raise NoHUCalibrationError(f"{source} holds values that are not numbers (NaN or infinite), not HU.")
+    if float(array.min()) >= AIR_BELOW_HU:
+        raise NoHUCalibrationError(
+            f"{source} has no value below {AIR_BELOW_HU:.0f} anywhere (lowest {float(array.min()):.0f}),"
+            " so there is no air around the head and the values cannot be Hounsfield units."
+        )
+
+
+def as_label_array(array: np.ndarray, *, source: str) -> np.ndarray:
+    """Whole-number labels as uint8 (values 0..255) or int32; anything else is a `MaskValuesError`.
+
+    >>> as_label_array(np.array([0.0, 1.0, 4.0]), source="m").dtype
+    dtype('uint8')
+    """
+    if array.size and not np.isfinite(array).all():
+        raise MaskValuesError(f"The mask {source} holds values that are not numbers (NaN or infinite).")
+    rounded = np.rint(array)
+    if not np.array_equal(rounded, array):
+        raise MaskValuesError(
+            f"The mask {source} holds fractional values (e.g. probabilities), not whole-number labels."
+        )
+    if array.size == 0 or (rounded.min() >= 0 and rounded.max() <= 255):
+        return rounded.astype(np.uint8)
+    return rounded.astype(np.int32)
+
+
+def read_image_file(path: Path, *, as_labels: bool = False) -> Volume:
+    """A 3D image file as a `Volume`: float32 HU (checked plausible), or integer labels if ``as_labels``."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise UnreadableScanError(f"The file {path} could not be read; it is truncated, corrupt or not an image.") from None
+    size = tuple(int(s) for s in reader.GetSize())
+    if int(np.prod(size, dtype=np.float64)) > MAX_VOXELS:
+        raise ScanTooLargeError(
+            f"The header of {path} claims {' x '.join(map(str, size))} voxels,"
+            f" more than the {MAX_VOXELS:,} any real head CT has."
+        )
+    if reader.GetNumberOfComponents() != 1:
+        kind = "mask" if as_labels else "CT"
+        raise NotCTError(f"{path} is a colour or vector image with {reader.GetNumberOfComponents()} components, not a {kind}.")
+    extra = [s for s in size[3:] if s != 1]
+    if extra:
+        raise NotVolumeError(f"{path} is a {len(size)}D image ({' x '.join(map(str, size))}), not a single 3D scan.")
+    if len(size) < 3 or size[2] == 1:
+        raise NotVolumeError(f"{path} is a single 2D image ({size[0]} x {size[1]}), not a 3D head CT.")
+    try:
+        image = reader.Execute()
+    except RuntimeError:
+        raise UnreadableScanError(f"The pixel data of {path} could not be read; the file is truncated or corrupt.") from None
+    if image.GetDimension() > 3:
+        image = image[:, :, :, 0]  # a trailing time axis of length 1 carries no information
+    volume = from_sitk(image, ScanMeta(source=str(path)))
+    if as_labels:
+        array = as_label_array(volume.array, source=str(path))
+    else:
+        array = volume.array.astype(np.float32, copy=False)
+        check_hu_plausible(array, source=str(path))
+    return Volume(array=array, spacing=volume.spacing, origin=volume.origin, direction=volume.direction, meta=volume.meta)
