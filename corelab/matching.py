@@ -1,0 +1,237 @@
+"""Per-patient rows for `corelab compare`: who is analysed, who is excluded and why, and the metrics.
+
+Split from `corelab.compare` to keep files small. One row per patient with these columns:
+
+patient_id; site (when the manifest has one); in_primary (bool: in window, processed, with a
+reference); excluded_because (sentences joined by "; ", empty when analysed); status;
+hours_since_onset; reference_ml (reference mask on its own grid); other_ml (automated: volumes.csv
+``infarct_ml``, else the mask; inter-reader: reader B's mask); difference_ml (other - reference);
+abs_difference_ml; dice; both_empty; hd95_mm; lesions; lesions_detected; reference_mean_hu;
+hypodensity_class ("severe", "intermediate", "subtle", "unclassified" when the mean is outside
+14-44 HU or the reference is empty, "unknown" when the scan could not be read); note.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from corelab import scans
+from corelab.compare import find_reference, mask_metrics, reference_mean_hu
+from corelab.errors import CorelabError
+from corelab.measure import hypodensity_class
+
+__all__ = ["read_results", "automated_rows", "reader_rows", "parse_window"]
+
+_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def read_results(results: Path) -> pd.DataFrame:
+    """DIR/volumes.csv as text columns (patient ids stay text, empty cells stay "")."""
+    table = pd.read_csv(results / "volumes.csv", dtype=str, keep_default_na=False)
+    missing = {"patient_id", "status"} - set(table.columns)
+    if missing:
+        from corelab.compare import CompareError
+
+        raise CompareError(f"{results / 'volumes.csv'} lacks the column(s) {', '.join(sorted(missing))}.")
+    return table
+
+
+def parse_window(value: object) -> bool | None:
+    """volumes.csv ``in_window``: True, False, or None when the timing is unknown (empty cell)."""
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    return None
+
+
+def _number(value: object) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _window_reasons(row: pd.Series) -> list[str]:
+    window = parse_window(row.get("in_window", ""))
+    if window is True:
+        return []
+    if window is False:
+        hours = _number(row.get("hours_since_onset"))
+        when = f" ({hours:.0f} h after onset)" if math.isfinite(hours) else ""
+        return [f"scanned outside the 12 h to 14 day window{when}"]
+    return ["imaging time unknown (onset or scan time missing)"]
+
+
+def _scan_path(row: pd.Series, results: Path | None, run_info: dict) -> Path | None:
+    scan = str(row.get("scan", "")).strip()
+    if not scan:
+        return None
+    path = Path(scan)
+    if path.is_absolute():
+        return path
+    manifest = run_info.get("manifest")
+    bases = [Path(manifest).parent] if manifest else []
+    if results is not None:
+        bases += [results / Path(manifest).parent if manifest else results.parent, results.parent]
+    for base in bases:
+        if (base / path).exists():
+            return base / path
+    return None
+
+
+def _classify(row: pd.Series, results: Path | None, run_info: dict, grid: scans.Volume,
+              reference: np.ndarray, labels: np.ndarray | None) -> tuple[float, str, str]:
+    """(reference mean HU, class, note) from the patient's scan, or NaN/"unknown" and why not.
+
+    grid: the volume whose geometry ``reference`` (and ``labels``) are on; the scan must match it.
+    """
+    path = _scan_path(row, results, run_info)
+    if path is None:
+        return math.nan, "unknown", "scan not found, so the hypodensity class is unknown"
+    try:
+        scan = scans.read_scan(path, series_uid=str(row.get("series_uid", "")).strip() or None)
+    except CorelabError as error:
+        return math.nan, "unknown", f"scan unreadable ({error}), so the class is unknown"
+    if not scans.same_geometry(scan, grid):
+        return math.nan, "unknown", "scan grid differs from the mask grid, so the class is unknown"
+    mean = reference_mean_hu(scan.array, reference, labels=labels)
+    return mean, hypodensity_class(mean) or "unclassified", ""
+
+
+def _metric_columns(reference: scans.Volume, other: np.ndarray) -> dict[str, object]:
+    m = mask_metrics(reference.array, other, reference.spacing)
+    return {"dice": m.dice, "both_empty": m.both_empty, "hd95_mm": m.hd95_mm, "lesions": m.lesions,
+            "lesions_detected": m.lesions_detected}
+
+
+def _ml(volume: scans.Volume) -> float:
+    return float(np.count_nonzero(volume.array)) * volume.voxel_ml
+
+
+def _base(row: pd.Series | None, patient_id: str) -> dict[str, object]:
+    base: dict[str, object] = {"patient_id": patient_id}
+    if row is not None and "site" in row:
+        base["site"] = str(row["site"])
+    base["status"] = str(row.get("status", "")) if row is not None else ""
+    base["hours_since_onset"] = _number(row.get("hours_since_onset")) if row is not None else math.nan
+    return base
+
+
+def _finish(out: dict[str, object], reasons: list[str]) -> dict[str, object]:
+    out.setdefault("hypodensity_class", "unknown")
+    out["in_primary"] = not reasons
+    out["excluded_because"] = "; ".join(reasons)
+    if "reference_ml" in out and "other_ml" in out:
+        out["difference_ml"] = out["other_ml"] - out["reference_ml"]
+        out["abs_difference_ml"] = abs(out["difference_ml"])
+    return out
+
+
+def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_info: dict) -> pd.DataFrame:
+    """One row per volumes.csv row: automated mask against REFDIR's manual read (see module doc)."""
+    rows = []
+    for _, row in table.iterrows():
+        pid = str(row["patient_id"])
+        out, reasons, notes = _base(row, pid), [], []
+        ok = str(row["status"]).strip().lower() == "ok"
+        if not ok:
+            reasons.append(f"processing failed: {str(row.get('error', '')).strip() or 'no error recorded'}")
+        ref_path = find_reference(reference_dir, pid)
+        if ref_path is None:
+            reasons.append("no reference read")
+        reasons += _window_reasons(row)
+        mask_path = results / (str(row.get("mask", "")).strip() or f"masks/{pid}.nii.gz")
+        if ok and ref_path is not None:
+            if not mask_path.is_file():
+                reasons.append("automated mask file missing")
+            else:
+                try:
+                    auto = scans.read_mask(mask_path)
+                    native = scans.read_mask(ref_path)
+                    ref = scans.read_mask(ref_path, like=auto)
+                except CorelabError as error:
+                    reasons.append(f"mask unreadable: {error}")
+                else:
+                    listed = _number(row.get("infarct_ml"))
+                    out["reference_ml"] = _ml(native)
+                    out["other_ml"] = listed if math.isfinite(listed) else _ml(auto)
+                    out.update(_metric_columns(ref, auto.array))
+                    mean, cls, note = _classify(row, results, run_info, auto, ref.array, auto.array)
+                    out["reference_mean_hu"], out["hypodensity_class"] = mean, cls
+                    notes.append(note)
+        out["note"] = "; ".join(n for n in notes if n)
+        rows.append(_finish(out, reasons))
+    return _frame(rows)
+
+
+def _ids_in(folder: Path) -> set[str]:
+    ids = set()
+    for path in folder.iterdir():
+        name = path.name
+        if path.is_dir():
+            ids.add(name)
+        for suffix in _SUFFIXES:
+            if path.is_file() and name.endswith(suffix):
+                ids.add(name[: -len(suffix)])
+                break
+    return ids
+
+
+def reader_rows(table: pd.DataFrame | None, results: Path | None, reader_a: Path, reader_b: Path,
+                run_info: dict) -> pd.DataFrame:
+    """One row per patient: reader B's mask against reader A's (the reference) on A's grid."""
+    if table is not None:
+        listed = [(str(r["patient_id"]), r) for _, r in table.iterrows()]
+    else:
+        listed = [(pid, None) for pid in sorted(_ids_in(reader_a) | _ids_in(reader_b))]
+    rows = []
+    for pid, row in listed:
+        out, reasons, notes = _base(row, pid), [], []
+        path_a, path_b = find_reference(reader_a, pid), find_reference(reader_b, pid)
+        if path_a is None:
+            reasons.append("no read by reader A (reference)")
+        if path_b is None:
+            reasons.append("no read by reader B")
+        if row is not None:
+            reasons += _window_reasons(row)
+        if path_a is not None and path_b is not None:
+            try:
+                a = scans.read_mask(path_a)
+                b_native = scans.read_mask(path_b)
+                b = scans.read_mask(path_b, like=a)
+            except CorelabError as error:
+                reasons.append(f"mask unreadable: {error}")
+            else:
+                out["reference_ml"], out["other_ml"] = _ml(a), _ml(b_native)
+                out.update(_metric_columns(a, b.array))
+                if row is None:
+                    mean, cls, note = math.nan, "unknown", "no results folder, so no scan and no class"
+                else:
+                    mean, cls, note = _classify(row, results, run_info, a, a.array, None)
+                out["reference_mean_hu"], out["hypodensity_class"] = mean, cls
+                notes.append(note)
+        out["note"] = "; ".join(n for n in notes if n)
+        rows.append(_finish(out, reasons))
+    return _frame(rows)
+
+
+_COLUMNS = ["patient_id", "site", "in_primary", "excluded_because", "status", "hours_since_onset",
+            "reference_ml", "other_ml", "difference_ml", "abs_difference_ml", "dice", "both_empty", "hd95_mm",
+            "lesions", "lesions_detected", "reference_mean_hu", "hypodensity_class", "note"]
+
+
+def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    columns = [c for c in _COLUMNS if c in frame.columns or c != "site"]
+    frame = frame.reindex(columns=columns)
+    frame["in_primary"] = frame["in_primary"].astype(bool)
+    frame["both_empty"] = frame["both_empty"].fillna(False).astype(bool)
+    for column in ("lesions", "lesions_detected"):
+        frame[column] = frame[column].astype("Int64")
+    return frame

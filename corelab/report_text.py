@@ -1,0 +1,161 @@
+"""The words of the agreement report: methods generated from run.json, and every definition.
+
+Split from `corelab.report` to keep files small. Parameters are looked up in run.json by their
+name (the last key of a nested path, e.g. ``parameters.method.csf.lower_hu`` answers ``lower_hu``)
+so the text states the values the run actually used; a value run.json lacks is written as
+"not recorded" rather than filled in from today's defaults.
+"""
+
+from __future__ import annotations
+
+from corelab.agreement import LOA_Z
+from corelab.compare import HEMORRHAGE_HU
+from corelab.config import CLASS_RANGES_HU
+
+__all__ = ["flatten", "lookup", "methods_paragraphs", "DEFINITIONS", "COLUMN_MEANINGS"]
+
+NOT_RECORDED = "not recorded"
+
+
+def flatten(tree: object, prefix: str = "") -> dict[str, object]:
+    """Nested dicts/lists as {"a.b.0.c": value}.
+
+    >>> flatten({"a": {"b": 1, "c": [2, 3]}})
+    {'a.b': 1, 'a.c.0': 2, 'a.c.1': 3}
+    """
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def lookup(flat: dict[str, object], *names: str, within: str = "") -> object:
+    """First value whose last key is one of ``names`` (and whose path contains ``within``)."""
+    for key, value in flat.items():
+        last = key.rsplit(".", 1)[-1].lower()
+        if last in names and within in key.lower():
+            return value
+    return NOT_RECORDED
+
+
+def _cutoffs(flat: dict[str, object]) -> str:
+    found = []
+    for name in ("severe", "intermediate", "subtle", "hemorrhage"):
+        for key, value in flat.items():
+            parts = key.lower().split(".")
+            if name in parts and any(p in ("cutoff", "cutoffs", "cut_off", "cut_offs", "threshold") for p in parts):
+                found.append(f"{name} {value}")
+                break
+    return ", ".join(found) if found else NOT_RECORDED
+
+
+def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> list[str]:
+    """The methods section as plain-text paragraphs (autoescaped by the template)."""
+    flat = flatten(run_info)
+    p = lambda *names, within="": lookup(flat, *names, within=within)  # noqa: E731
+    ranges = "; ".join(
+        f"{name} [{low:g}, {high:g}{']' if i == len(CLASS_RANGES_HU) - 1 else ')'} HU"
+        for i, (name, (low, high)) in enumerate(CLASS_RANGES_HU.items())
+    )
+    text = [
+        f"Population. {counts['total']} patients were listed; the primary analysis population is every "
+        f"patient scanned within the follow-up window ({p('min_hours')} h to {p('max_hours')} h after "
+        f"onset, bounds inclusive), {'processed without error, ' if mode == 'automated' else ''}"
+        f"with a reference read: n = {counts['analysed']}. The {counts['excluded']} other patients are "
+        "listed with the reason in the exclusions table; none is silently dropped.",
+    ]
+    if mode == "automated":
+        text.append(
+            f"Automated segmentation (corelab {p('corelab', within='version')}, models "
+            f"{p('model_version', 'version', within='model')}). Scans were reconstructed to "
+            f"{p('slice_mm')} mm axial slices with {p('pixel_mm')} mm pixels. Intracranial region: bone "
+            f"> {p('bone_hu')} HU, dilated {p('dilate_mm')} mm, region grown inside the skull from the bone's "
+            f"centre of gravity, dilated {p('dilate_mm')} mm again; everything below the foramen magnum (first "
+            f"slice under the largest one with an area < {p('foramen_area_mm2')} mm²) removed. CSF: region "
+            f"grown from voxels within {p('seed_radius_mm')} mm of the intracranial centroid with "
+            f"{p('lower_hu')} to {p('upper_hu')} HU. Four CNNs of one architecture (19×19×3 patch, two 5×5 "
+            "convolutions with 64 and 128 maps each followed by 2×2 max-pooling, two dense layers of 256) "
+            "segment severe, intermediate and subtle hypodense infarct and hemorrhage, with cut-offs "
+            f"{_cutoffs(flat)}; their union (hemorrhage included) is the automated infarct, as in Sales "
+            "Barros et al. 2020. The automated volume is volumes.csv's infarct_ml."
+        )
+        grid = "the automated mask's grid"
+        reference = "manual reference masks"
+    else:
+        text.append(
+            "Inter-reader agreement. Reader B's masks are compared with reader A's, which serve as the "
+            "reference; no automated masks are used."
+        )
+        grid = "reader A's grid"
+        reference = "reader A's masks"
+    text.append(
+        f"Reference. Nonzero voxels of the {reference} are infarct (hemorrhage within or beside it "
+        f"included). Reference volumes are counted on the mask's own grid; for overlap measures the "
+        f"other mask is compared on {grid}, masks on a different grid resampled by nearest neighbour."
+    )
+    exclusion = "voxels the automated mask labels hemorrhage and " if mode == "automated" else ""
+    text.append(
+        f"Hypodensity class. The mean HU of the scan inside the reference mask, leaving out {exclusion}"
+        f"voxels of {HEMORRHAGE_HU:g} HU or more (blood), as the paper excludes hemorrhage; classes {ranges}. "
+        "Means outside these ranges (or an empty reference) are 'unclassified'; patients whose scan could "
+        "not be read are 'unknown'."
+    )
+    return text
+
+
+DEFINITIONS: list[tuple[str, str]] = [
+    ("Difference", "other minus reference (automated minus manual, or reader B minus reader A), in mL; "
+     "a positive bias means larger automated (reader B) volumes."),
+    ("ICC(A,1)", "two-way random effects, absolute agreement, single measure (McGraw & Wong 1996; "
+     "Shrout & Fleiss ICC(2,1)), 95% CI from the F distribution (pingouin, CI given to 2 decimals). "
+     "Undefined with fewer than 3 patients or when all volumes are equal. Interpretation as the paper: "
+     "< 0.4 poor, 0.4 to < 0.6 fair, 0.6 to < 0.75 good, >= 0.75 excellent."),
+    ("ICC(C,1)", "two-way, consistency, single measure (Shrout & Fleiss ICC(3,1)); ignores a constant "
+     "offset, so ICC(C,1) well above ICC(A,1) signals systematic bias."),
+    ("Lin's CCC", "concordance correlation coefficient, 2 s_xy / (s_x² + s_y² + (mean_x - mean_y)²) with "
+     "n denominators (Lin 1989); 95% CI from Fisher's z with Lin's asymptotic variance."),
+    ("Bland-Altman", f"bias = mean difference d̄; limits of agreement (LoA) d̄ ± {LOA_Z} s (s = SD of the "
+     "differences). Approximate 95% CIs (Bland & Altman 1999): bias ± t(n-1) s/√n; each limit "
+     "± t(n-1) s √(3/n)."),
+    ("Bland-Altman, ratio scale", "the same on ln(other) - ln(reference), back-transformed: the bias is "
+     "the geometric mean ratio other/reference, the limits are ratios. Pairs with a zero volume have no "
+     "ratio and are left out of this analysis only (their number is given)."),
+    ("Proportional bias", "least-squares regression of the difference on the pair mean; slope with 95% "
+     "CI (t, n-2 df) and p for slope = 0. A small p means the difference grows with infarct size."),
+    ("Dice", "2|A∩B| / (|A| + |B|) per patient on one grid. Both masks empty: Dice undefined, the "
+     "patient is left out of the Dice summary and counted ('both empty'); one empty: Dice 0."),
+    ("HD95", "95th percentile of the pooled surface-to-surface distances in both directions, in mm, "
+     "from voxel-spaced distance maps of the mask contours (SimpleITK); undefined if a mask is empty."),
+    ("Lesion detection", "each 26-connected component of the reference mask, whatever its size, counts "
+     "as detected when at least one of its voxels is in the other mask; rate = detected / all lesions, "
+     "pooled over patients."),
+    ("|Difference|", "absolute volume difference |other - reference| in mL; median (IQR)."),
+    ("Summaries", "mean ± SD (n - 1); median (IQR) with quartiles by linear interpolation."),
+]
+
+COLUMN_MEANINGS: dict[str, str] = {
+    "patient_id": "patient id as in the manifest (text)",
+    "site": "site from the manifest",
+    "in_primary": "true when in the primary analysis population",
+    "excluded_because": "reasons the patient is not in the primary analysis, '; '-separated",
+    "status": "ok / failed, from volumes.csv",
+    "hours_since_onset": "hours from onset to the follow-up scan",
+    "reference_ml": "reference (manual or reader A) volume, mL, on the reference mask's own grid",
+    "other_ml": "automated (volumes.csv infarct_ml) or reader B volume, mL",
+    "difference_ml": "other_ml - reference_ml, mL",
+    "abs_difference_ml": "|difference_ml|, mL",
+    "dice": "Dice coefficient (empty when both masks are empty)",
+    "both_empty": "true when reference and other mask are both empty",
+    "hd95_mm": "95th percentile symmetric surface distance, mm",
+    "lesions": "connected components (26-connectivity) of the reference",
+    "lesions_detected": "reference components touched by the other mask",
+    "reference_mean_hu": "mean scan HU inside the reference without hemorrhage (HU)",
+    "hypodensity_class": "severe / intermediate / subtle / unclassified / unknown (from reference_mean_hu)",
+    "note": "why a value is missing",
+}
