@@ -39,7 +39,14 @@ from corelab.scans_errors import (
     UnreadableScanError,
     UnsupportedFormatError,
 )
-from corelab.scans_files import AIR_BELOW_HU, IMAGE_SUFFIXES, check_hu_plausible, image_suffix, read_image_file
+from corelab.scans_files import (
+    AIR_BELOW_HU,
+    IMAGE_SUFFIXES,
+    as_label_array,
+    check_hu_plausible,
+    image_suffix,
+    read_image_file,
+)
 from corelab.scans_grid import MAX_GAP_RATIO
 from corelab.scans_volume import ScanMeta, Volume, from_sitk, same_geometry, to_sitk, write_image
 
@@ -167,6 +174,7 @@ def read_mask(path: str | Path, *, like: Volume | None = None) -> Volume:
         int((mask.array > 0).sum()) * scan.voxel_ml   # infarct mL
     """
     mask = orient_superior(_read_any(path, series_uid=None, as_labels=True))
+    mask = replace(mask, array=as_label_array(mask.array, source=str(path)))
     if like is None or same_geometry(mask, like):
         if like is not None:
             mask = replace(mask, spacing=like.spacing, origin=like.origin, direction=like.direction)

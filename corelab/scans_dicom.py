@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 
 from corelab.scans_errors import (
     EmptyFolderError,
@@ -171,13 +172,18 @@ def _header_records(path: Path) -> list[SliceHeader]:
 
 
 def _is_non_image_dicom(path: Path) -> bool:
-    # A DICOMDIR, structured report or presentation state is valid DICOM without pixels: skip it.
+    """True for valid DICOM objects that are not images (DICOMDIR, reports, presentation states).
+
+    Decided on the SOP class in the file meta, which sits at the start of the file: a CT slice cut
+    short after its header still says "CT Image Storage" and must be reported, not skipped.
+    """
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=False)
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError):
         # pydicom's ways of saying the file is broken: it is not a valid non-image object either.
         return False
-    return "PixelData" not in ds and "FloatPixelData" not in ds
+    sop_class = ds.file_meta.get("MediaStorageSOPClassUID") or ds.get("SOPClassUID")
+    return bool(sop_class) and "Image Storage" not in UID(str(sop_class)).name
 
 
 def read_headers(folder: Path) -> tuple[list[SliceHeader], list[str]]:
@@ -297,7 +303,7 @@ def read_dicom(
     """One DICOM series under ``path`` as a `Volume` (see `corelab.scans.read_scan` for the contract).
 
     as_labels: read a label mask stored as DICOM images: no CT/HU checks, nearest-neighbour
-    resampling, integer array.
+    resampling (the caller turns the float32 values into integer labels).
     """
     headers, notes = read_headers(path)
     by_series: dict[str, list[SliceHeader]] = defaultdict(list)
@@ -366,9 +372,8 @@ def read_dicom(
         tilt_deg=float(tilt),
         notes=tuple(notes),
     )
-    array = np.rint(pixels).astype(np.int32) if as_labels else pixels.astype(np.float32, copy=False)
     return Volume(
-        array=array,
+        array=pixels.astype(np.float32, copy=False),
         spacing=(float(spacing_z), float(first.pixel_mm[0]), float(first.pixel_mm[1])),
         origin=tuple(float(v) for v in series[0].position),
         direction=tuple(float(v) for v in direction),

@@ -6,6 +6,8 @@ refused before any memory is allocated for it.
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,49 @@ def as_label_array(array: np.ndarray, *, source: str) -> np.ndarray:
     return rounded.astype(np.int32)
 
 
+def _nifti_expected_bytes(header: bytes) -> int | None:
+    """vox_offset + voxel bytes claimed by a NIfTI-1 or NIfTI-2 header, or None if it is neither."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            dims = struct.unpack(endian + "8q", header[16:80])
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    n_voxels = int(np.prod([max(d, 1) for d in dims[1 : 1 + max(0, min(dims[0], 7))]], dtype=np.float64))
+    return offset + n_voxels * max(bitpix, 8) // 8
+
+
+def _check_nifti_complete(path: Path) -> None:
+    # ITK's NIfTI reader fills a file cut short with zeros instead of failing; a truncated scan
+    # would then read as a head with its top missing. Count the bytes ourselves (streaming).
+    gzipped = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as handle:
+            expected = _nifti_expected_bytes(handle.read(540))
+            if expected is None:
+                return
+            if gzipped:
+                handle.seek(0)
+                available = 0
+                while available < expected and (chunk := handle.read(1 << 22)):
+                    available += len(chunk)
+            else:
+                available = path.stat().st_size
+    except (OSError, EOFError):
+        raise UnreadableScanError(f"The file {path} could not be read; it is truncated or corrupt.") from None
+    if available < expected:
+        raise UnreadableScanError(
+            f"The file {path} is truncated: its header announces {expected:,} bytes but it holds {available:,}."
+        )
+
+
 def read_image_file(path: Path, *, as_labels: bool = False) -> Volume:
     """A 3D image file as a `Volume`: float32 HU (checked plausible), or integer labels if ``as_labels``."""
     reader = sitk.ImageFileReader()
@@ -92,6 +137,8 @@ def read_image_file(path: Path, *, as_labels: bool = False) -> Volume:
         raise NotVolumeError(f"{path} is a {len(size)}D image ({' x '.join(map(str, size))}), not a single 3D scan.")
     if len(size) < 3 or size[2] == 1:
         raise NotVolumeError(f"{path} is a single 2D image ({size[0]} x {size[1]}), not a 3D head CT.")
+    if image_suffix(path) in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)
     try:
         image = reader.Execute()
     except RuntimeError:
