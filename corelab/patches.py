@@ -14,7 +14,7 @@ import numpy as np
 
 from corelab.model import PATCH_CENTER, PATCH_SIZE
 
-__all__ = ["extract_patches", "augment_windows", "AUGMENT_SIZE"]
+__all__ = ["extract_patches", "augment_windows", "hard_background", "sample_voxels", "AUGMENT_SIZE"]
 
 # Odd window extracted around infarct voxels before rotation/flip, then cropped to the 19x19 patch;
 # large enough that the rotated crop never reads outside it (19x19 patch corner at 10 voxels, sqrt(2)*10 < 14.5).
@@ -81,3 +81,65 @@ def augment_windows(windows: np.ndarray, *, rng: np.random.Generator, max_angle_
     rotated = F.grid_sample(tensor, grid, mode="bilinear", padding_mode="border", align_corners=True).numpy()
     start = s // 2 - PATCH_CENTER
     return np.ascontiguousarray(rotated[:, :, start:start + PATCH_SIZE, start:start + PATCH_SIZE])
+
+
+def hard_background(
+    background: np.ndarray,
+    *,
+    foreground: np.ndarray,
+    region: np.ndarray,
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    border_mm: float = 4.0,
+    edge_mm: float = 2.0,
+    mimic_percentile: float = 10.0,
+    mimic_low: bool = True,
+) -> dict[str, np.ndarray]:
+    """Masks of hard background voxels, each a subset of `background` (bool `[z, y, x]`).
+
+    "border": within `border_mm` (in-plane) of the foreground, where lesion edges are decided;
+    "edge": within `edge_mm` (in-plane) of the region's edge, i.e. next to CSF, sulci and the skull,
+        which the paper names as a main source of false infarct;
+    "mimic": background whose 3x3 in-plane mean HU is in the lowest (`mimic_low`) or highest
+        `mimic_percentile` percent of this scan's background: hypodense (or, for hemorrhage,
+        hyperdense) tissue that is not lesion. A percentile of the scan itself, not a fixed HU, so
+        the rule does not depend on one scanner's calibration.
+    """
+    from scipy import ndimage
+
+    def near(mask: np.ndarray, mm: float) -> np.ndarray:
+        if not mask.any():
+            return np.zeros(mask.shape, bool)
+        ry, rx = (max(1, int(round(mm / s))) for s in spacing[1:])
+        yy, xx = np.ogrid[-ry:ry + 1, -rx:rx + 1]
+        disk = ((yy * spacing[1]) ** 2 + (xx * spacing[2]) ** 2) <= mm ** 2
+        return ndimage.binary_dilation(mask, structure=disk[None])
+
+    masks = {
+        "border": background & near(foreground, border_mm),
+        "edge": background & near(~region, edge_mm),
+    }
+    smooth = ndimage.uniform_filter(np.asarray(hu, np.float32), size=(1, 3, 3))
+    if background.any():
+        values = smooth[background]
+        if mimic_low:
+            masks["mimic"] = background & (smooth <= np.percentile(values, mimic_percentile))
+        else:
+            masks["mimic"] = background & (smooth >= np.percentile(values, 100.0 - mimic_percentile))
+    else:
+        masks["mimic"] = np.zeros(background.shape, bool)
+    return masks
+
+
+def sample_voxels(mask: np.ndarray, n: int, *, rng: np.random.Generator) -> np.ndarray:
+    """`n` voxel indices `[n, 3]` drawn uniformly from `mask` (with replacement only when it has fewer).
+
+    >>> m = np.zeros((1, 3, 3), bool); m[0, 1, 2] = True
+    >>> sample_voxels(m, 2, rng=np.random.default_rng(0)).tolist()
+    [[0, 1, 2], [0, 1, 2]]
+    """
+    flat = np.flatnonzero(mask)
+    if n <= 0 or flat.size == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    chosen = rng.choice(flat, size=n, replace=flat.size < n)
+    return np.stack(np.unravel_index(chosen, mask.shape), axis=1).astype(np.int64)

@@ -1,0 +1,329 @@
+"""`corelab train`: the paper's training recipe on a cohort laid out like `corelab synth` output.
+
+Recipe (Sales Barros et al. 2020, "CNN-based infarct segmentation"; choices the paper leaves open
+are marked *):
+    - patients grouped by the mean HU of their reference infarct without hemorrhage (severe [14, 22),
+      intermediate [22, 32), subtle [32, 44]); one CNN per group, a fourth for hemorrhage, all with
+      the same architecture (`corelab.model.PatchCNN`);
+    - patient split per network (`corelab.train_data.split_cohort`): up to 20 validation scans each;
+    - patches only inside the analysis region; foreground = the network's lesion, background = the
+      rest of the region (hemorrhage voxels are neither for the infarct CNNs); as many background
+      as foreground patches*, half of the background "hard"*: near the lesion border, next to CSF,
+      sulci and skull, and hypodense (hyperdense for hemorrhage) mimics, and for the infarct CNNs a
+      quarter* from training patients of the other groups;
+    - augmentation of foreground patches only: sagittal flip and rotation (uniform angle*);
+    - Adam*, binary cross-entropy*, fixed seeds;
+    - cut-off per CNN: the probability that maximizes the mean Dice over its validation scans,
+      estimated on all (or a large sample of) lesion voxels and a stratified sample of background
+      voxels*, so no validation scan needs a full dense pass;
+    - single-CNN baseline (`single=True`, written to `<out>/single/`): one CNN trained on every
+      infarct group with the same data and recipe, shipped with the same hemorrhage CNN.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from corelab.config import Method
+from corelab.model import SINGLE_NAME, InputNorm, PatchCNN, save_models
+from corelab.patches import AUGMENT_SIZE, augment_windows, extract_patches, hard_background, sample_voxels
+from corelab.train_data import CohortSplit, PreparedScan, load_cohort, split_cohort
+
+__all__ = ["TrainOptions", "TrainSummary", "train_models", "fit_network", "choose_cutoff", "network_patches"]
+
+INFARCT_NETWORKS = ("severe", "intermediate", "subtle")
+CUTOFF_GRID = np.round(np.concatenate([np.arange(0.05, 0.95, 0.01), np.arange(0.95, 0.999, 0.002)]), 4)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Training parameters (defaults sized for a ~60-scan cohort in ~20-30 min on 2 CPU cores).
+
+    patches_per_class: foreground patches per network; background patches are as many.
+    epochs, batch_size, learning_rate: Adam on binary cross-entropy.
+    val_scans: validation scans per network (paper: 20).
+    hard_fraction: share of background patches drawn from the hard strata.
+    other_background_fraction: share of an infarct CNN's background from other groups' patients.
+    val_voxels: background voxels sampled per validation scan for the cut-off (half hard, half rest);
+        lesion voxels are all used up to the same number.
+    hemorrhage_hu: hemorrhage rule for scans without truth labels (see `corelab.train_data`).
+    threads: torch CPU threads while training.
+    """
+
+    patches_per_class: int = 20_000
+    epochs: int = 6
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    val_scans: int = 20
+    hard_fraction: float = 0.5
+    other_background_fraction: float = 0.25
+    val_voxels: int = 6_000
+    hemorrhage_hu: float = 50.0
+    threads: int = 2
+    method: Method = field(default_factory=Method)
+    norm: InputNorm = field(default_factory=InputNorm)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """What `train_models` wrote: folders, cut-offs, validation Dice and sizes per network."""
+
+    out_dir: Path
+    single_dir: Path | None
+    cutoffs: dict[str, float]
+    validation_dice: dict[str, float]
+    n_train: dict[str, int]
+    n_val: dict[str, int]
+    seconds: float
+
+    def __str__(self) -> str:
+        lines = [f"models written to {self.out_dir}" + (f" (single-CNN baseline in {self.single_dir})" if self.single_dir else "")]
+        for name, cutoff in self.cutoffs.items():
+            lines.append(f"  {name:<12} cut-off {cutoff:.3f}  validation Dice {self.validation_dice[name]:.2f}  "
+                         f"({self.n_train[name]} training / {self.n_val[name]} validation scans)")
+        lines.append(f"  {self.seconds / 60:.1f} min")
+        return "\n".join(lines)
+
+
+def _masks(scan: PreparedScan, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground, background) of one network on one scan, both inside the region."""
+    if name == "hemorrhage":
+        return scan.hemorrhage & scan.region, scan.region & ~scan.hemorrhage
+    lesion = scan.infarct if name == SINGLE_NAME else scan.infarct if scan.hypodensity == name else None
+    background = scan.region & ~scan.reference & ~scan.hemorrhage
+    if lesion is None:  # another group's patient: background only
+        return np.zeros(scan.region.shape, bool), background
+    return lesion & scan.region, background
+
+
+def _split_counts(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def network_patches(
+    name: str,
+    donors: list[PreparedScan],
+    others: list[PreparedScan],
+    options: TrainOptions,
+    *,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced training patches of one network: (float16 `[N, 3, 19, 19]`, float32 labels `[N]`).
+
+    donors: scans whose lesion is this network's foreground (and whose region gives background);
+    others: training scans of other groups (background only, infarct CNNs).
+    """
+    n_fg = options.patches_per_class
+    n_other = int(round(n_fg * options.other_background_fraction)) if others and name in INFARCT_NETWORKS else 0
+    pad = options.norm.pad_value
+    patches, labels = [], []
+    for scan, fg_count, bg_count in zip(donors, _split_counts(n_fg, len(donors)), _split_counts(n_fg - n_other, len(donors))):
+        x = scan.x.astype(np.float32)
+        foreground, background = _masks(scan, name)
+        if foreground.any():
+            windows = extract_patches(x, sample_voxels(foreground, fg_count, rng=rng), pad_value=pad,
+                                      size=AUGMENT_SIZE, center=AUGMENT_SIZE // 2)
+            patches.append(augment_windows(windows, rng=rng).astype(np.float16))
+            labels.append(np.ones(len(windows), np.float32))
+        hard = hard_background(background, foreground=foreground, region=scan.region, hu=x, spacing=scan.spacing,
+                               mimic_low=name != "hemorrhage")
+        n_hard = _split_counts(int(round(bg_count * options.hard_fraction)), len(hard))
+        centers = [sample_voxels(mask, k, rng=rng) for mask, k in zip(hard.values(), n_hard)]
+        centers.append(sample_voxels(background, bg_count - sum(len(c) for c in centers), rng=rng))
+        centers = np.concatenate(centers)
+        patches.append(extract_patches(x, centers, pad_value=pad).astype(np.float16))
+        labels.append(np.zeros(len(centers), np.float32))
+    for scan, count in zip(others, _split_counts(n_other, len(others)) if n_other else []):
+        centers = sample_voxels(_masks(scan, name)[1], count, rng=rng)
+        patches.append(extract_patches(scan.x.astype(np.float32), centers, pad_value=pad).astype(np.float16))
+        labels.append(np.zeros(len(centers), np.float32))
+    return np.concatenate(patches), np.concatenate(labels)
+
+
+def fit_network(
+    patches: np.ndarray,
+    labels: np.ndarray,
+    options: TrainOptions,
+    *,
+    seed: int,
+    log: Callable[[str], None] = print,
+    name: str = "",
+) -> PatchCNN:
+    """Train one `PatchCNN` on patches (`[N, 3, 19, 19]`) and 0/1 labels; returns it in eval mode."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    net = PatchCNN()
+    optimizer = torch.optim.Adam(net.parameters(), lr=options.learning_rate)
+    x_all, y_all = torch.from_numpy(patches), torch.from_numpy(labels)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    for epoch in range(options.epochs):
+        net.train()
+        order = torch.randperm(len(y_all), generator=generator)
+        total, correct, seen = 0.0, 0, 0
+        for start in range(0, len(order), options.batch_size):
+            index = order[start:start + options.batch_size]
+            x, y = x_all[index].float(), y_all[index]
+            logits = net(x)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(index)
+            correct += int(((logits > 0).float() == y).sum())
+            seen += len(index)
+        log(f"{name}: epoch {epoch + 1}/{options.epochs} loss {total / seen:.4f} patch accuracy {correct / seen:.3f}")
+    return net.eval()
+
+
+def _probabilities(net: PatchCNN, x: np.ndarray, centers: np.ndarray, norm: InputNorm) -> np.ndarray:
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(centers), 4096):
+            batch = extract_patches(x, centers[start:start + 4096], pad_value=norm.pad_value)
+            out.append(net.probability(torch.from_numpy(batch)).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def choose_cutoff(
+    net: PatchCNN, scans: list[PreparedScan], name: str, options: TrainOptions, *, rng: np.random.Generator
+) -> tuple[float, float]:
+    """(cut-off, mean Dice at it) maximizing the mean per-scan Dice over validation scans.
+
+    Counts are estimated from weighted samples: lesion voxels (all, or `val_voxels` of them) and
+    background voxels stratified into hard (border, edge, mimic) and the rest, each weighted by
+    its stratum's size over its sample size. A scan without lesion in its region scores Dice 1
+    when nothing is claimed, else 0.
+    """
+    dice = np.zeros((len(scans), len(CUTOFF_GRID)))
+    for i, scan in enumerate(scans):
+        x = scan.x.astype(np.float32)
+        foreground, background = _masks(scan, name)
+        hard_masks = hard_background(background, foreground=foreground, region=scan.region, hu=x,
+                                     spacing=scan.spacing, mimic_low=name != "hemorrhage")
+        hard = np.logical_or.reduce(list(hard_masks.values()))
+        tp = np.zeros(len(CUTOFF_GRID))
+        fp = np.zeros(len(CUTOFF_GRID))
+        n_lesion = int(foreground.sum())
+        if n_lesion:
+            centers = sample_voxels(foreground, min(n_lesion, options.val_voxels), rng=rng)
+            prob = _probabilities(net, x, centers, options.norm)
+            tp = (prob[None, :] >= CUTOFF_GRID[:, None]).sum(axis=1) * (n_lesion / len(centers))
+        for stratum in (hard, background & ~hard):
+            size = int(stratum.sum())
+            if size:
+                centers = sample_voxels(stratum, min(size, options.val_voxels // 2), rng=rng)
+                prob = _probabilities(net, x, centers, options.norm)
+                fp += (prob[None, :] >= CUTOFF_GRID[:, None]).sum(axis=1) * (size / len(centers))
+        denominator = n_lesion + tp + fp  # 2TP + FP + FN = |lesion| + |claimed|
+        dice[i] = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1e-9), 1.0)
+        if not n_lesion:
+            dice[i] = np.where(fp > 0, 0.0, 1.0)
+    mean = dice.mean(axis=0)
+    best = int(np.argmax(mean))
+    return float(CUTOFF_GRID[best]), float(mean[best])
+
+
+def train_models(
+    cohort_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    single: bool = False,
+    seed: int = 0,
+    options: TrainOptions = TrainOptions(),
+    synthetic: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainSummary:
+    """Train the severe, intermediate, subtle and hemorrhage CNNs (and with `single`, the baseline).
+
+    cohort_dir: manifest.xlsx/csv (patient_id, scan), manual/<id>.nii.gz reference masks (binary,
+        hemorrhage included), optional truth/<id>.nii.gz labels (4 = hemorrhage).
+    out_dir: model folder to write (weights, card.json, MODEL_CARD.md); `out_dir/single/` holds
+        the baseline. synthetic: recorded in the card; None = True when the cohort folder holds
+        a `corelab synth` trial (synth.json or trial.json beside the manifest).
+    Raises `CohortError` subclasses for unusable cohorts (see `corelab.train_data`).
+
+    Example: ``train_models("trial/", "models/", seed=0)`` then ``load_models("models/")``.
+    """
+    started = time.time()
+    cohort_dir, out_dir = Path(cohort_dir), Path(out_dir)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(options.threads)
+    try:
+        rng = np.random.default_rng(seed)
+        scans = load_cohort(cohort_dir, method=options.method, norm=options.norm,
+                            hemorrhage_hu=options.hemorrhage_hu, log=log)
+        split = split_cohort(scans, val_scans=options.val_scans, rng=rng)
+        names = [*INFARCT_NETWORKS, "hemorrhage"] + ([SINGLE_NAME] if single else [])
+        networks, cutoffs, dice = {}, {}, {}
+        for index, name in enumerate(names):
+            networks[name], cutoffs[name], dice[name] = _train_one(name, scans, split, options, seed=seed + index,
+                                                                   rng=rng, log=log)
+        if synthetic is None:
+            synthetic = any((cohort_dir / marker).is_file() for marker in ("synth.json", "trial.json"))
+        training = _training_record(cohort_dir, scans, split, options, seed=seed, synthetic=synthetic, names=names)
+        scores = {"validation_dice": {name: round(dice[name], 4) for name in names},
+                  "note": "mean per-scan Dice on the validation scans used to choose each cut-off (not held out)"}
+        four = [*INFARCT_NETWORKS, "hemorrhage"]
+        save_models(out_dir, {n: networks[n] for n in four}, {n: cutoffs[n] for n in four},
+                    norm=options.norm, grid=_grid(options), training=training,
+                    scores={**scores, "validation_dice": {n: scores["validation_dice"][n] for n in four}})
+        single_dir = None
+        if single:
+            single_dir = out_dir / "single"
+            pair = (SINGLE_NAME, "hemorrhage")
+            save_models(single_dir, {n: networks[n] for n in pair}, {n: cutoffs[n] for n in pair},
+                        norm=options.norm, grid=_grid(options), training=training,
+                        scores={**scores, "validation_dice": {n: scores["validation_dice"][n] for n in pair}})
+    finally:
+        torch.set_num_threads(previous_threads)
+    return TrainSummary(
+        out_dir=out_dir, single_dir=single_dir, cutoffs=cutoffs, validation_dice=dice,
+        n_train={name: len(split.train[name]) for name in names},
+        n_val={name: len(split.val[name]) for name in names},
+        seconds=time.time() - started,
+    )
+
+
+def _train_one(name, scans, split: CohortSplit, options, *, seed, rng, log):
+    by_id = {scan.patient_id: scan for scan in scans}
+    donors = [by_id[pid] for pid in split.train[name]]
+    excluded = set(split.train[name]) | set(split.val[name])
+    others = [by_id[pid] for pid in split.background if pid not in excluded]
+    patches, labels = network_patches(name, donors, others, options, rng=rng)
+    log(f"{name}: {len(donors)} training scans, {int(labels.sum())} lesion and {int((labels == 0).sum())} "
+        f"background patches")
+    net = fit_network(patches, labels, options, seed=seed, log=log, name=name)
+    cutoff, dice = choose_cutoff(net, [by_id[pid] for pid in split.val[name]], name, options, rng=rng)
+    log(f"{name}: cut-off {cutoff:.3f}, validation Dice {dice:.3f} on {len(split.val[name])} scans")
+    return net, cutoff, dice
+
+
+def _grid(options: TrainOptions) -> dict:
+    return {"slice_mm": options.method.grid.slice_mm, "pixel_mm": options.method.grid.pixel_mm}
+
+
+def _training_record(cohort_dir, scans, split, options, *, seed, synthetic, names) -> dict:
+    return {
+        "cohort": str(cohort_dir.resolve()),
+        "synthetic": bool(synthetic),
+        "seed": seed,
+        "n_scans": len(scans),
+        "classes": {c: sum(s.hypodensity == c for s in scans) for c in INFARCT_NETWORKS},
+        "hemorrhage_labels": {src: sum(s.hemorrhage_source == src for s in scans) for src in ("truth", "threshold")},
+        "train_scans": {name: list(split.train[name]) for name in names},
+        "validation_scans": {name: list(split.val[name]) for name in names},
+        "patches_per_class": options.patches_per_class,
+        "background_patches": "as many as lesion patches; "
+                              f"{options.hard_fraction:.0%} hard (lesion border, CSF/sulci/skull edge, mimics)",
+        "augmentation": "lesion patches only: sagittal flip (p=0.5) and in-plane rotation, uniform angle",
+        "epochs": options.epochs,
+        "optimizer": f"Adam lr {options.learning_rate}, batch {options.batch_size}, binary cross-entropy",
+        "cutoff_rule": "maximizes mean per-scan Dice on the validation scans",
+        "hemorrhage_rule": f"truth label 4, else reference voxels >= {options.hemorrhage_hu} HU",
+    }
