@@ -163,7 +163,10 @@ def summarize_series(series_uid: str, headers: Sequence[SliceHeader]) -> SeriesS
 
 def rank_series(candidates: Sequence[SeriesSummary]) -> list[SeriesSummary]:
     """CT 3D stacks best first by the module's rules 3-6 (callers drop non-CT and non-volumes first)."""
-    longest = max((c.extent_mm for c in candidates), default=0.0)
+    # Coverage is compared among the stacks rule 3 keeps: a long coronal reformat must not make
+    # every axial series look partial.
+    pool = [c for c in candidates if c.axial] or list(candidates)
+    longest = max((c.extent_mm for c in pool), default=0.0)
     kernel_rank = {"soft": 2, "unknown": 1, "sharp": 0}
 
     def key(c: SeriesSummary) -> tuple:
