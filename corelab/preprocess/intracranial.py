@@ -13,9 +13,11 @@ What this module adds, because real heads break the recipe:
   in bone, in a sinus or outside the head (a dense head rest, neck or face bones pulling it away),
   the largest enclosed component is used instead, with a flag.
 - Skull opened (craniectomy, a gap wider than twice 7 mm): no enclosed component is big enough
-  because the inside joins the air around the head. Each slice's bone is then closed by its convex
-  hull and the grow is repeated inside the hulls (flagged); tissue bulging through the opening is
-  left out. If that fails too, `SkullNotFoundError`.
+  because the inside joins the air around the head. The grow is repeated with the opening closed,
+  flagged: under the skin (a 7 mm wall along the air around the head, so brain bulging through the
+  opening is kept), or, when that runs into face or neck soft tissue (grows over 1.3 times more),
+  across the opening (each slice limited to the convex hull of its bone). If both fail,
+  `SkullNotFoundError`.
 - The second dilation can pass through a gap in a thin skull into the scalp; it is therefore kept
   away (7 mm dilation) from the space around the head. Bone voxels (HU > 160) that the second
   dilation brings in (the inner table) are dropped: the region holds no voxel of skull or scalp.
@@ -85,7 +87,7 @@ def intracranial_region(
     bone = hu > params.bone_hu
     if not bone.any():
         raise NoBoneError(
-            f"No voxel is above {params.bone_hu:g} HU, so the skull cannot be found; is this a head CT in Hounsfield units?"
+            f"No voxel is above {params.bone_hu:g} HU, so the skull cannot be found; the scan may not be a head CT in Hounsfield units."
         )
     if bone.mean() > 0.5:
         raise NotHounsfieldError(
@@ -96,26 +98,19 @@ def intracranial_region(
     closed = dilate_mm(bone, spacing, params.dilate_mm)
     seed = tuple(int(round(c)) for c in np.argwhere(bone).mean(axis=0))
     grown, exterior, note = _grow_inside(~closed, hu, seed, voxel_ml)
+    limit = None
     if grown is None:
-        hulls = slice_convex_hulls(bone)
-        grown, exterior, note = _grow_inside(~closed & hulls, hu, seed, voxel_ml)
-        if grown is None:
-            raise SkullNotFoundError(
-                "No space enclosed by the skull was found, even after closing openings slice by slice; "
-                "the scan may not cover the head."
-            )
-        exterior = exterior | ~hulls
-        flags.append(
-            "The skull is open (craniectomy or a wide defect): each slice was closed across the opening, "
-            "so tissue bulging through it is left out."
-        )
+        grown, exterior, limit, note, flag = _close_open_skull(closed, bone, hu, seed, spacing, params.dilate_mm, voxel_ml)
+        flags.append(flag)
     if note:
         flags.append(note)
     region = dilate_mm(grown, spacing, params.dilate_mm)
     region &= ~dilate_mm(exterior, spacing, params.dilate_mm)
+    if limit is not None:
+        region &= limit
     region &= ~bone  # a no-op after the paper's steps (grown lies > 7 mm from bone); kept as a guarantee
-    region |= partial_volume_rim(region, hu, bone)
     foramen = foramen_magnum_slice(region, spacing, area_mm2=params.foramen_area_mm2)
+    region |= partial_volume_rim(region, hu, bone)
     if foramen is None:
         flags.append("No foramen magnum was found below the largest slice; nothing was cut at the bottom.")
     else:
@@ -180,6 +175,43 @@ def _grow_inside(
             "in the largest space enclosed by the skull instead."
         )
     return labels == best, exterior, note
+
+
+def _close_open_skull(
+    closed: np.ndarray, bone: np.ndarray, hu: np.ndarray, seed: tuple[int, int, int],
+    spacing: tuple[float, float, float], wall_mm: float, voxel_ml: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str, str]:
+    """Grow again when the skull is open: (grown, exterior, limit or None, seed note, flag).
+
+    Two closures are tried. Under the skin: the space within ``wall_mm`` of the air around the head
+    (the scalp) is walled off, so brain bulging through the opening stays in. Across the opening:
+    each slice is limited to the convex hull of its bone. The first is kept unless it grew more than
+    1.3 times the second (it then ran into face or neck soft tissue).
+    """
+    air_labels, _ = label_components(hu < AIR_HU)
+    frame = np.zeros(hu.shape, bool)
+    frame[:, [0, -1], :] = True
+    frame[:, :, [0, -1]] = True
+    outside_air = np.isin(air_labels, np.setdiff1d(np.unique(air_labels[frame]), [0]))
+    wall = dilate_mm(outside_air, spacing, wall_mm)
+    under_skin, _, skin_note = _grow_inside(~closed & ~wall, hu, seed, voxel_ml)
+    hulls = slice_convex_hulls(bone)
+    across, _, hull_note = _grow_inside(~closed & hulls, hu, seed, voxel_ml)
+    if under_skin is not None and (across is None or under_skin.sum() <= 1.3 * across.sum()):
+        flag = (
+            "The skull is open (craniectomy or a wide defect): the region was closed under the skin at the opening; "
+            "check that it holds no scalp or muscle."
+        )
+        return under_skin, outside_air, None, skin_note, flag
+    if across is not None:
+        flag = (
+            "The skull is open (craniectomy or a wide defect): each slice was closed across the opening, "
+            "so brain bulging through it is left out."
+        )
+        return across, outside_air, hulls, hull_note, flag
+    raise SkullNotFoundError(
+        "No space enclosed by the skull was found, even after closing openings in the skull; the scan may not cover the head."
+    )
 
 
 def _coverage_flags(region: np.ndarray, grown: np.ndarray) -> list[str]:
