@@ -91,9 +91,12 @@ def _read_any(path: str | Path, *, series_uid: str | None, as_labels: bool) -> V
         raise UnsupportedFormatError(
             f"{path} is not a format corelab reads (a DICOM folder or file, {', '.join(IMAGE_SUFFIXES)})."
         )
+    volume = read_image_file(path, as_labels=as_labels)
     if series_uid is not None:
-        raise SeriesNotFoundError(f"A series_uid ({series_uid}) was given, but {path} is an image file, not a DICOM folder.")
-    return read_image_file(path, as_labels=as_labels)
+        # An image file holds one series; the manifest's uid has nothing to select, so say so.
+        note = f"series_uid {series_uid} ignored: {path.name} is an image file with a single series."
+        volume = replace(volume, meta=replace(volume.meta, notes=volume.meta.notes + (note,)))
+    return volume
 
 
 def orient_superior(volume: Volume) -> Volume:

@@ -52,6 +52,7 @@ _TAGS = {
     "0008|0060": "Modality",
     "0008|0201": "TimezoneOffsetFromUTC",
     "0008|103e": "SeriesDescription",
+    "0018|0010": "ContrastBolusAgent",
     "0018|0050": "SliceThickness",
     "0018|1120": "GantryDetectorTilt",
     "0018|1210": "ConvolutionKernel",
@@ -137,7 +138,9 @@ def _header_records(path: Path) -> list[SliceHeader]:
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        if _is_non_image_dicom(path):
+        # Files GDCM cannot read are skipped unless they carry the DICOM marker: a thumbnail or
+        # text file is not our business, a broken DICOM slice is.
+        if not is_dicom_file(path) or _is_non_image_dicom(path):
             return []
         raise UnreadableScanError(f"The DICOM file {path} could not be read; it is truncated or corrupt.") from None
     tags = {name: reader.GetMetaData(key).strip() for key, name in _TAGS.items() if reader.HasMetaDataKey(key)}
@@ -196,15 +199,13 @@ def read_headers(folder: Path) -> tuple[list[SliceHeader], list[str]]:
     headers: list[SliceHeader] = []
     skipped = 0
     for path in sorted(files):
-        if not is_dicom_file(path) and path.suffix.lower() not in (".dcm", ".ima"):
-            skipped += 1
-            continue
         records = _header_records(path)
         skipped += not records
         headers.extend(records)
     if not headers:
         raise NoDicomImagesError(f"The folder {folder} holds {len(files)} files but no DICOM images.")
-    notes = [f"{skipped} files in {folder} that are not DICOM images were ignored."] if skipped else []
+    plural = "files" if skipped != 1 else "file"
+    notes = [f"{skipped} {plural} in {folder} that are not DICOM images were ignored."] if skipped else []
     return headers, notes
 
 
@@ -238,9 +239,12 @@ def _choose(
     ranked = rank_series(volumes)
     best = ranked[0]
     notes = [
-        f"Series {best.describe()} chosen from {len(summaries)} series: CT, not a localizer, axial,"
-        f" full coverage ({best.extent_mm:.0f} mm), {best.kernel_class} kernel, most slices, in that order."
+        f"Series {best.describe()} chosen from {len(summaries)} series by the rules CT, 3D (not a localizer),"
+        " one image per position, non-contrast, axial, full coverage, soft kernel, most slices"
+        f" (it covers {best.extent_mm:.0f} mm with a {best.kernel_class} kernel)."
     ]
+    if best.contrast:
+        notes.append("Warning: the chosen series looks contrast-enhanced; the method expects non-contrast CT.")
     others = [s for s in summaries if s.series_uid != best.series_uid]
     if others:
         notes.append("Not chosen: " + "; ".join(_why_not(s, best) for s in others) + ".")
@@ -254,6 +258,10 @@ def _why_not(s: SeriesSummary, best: SeriesSummary) -> str:
         reason = "localizer"
     elif not s.is_volume:
         reason = "not a 3D stack"
+    elif s.repeated_positions and not best.repeated_positions:
+        reason = "repeated slice positions (perfusion or multi-phase)"
+    elif s.contrast and not best.contrast:
+        reason = "contrast-enhanced"
     elif not s.axial and best.axial:
         reason = "not axial"
     elif s.extent_mm < 0.9 * best.extent_mm:
@@ -337,7 +345,8 @@ def read_dicom(
     order = 0 if as_labels else 1
     fill = 0.0 if as_labels else float(pixels.min())
     tilt = 0.0
-    if geometry.tilt_deg > 0.01 or np.abs(geometry.shifts_mm).max() > 0.01 * min(first.pixel_mm):
+    # Shear under 1% of a pixel is rounding in the written positions, not a tilt.
+    if np.abs(geometry.shifts_mm).max() >= 0.01 * min(first.pixel_mm):
         pixels = align_slices(pixels, geometry.shifts_mm, first.pixel_mm, order=order, fill=fill)
         tilt = geometry.tilt_deg
         notes.append(

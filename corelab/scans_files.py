@@ -135,8 +135,9 @@ def read_image_file(path: Path, *, as_labels: bool = False) -> Volume:
     extra = [s for s in size[3:] if s != 1]
     if extra:
         raise NotVolumeError(f"{path} is a {len(size)}D image ({' x '.join(map(str, size))}), not a single 3D scan.")
-    if len(size) < 3 or size[2] == 1:
-        raise NotVolumeError(f"{path} is a single 2D image ({size[0]} x {size[1]}), not a 3D head CT.")
+    if len(size) < 3 or min(size[:3]) == 1:
+        shown = " x ".join(str(s) for s in size[:3] if s != 1)
+        raise NotVolumeError(f"{path} is a single 2D image ({shown}), not a 3D head CT.")
     if image_suffix(path) in (".nii", ".nii.gz"):
         _check_nifti_complete(path)
     try:
@@ -145,7 +146,8 @@ def read_image_file(path: Path, *, as_labels: bool = False) -> Volume:
         raise UnreadableScanError(f"The pixel data of {path} could not be read; the file is truncated or corrupt.") from None
     if image.GetDimension() > 3:
         image = image[:, :, :, 0]  # a trailing time axis of length 1 carries no information
-    volume = from_sitk(image, ScanMeta(source=str(path)))
+    note = "Image file without DICOM tags: modality, kernel and acquisition date-time are unknown."
+    volume = from_sitk(image, ScanMeta(source=str(path), notes=(note,)))
     if as_labels:
         array = as_label_array(volume.array, source=str(path))
     else:

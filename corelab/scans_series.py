@@ -5,12 +5,15 @@ functions decide. Series choice, in order of the rules (each only breaks ties le
 
 1. modality CT (MR, PET, SR, ... are never analysed);
 2. a 3D stack: not a localizer/scout (ImageType LOCALIZER) and at least 2 slices in one orientation;
-3. axial: the slice normal within 45 degrees of the head-foot axis (a tilted gantry stays axial);
-4. full head coverage: a stack at least 90% as long (mm) as the longest candidate, because a volume
-   measured on a partial stack misses infarct that the scanner did image;
-5. soft-tissue / brain kernel over an unknown one over a bone / sharp one (bone kernels add noise
+3. one image per position: a series that repeats positions (perfusion, multi-phase) comes last;
+4. non-contrast: no ContrastBolusAgent and no CTA/angio/perfusion in the description, because the
+   method's HU ranges are those of non-contrast CT;
+5. axial: the slice normal within 45 degrees of the head-foot axis (a tilted gantry stays axial);
+6. full head coverage: a stack at least 90% as long (mm) as the longest axial candidate, because a
+   volume measured on a partial stack misses infarct that the scanner did image;
+7. soft-tissue / brain kernel over an unknown one over a bone / sharp one (bone kernels add noise
    that hides the few HU of an infarct's hypodensity);
-6. more slices (the thin reconstruction; preprocessing averages it into 5 mm slabs as the paper does).
+8. more slices (the thin reconstruction; preprocessing averages it into 5 mm slabs as the paper does).
 """
 
 from __future__ import annotations
@@ -77,6 +80,8 @@ class SeriesSummary:
     localizer: bool
     one_orientation: bool
     axial: bool
+    repeated_positions: bool = False
+    contrast: bool = False
 
     def describe(self) -> str:
         """Short text for notes and error messages, e.g. "1.2.3 (CT, 'Head 5mm', kernel H30s, 24 slices)"."""
@@ -88,6 +93,7 @@ class SeriesSummary:
         return not self.localizer and self.one_orientation and self.n_slices >= 2
 
 
+_CONTRAST_WORDS = re.compile(r"\b(CTA|ANGIO\w*|PERF\w*|C\+|CONTRAST|VENOGRAM|CTV)(?=\W|$)", re.IGNORECASE)
 _SHARP_WORDS = ("BONE", "SHARP", "LUNG", "EDGE", "DETAIL", "SKULL")
 _SOFT_WORDS = ("BRAIN", "SOFT", "STANDARD", "STND", "HEAD", "CEREBRUM", "SMOOTH")
 # Philips letter kernels are too short to search for inside a name; they only count whole.
@@ -132,6 +138,7 @@ def kernel_class(kernel: str, description: str = "") -> str:
 def summarize_series(series_uid: str, headers: Sequence[SliceHeader]) -> SeriesSummary:
     """Reduce one series' slice headers to what the choice rules compare."""
     first = headers[0]
+    repeated = False
     orientations = {tuple(np.round(h.orientation, 3)) for h in headers if h.orientation is not None}
     one_orientation = len(orientations) == 1 and all(h.orientation is not None for h in headers)
     axial = False
@@ -144,6 +151,7 @@ def summarize_series(series_uid: str, headers: Sequence[SliceHeader]) -> SeriesS
         if len(positions) >= 2:
             along = positions @ (normal / np.linalg.norm(normal))
             extent = float(along.max() - along.min())
+            repeated = len(np.unique(np.round(along, 2))) < len(along)
     image_type = first.tag("ImageType").upper()
     kernel = first.tag("ConvolutionKernel")
     description = first.tag("SeriesDescription")
@@ -158,11 +166,13 @@ def summarize_series(series_uid: str, headers: Sequence[SliceHeader]) -> SeriesS
         localizer="LOCALIZER" in image_type,
         one_orientation=one_orientation,
         axial=bool(axial),
+        repeated_positions=bool(repeated),
+        contrast=bool(first.tag("ContrastBolusAgent")) or bool(_CONTRAST_WORDS.search(description)),
     )
 
 
 def rank_series(candidates: Sequence[SeriesSummary]) -> list[SeriesSummary]:
-    """CT 3D stacks best first by the module's rules 3-6 (callers drop non-CT and non-volumes first)."""
+    """CT 3D stacks best first by the module's rules 3-8 (callers drop non-CT and non-volumes first)."""
     # Coverage is compared among the stacks rule 3 keeps: a long coronal reformat must not make
     # every axial series look partial.
     pool = [c for c in candidates if c.axial] or list(candidates)
@@ -171,7 +181,15 @@ def rank_series(candidates: Sequence[SeriesSummary]) -> list[SeriesSummary]:
 
     def key(c: SeriesSummary) -> tuple:
         covers = c.extent_mm >= _COVERAGE_FRACTION * longest
-        return (c.axial, covers, kernel_rank[c.kernel_class], c.n_slices, c.extent_mm)
+        return (
+            not c.repeated_positions,
+            not c.contrast,
+            c.axial,
+            covers,
+            kernel_rank[c.kernel_class],
+            c.n_slices,
+            c.extent_mm,
+        )
 
     return sorted(candidates, key=key, reverse=True)
 

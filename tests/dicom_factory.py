@@ -166,6 +166,18 @@ def _apply_tags(ds: Dataset, tags: Mapping[str, object], omit: Iterable[str]) ->
             delattr(ds, keyword)
 
 
+def _save(ds: FileDataset, stem: Path, part10: bool) -> Path:
+    if part10:
+        path = stem.with_name(stem.name + ".dcm")
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        path = stem
+        ds.preamble = None
+        ds.file_meta = FileMetaDataset()
+        ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    return path
+
+
 def write_ct_series(
     folder: str | Path,
     hu: np.ndarray,
@@ -187,6 +199,7 @@ def write_ct_series(
     tags: Mapping[str, object] | None = None,
     omit_tags: Iterable[str] = (),
     prefix: str | None = None,
+    part10: bool = True,
 ) -> WrittenSeries:
     """Write ``hu`` ([z, y, x], HU) as a DICOM series in ``folder`` (created if needed).
 
@@ -203,6 +216,8 @@ def write_ct_series(
         the date-time defaults are `DEFAULT_DATETIME_TAGS`.
     omit_tags: keywords deleted from every file (e.g. "AcquisitionDate", "RescaleIntercept").
     prefix: file name prefix (default: a piece of the series UID), so several series share a folder.
+    part10: False writes bare datasets (implicit VR, no preamble, no "DICM" marker, no .dcm suffix),
+        as old scanners and some PACS exports do.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -261,8 +276,7 @@ def write_ct_series(
         ds.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
         _set_pixels(ds, stored, signed)
         _apply_tags(ds, all_tags, omit_tags)
-        path = folder / f"{prefix}_mf.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        path = _save(ds, folder / f"{prefix}_mf", part10)
         files = (path,)
     else:
         sop_class = CT_IMAGE_STORAGE if modality == "CT" else MR_IMAGE_STORAGE
@@ -281,8 +295,7 @@ def write_ct_series(
                 ds.RescaleType = "HU"
             _set_pixels(ds, stored[k], signed)
             _apply_tags(ds, all_tags, omit_tags)
-            path = folder / f"{prefix}_{k:04d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
+            path = _save(ds, folder / f"{prefix}_{k:04d}", part10)
             written.append(path)
         files = tuple(written)
     return WrittenSeries(

@@ -302,7 +302,7 @@ def test_stray_non_dicom_file_is_ignored_and_noted(tmp_path):
     write_ct_series(tmp_path / "ct", head(shape=(3, 8, 8)), (5.0, 1.0, 1.0))
     (tmp_path / "ct" / "Thumbs.db").write_bytes(b"\x00" * 300)
     volume = read_scan(tmp_path / "ct")
-    assert any("1 files" in note and "ignored" in note for note in volume.meta.notes)
+    assert any("1 file in" in note and "ignored" in note for note in volume.meta.notes)
 
 
 @pytest.mark.parametrize("keep_bytes", [200, 1000, -100])
@@ -446,3 +446,50 @@ def test_mask_stored_as_a_dicom_series(tmp_path):
     write_ct_series(tmp_path / "seg", labels, (5.0, 1.0, 1.0), rescale=None, kernel=None, modality="OT")
     mask = read_mask(tmp_path / "seg")
     np.testing.assert_array_equal(mask.array, labels.astype(np.uint8))
+
+
+# --- more real-world folders -------------------------------------------------------------------------
+
+
+def test_files_without_part10_header_are_read(tmp_path):
+    hu = head(shape=(4, 8, 8))
+    written = write_ct_series(tmp_path / "raw", hu, (5.0, 1.0, 1.0), part10=False)
+    assert written.files[0].suffix == "" and written.files[0].read_bytes()[128:132] != b"DICM"
+    np.testing.assert_array_equal(read_scan(tmp_path / "raw").array, hu)
+
+
+def test_non_contrast_series_is_chosen_over_a_thinner_cta(tmp_path):
+    folder = tmp_path / "study"
+    ncct = write_ct_series(folder, head(shape=(10, 16, 16)), (5.0, 1.0, 1.0)).series_uid
+    write_ct_series(folder, head(shape=(46, 16, 16)), (1.0, 1.0, 1.0), description="CTA head", tags={"ContrastBolusAgent": "Iodine"})
+    volume = read_scan(folder)
+    assert volume.meta.series_uid == ncct
+    assert "contrast-enhanced" in volume.meta.notes[1]
+
+
+def test_perfusion_series_with_repeated_positions_is_not_chosen(tmp_path):
+    folder = tmp_path / "study"
+    ncct = write_ct_series(folder, head(shape=(6, 16, 16)), (5.0, 1.0, 1.0)).series_uid
+    z = [5.0 * (k % 4) for k in range(40)]  # 10 time points of 4 positions
+    write_ct_series(folder, head(shape=(40, 16, 16)), (5.0, 1.0, 1.0), slice_z=z, description="Brain 4D")
+    volume = read_scan(folder)
+    assert volume.meta.series_uid == ncct
+    assert "repeated slice positions" in volume.meta.notes[1]
+
+
+def test_image_file_with_one_row_is_2d(tmp_path):
+    path = write_image(tmp_path / "row.mha", np.full((8, 1, 8), -1000, np.int16), (5.0, 1.0, 1.0))
+    with pytest.raises(NotVolumeError, match=r"single 2D image \(8 x 8\)"):
+        read_scan(path)
+
+
+def test_mask_written_on_a_tilt_corrected_grid_reads_back_unchanged(tmp_path):
+    spacing = (5.0, 2.0, 2.0)
+    written = write_ct_series(tmp_path / "tilt", head(), spacing, tilt_deg=20.0)
+    scan = read_scan(tmp_path / "tilt")
+    labels = np.zeros(scan.array.shape, np.uint8)
+    labels[4:8, 20:40, 20:40] = 1
+    write_image(tmp_path / "m.nrrd", labels, scan.spacing, origin=scan.origin, direction=scan.direction)
+    mask = read_mask(tmp_path / "m.nrrd", like=scan)
+    np.testing.assert_array_equal(mask.array, labels)
+    assert written.series_uid == scan.meta.series_uid

@@ -166,7 +166,7 @@ def test_single_multiframe_file_is_read_and_non_image_dicom_is_skipped(tmp_path)
     np.testing.assert_array_equal(read_scan(written.files[0]).array, hu)
     report = _basic_text_sr(tmp_path / "ct" / "report.dcm")
     volume = read_scan(tmp_path / "ct")
-    assert report.exists() and any("1 files" in note for note in volume.meta.notes)
+    assert report.exists() and any("1 file in" in note for note in volume.meta.notes)
 
 
 def _basic_text_sr(path: Path) -> Path:
