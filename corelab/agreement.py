@@ -231,22 +231,22 @@ def agreement_row(df: pd.DataFrame, *, reference: str, other: str) -> dict[str, 
     Uses the per-patient columns when present: ``dice``, ``both_empty`` (bool), ``hd95_mm``,
     ``lesions``, ``lesions_detected``. Keys: n, icc_a1*, icc_c1*, ba_* (mL), ratio_* (ratio scale),
     ccc*, dice_*, n_both_empty, absdiff_*, hd95_*, lesions, lesions_detected, detection_rate,
-    median reference and other volumes, notes.
+    median reference and other volumes; icc_note, ba_note, ratio_note, ccc_note (why a number is
+    undefined) and notes (all of them).
     """
     row: dict[str, object] = {"n": len(df)}
     table = icc(df, reference=reference, other=other).set_index("measure")
     for key, name in (("icc_a1", "ICC(A,1)"), ("icc_c1", "ICC(C,1)")):
         row[key], row[key + "_ci_low"], row[key + "_ci_high"] = table.loc[name, ["estimate", "ci_low", "ci_high"]]
-    notes = [table["note"].iloc[0]]
+    row["icc_note"] = table["note"].iloc[0]
     for prefix, scale in (("ba", "ml"), ("ratio", "ratio")):
         ba = bland_altman(df, reference=reference, other=other, scale=scale).iloc[0]
         for key, value in ba.items():
-            if key not in ("scale", "note"):
+            if key != "scale":
                 row[f"{prefix}_{key}"] = value
-        notes.append(ba["note"])
     cc = concordance(df, reference=reference, other=other).iloc[0]
-    row.update(ccc=cc["ccc"], ccc_ci_low=cc["ci_low"], ccc_ci_high=cc["ci_high"])
-    notes.append(cc["note"])
+    row.update(ccc=cc["ccc"], ccc_ci_low=cc["ci_low"], ccc_ci_high=cc["ci_high"], ccc_note=cc["note"])
+    notes = [row["icc_note"], row["ba_note"], row["ratio_note"], row["ccc_note"]]
     for name, column in (("reference", reference), ("other", other)):
         row[f"{name}_median"], row[f"{name}_q1"], row[f"{name}_q3"] = (
             distribution(df[column])[k] for k in ("median", "q1", "q3"))

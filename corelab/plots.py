@@ -44,6 +44,14 @@ def _colors(rows: pd.DataFrame) -> list[str]:
     return [CLASS_COLORS.get(c, "#1f77b4") for c in rows["hypodensity_class"]]
 
 
+def _class_legend(axis: plt.Axes, rows: pd.DataFrame) -> None:
+    present = [c for c in CLASS_COLORS if c in set(rows["hypodensity_class"])]
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=CLASS_COLORS[c], markeredgecolor="black",
+                          markeredgewidth=0.3, markersize=4, label=c) for c in present]
+    if handles:
+        axis.legend(handles=handles, loc="best", fontsize=6, framealpha=0.8)
+
+
 def _empty(axis: plt.Axes, title: str) -> None:
     axis.set_title(f"{title} (n = 0)")
     axis.text(0.5, 0.5, "no patients", ha="center", va="center", transform=axis.transAxes)
@@ -67,6 +75,8 @@ def scatter_grid(per_patient: pd.DataFrame, *, reference_label: str, other_label
         axis.set_ylim(0, high)
         axis.set_aspect("equal")
         axis.set_title(f"{panel} (n = {len(rows)})")
+        if panel == "All":
+            _class_legend(axis, rows)
         axis.set_xlabel(f"{reference_label} volume (mL)")
         axis.set_ylabel(f"{other_label} volume (mL)")
     figure.tight_layout()
@@ -99,11 +109,17 @@ def bland_altman_grid(
             axis.axhline(value, color="#1f4e79", linestyle=style, linewidth=0.9)
             low, high = s[f"{key}_ci_low"], s[f"{key}_ci_high"]
             if math.isfinite(low) and math.isfinite(high) and high > low:
-                axis.axhspan(low, high, color="#1f4e79", alpha=0.12, linewidth=0)
+                if key == "ba_bias":  # shade only the bias CI; wide limit CIs would cover the points
+                    axis.axhspan(low, high, color="#1f4e79", alpha=0.12, linewidth=0)
+                else:
+                    for bound in (low, high):
+                        axis.axhline(bound, color="#1f4e79", linestyle=":", linewidth=0.6)
             axis.text(right, value, f" {value:.1f}", va="center", fontsize=6, color="#1f4e79", clip_on=False)
         axis.axhline(0, color="black", linewidth=0.5)
         axis.set_xlim(0, right)
         axis.set_title(f"{panel} (n = {len(rows)})")
+        if panel == "All":
+            _class_legend(axis, rows)
         axis.set_xlabel(f"mean of {reference_label} and {other_label} (mL)")
         axis.set_ylabel(f"{other_label} - {reference_label} (mL)")
     figure.tight_layout()
@@ -119,15 +135,16 @@ def dice_plot(per_patient: pd.DataFrame, *, classes: tuple[str, ...] = PANELS) -
         rows = rows if panel == "All" else rows[rows["hypodensity_class"] == panel]
         data.append(rows["dice"].to_numpy(float))
         labels.append(f"{panel}\n(n = {len(rows)})")
-        colors.append(CLASS_COLORS.get(panel, "#1f77b4"))
+        colors.append(_colors(rows))
     positions = np.arange(1, len(data) + 1)
     filled = [i for i, d in enumerate(data) if len(d)]
     if filled:
         axis.boxplot([data[i] for i in filled], positions=positions[filled], widths=0.5, showfliers=False)
     jitter = np.random.default_rng(0)  # fixed seed: the same report twice is the same picture
     for position, values, color in zip(positions, data, colors):
-        axis.scatter(position + jitter.uniform(-0.12, 0.12, len(values)), values, s=10, color=color,
-                     edgecolors="black", linewidths=0.3, zorder=3)
+        if len(values):
+            axis.scatter(position + jitter.uniform(-0.12, 0.12, len(values)), values, s=10, c=color,
+                         edgecolors="black", linewidths=0.3, zorder=3)
     axis.set_xticks(positions, labels)
     axis.set_ylim(-0.03, 1.03)
     axis.set_ylabel("Dice")

@@ -65,12 +65,18 @@ def _p(value: float) -> str:
     return "–" if not math.isfinite(value) else ("< 0.001" if value < 0.001 else f"{value:.3f}")
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]], note: str = "") -> dict:
-    return {"title": title, "columns": columns, "rows": rows, "note": note}
+def _table(title: str, columns: list[str], rows: list[list[str]], note: str = "", css: str = "") -> dict:
+    return {"title": title, "columns": columns, "rows": rows, "note": note, "css": css}
 
 
-def _notes(stats: pd.DataFrame) -> str:
-    return " ".join(f"{r['group']}: {r['notes']}." for _, r in stats.iterrows() if r["notes"])
+def _notes(stats: pd.DataFrame, *columns: str) -> str:
+    """Why numbers are undefined, per group, from the given note columns ("notes" = all)."""
+    out = []
+    for _, r in stats.iterrows():
+        text = "; ".join(dict.fromkeys(str(r[c]) for c in columns if r[c]))
+        if text:
+            out.append(f"{r['group'] or '(none)'}: {text}.")
+    return " ".join(out)
 
 
 def _format_tables(stats: pd.DataFrame, labels: tuple[str, str], what: str) -> dict[str, dict]:
@@ -85,20 +91,22 @@ def _format_tables(stats: pd.DataFrame, labels: tuple[str, str], what: str) -> d
              "ICC(C,1) (95% CI)", "Lin's CCC (95% CI)", "|difference| mL, median (IQR)"],
             [[group(r), str(r["n"]), _iqr(r, "reference", 1), _iqr(r, "other", 1), _ci(r, "icc_a1", 3, 2),
               _ci(r, "icc_c1", 3, 2), _ci(r, "ccc", 3), _iqr(r, "absdiff", 1)] for _, r in rows],
-            _notes(stats)),
+            _notes(stats, "icc_note", "ccc_note")),
         "bland_altman_ml": _table(
             f"Bland-Altman, mL ({other} - {ref}) {what}",
             ["Group", "n", "bias (95% CI)", "lower limit (95% CI)", "upper limit (95% CI)",
              "proportional bias slope (95% CI)", "p (slope)"],
             [[group(r), str(r["ba_n"]), _ci(r, "ba_bias", 1), _ci(r, "ba_loa_low", 1), _ci(r, "ba_loa_high", 1),
-              _ci(r, "ba_slope", 3), _p(r["ba_slope_p"])] for _, r in rows]),
+              _ci(r, "ba_slope", 3), _p(r["ba_slope_p"])] for _, r in rows],
+            _notes(stats, "ba_note")),
         "bland_altman_ratio": _table(
             f"Bland-Altman, ratio {other}/{ref} {what}",
             ["Group", "n (zero pairs left out)", "geometric mean ratio (95% CI)", "lower limit (95% CI)",
              "upper limit (95% CI)", "slope on ln scale (95% CI)", "p (slope)"],
             [[group(r), f"{r['ratio_n']} ({r['ratio_n_zero']})", _ci(r, "ratio_bias", 3),
               _ci(r, "ratio_loa_low", 3), _ci(r, "ratio_loa_high", 3), _ci(r, "ratio_slope", 3),
-              _p(r["ratio_slope_p"])] for _, r in rows]),
+              _p(r["ratio_slope_p"])] for _, r in rows],
+            _notes(stats, "ratio_note")),
         "overlap": _table(
             f"Overlap {what}",
             ["Group", "n", "Dice mean ± SD (n)", "Dice median (IQR)", "both masks empty", "HD95 mm, median (IQR)",
@@ -118,7 +126,7 @@ def _short_table(title: str, stats: pd.DataFrame) -> dict:
         [[str(r["group"]) or "(none)", str(r["n"]), _ci(r, "icc_a1", 3, 2),
           f"{_f(r['ba_bias'], 1)} ({_f(r['ba_loa_low'], 1)} to {_f(r['ba_loa_high'], 1)})",
           f"{_f(r['dice_mean'], 3)} ± {_f(r['dice_sd'], 3)}", _iqr(r, "dice", 3)] for _, r in s.iterrows()],
-        _notes(stats))
+        _notes(stats, "icc_note", "ba_note"))
 
 
 def _reason_counts(per_patient: pd.DataFrame) -> pd.DataFrame:
@@ -165,7 +173,8 @@ def build_report(
     tables["exclusion_counts"] = _reason_counts(per_patient)
     context_tables["exclusion_counts"] = _table(
         "Patient flow", ["", "patients"], [[r["reason"], str(r["patients"])] for _, r in tables["exclusion_counts"].iterrows()],
-        "A patient can have more than one reason.")
+        "A patient can have more than one reason; each is listed in the exclusions table after the figures.",
+        css="narrow")
     excluded = per_patient[~per_patient["in_primary"]]
     tables["exclusions"] = excluded[[c for c in ("patient_id", "site", "excluded_because") if c in excluded]]
     context_tables["exclusions"] = _table(
@@ -182,14 +191,16 @@ def build_report(
           _f(r["reference_ml"], 1), _f(r["other_ml"], 1), _f(r["difference_ml"], 1),
           "both empty" if r["both_empty"] else _f(r["dice"], 3), _f(r["hd95_mm"], 1),
           "–" if pd.isna(r["lesions"]) else f"{r['lesions_detected']}/{r['lesions']}", "yes" if r["in_primary"] else "no"]
-         for _, r in p.iterrows()])
+         for _, r in p.iterrows()],
+        "Class from the reference's mean HU; 'unknown' without a readable scan or reference mask. "
+        "Dice 'both empty': left out of the Dice summaries.", css="nowrap")
     counts = {"total": len(per_patient), "analysed": len(primary), "excluded": len(excluded)}
     flat = flatten(run_info)
     figures = [
         {"title": f"{labels[1].capitalize()} against {labels[0]} volume, with the identity line (primary population)",
          "src": _svg_uri(plots.scatter_grid(primary, reference_label=labels[0], other_label=labels[1]))},
-        {"title": "Bland-Altman plots: bias (solid) and 95% limits of agreement (dashed) with their 95% CIs "
-                  "(shaded), overall and per hypodensity class",
+        {"title": "Bland-Altman plots (mL): bias (solid line, its 95% CI shaded) and 95% limits of agreement "
+                  "(dashed, their 95% CIs dotted), overall and per hypodensity class",
          "src": _svg_uri(plots.bland_altman_grid(primary, by_class, reference_label=labels[0], other_label=labels[1]))},
         {"title": "Dice per patient (both-empty patients not shown), overall and per class",
          "src": _svg_uri(plots.dice_plot(primary))},

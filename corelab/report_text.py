@@ -52,37 +52,43 @@ def _cutoffs(flat: dict[str, object]) -> str:
             if name in parts and any(p in ("cutoff", "cutoffs", "cut_off", "cut_offs", "threshold") for p in parts):
                 found.append(f"{name} {value}")
                 break
-    return ", ".join(found) if found else NOT_RECORDED
+    return ", ".join(found) if found else f"[{NOT_RECORDED} in run.json]"
 
 
 def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> list[str]:
     """The methods section as plain-text paragraphs (autoescaped by the template)."""
     flat = flatten(run_info)
-    p = lambda *names, within="": lookup(flat, *names, within=within)  # noqa: E731
+
+    def p(*names: str, unit: str = "", within: str = "") -> str:
+        value = lookup(flat, *names, within=within)
+        return f"[{NOT_RECORDED} in run.json]" if value == NOT_RECORDED else f"{value}{unit}"
+
+    low, high = lookup(flat, "min_hours"), lookup(flat, "max_hours")
+    window = (f"{low} h to {high} h after onset, bounds inclusive" if NOT_RECORDED not in (low, high)
+              else f"bounds {NOT_RECORDED} in run.json; corelab's default is 12 h to 14 days")
     ranges = "; ".join(
         f"{name} [{low:g}, {high:g}{']' if i == len(CLASS_RANGES_HU) - 1 else ')'} HU"
         for i, (name, (low, high)) in enumerate(CLASS_RANGES_HU.items())
     )
     text = [
         f"Population. {counts['total']} patients were listed; the primary analysis population is every "
-        f"patient scanned within the follow-up window ({p('min_hours')} h to {p('max_hours')} h after "
-        f"onset, bounds inclusive), {'processed without error, ' if mode == 'automated' else ''}"
+        f"patient scanned within the follow-up window ({window}), {'processed without error, ' if mode == 'automated' else ''}"
         f"with a reference read: n = {counts['analysed']}. The {counts['excluded']} other patients are "
         "listed with the reason in the exclusions table; none is silently dropped.",
     ]
     if mode == "automated":
         text.append(
             f"Automated segmentation (corelab {p('corelab', within='version')}, models "
-            f"{p('model_version', 'version', within='model')}). Scans were reconstructed to "
-            f"{p('slice_mm')} mm axial slices with {p('pixel_mm')} mm pixels. Intracranial region: bone "
-            f"> {p('bone_hu')} HU, dilated {p('dilate_mm')} mm, region grown inside the skull from the bone's "
-            f"centre of gravity, dilated {p('dilate_mm')} mm again; everything below the foramen magnum (first "
-            f"slice under the largest one with an area < {p('foramen_area_mm2')} mm²) removed. CSF: region "
-            f"grown from voxels within {p('seed_radius_mm')} mm of the intracranial centroid with "
-            f"{p('lower_hu')} to {p('upper_hu')} HU. Four CNNs of one architecture (19×19×3 patch, two 5×5 "
+            f"{p('model_version', 'version', within='model')}). Scans were reconstructed to axial slices of "
+            f"{p('slice_mm', unit=' mm')} with pixels of {p('pixel_mm', unit=' mm')}. Intracranial region: bone "
+            f"above {p('bone_hu', unit=' HU')}, dilated by {p('dilate_mm', unit=' mm')}, region grown inside the "
+            f"skull from the bone's centre of gravity, dilated again; everything below the foramen magnum (first "
+            f"slice under the largest one with an area below {p('foramen_area_mm2', unit=' mm²')}) removed. "
+            f"CSF: region grown from voxels within {p('seed_radius_mm', unit=' mm')} of the intracranial "
+            f"centroid, thresholds {p('lower_hu', unit=' HU')} to {p('upper_hu', unit=' HU')}. Four CNNs of one architecture (19×19×3 patch, two 5×5 "
             "convolutions with 64 and 128 maps each followed by 2×2 max-pooling, two dense layers of 256) "
             "segment severe, intermediate and subtle hypodense infarct and hemorrhage, with cut-offs "
-            f"{_cutoffs(flat)}; their union (hemorrhage included) is the automated infarct, as in Sales "
+            f"{_cutoffs(flat)} (probability cut-offs chosen on validation scans); their union (hemorrhage included) is the automated infarct, as in Sales "
             "Barros et al. 2020. The automated volume is volumes.csv's infarct_ml."
         )
         grid = "the automated mask's grid"
