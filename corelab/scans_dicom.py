@@ -149,6 +149,11 @@ def _header_records(path: Path) -> list[SliceHeader]:
         rows, cols = int(tags.get("Rows") or 0), int(tags.get("Columns") or 0)
     except ValueError:
         raise UnreadableScanError(f"The DICOM file {path} has an unreadable image size in its header.") from None
+    if float(n_frames) * rows * cols > MAX_VOXELS:
+        raise ScanTooLargeError(
+            f"The DICOM file {path} claims {n_frames} frames of {rows} x {cols} pixels,"
+            f" more than the {MAX_VOXELS:,} voxels any real head CT has."
+        )
     if n_frames > 1:
         frames = _frame_geometry(path, n_frames, tags)
     else:
@@ -288,10 +293,12 @@ def _check_consistent(folder: Path, headers: list[SliceHeader]) -> None:
 
 def _read_pixels(headers: list[SliceHeader]) -> np.ndarray:
     """[n, rows, cols] float32 in rescaled units (GDCM applies RescaleSlope/Intercept)."""
-    cache: dict[Path, np.ndarray] = {}
     out = np.empty((len(headers), headers[0].rows, headers[0].cols), dtype=np.float32)
+    # Only the last file is kept: consecutive frames of a multi-frame file reuse it, while a
+    # one-file-per-slice series is never held twice in memory.
+    last_path, last_pixels = None, None
     for k, h in enumerate(headers):
-        if h.path not in cache:
+        if h.path != last_path:
             try:
                 image = sitk.ReadImage(str(h.path), imageIO="GDCMImageIO")
             except RuntimeError:
@@ -300,9 +307,36 @@ def _read_pixels(headers: list[SliceHeader]) -> np.ndarray:
                 ) from None
             if image.GetNumberOfComponentsPerPixel() != 1:
                 raise NotCTError(f"The DICOM file {h.path} is a colour image, not a CT.")
-            cache[h.path] = sitk.GetArrayFromImage(image).reshape(-1, h.rows, h.cols)
-        out[k] = cache[h.path][h.frame]
+            last_path, last_pixels = h.path, sitk.GetArrayFromImage(image).reshape(-1, h.rows, h.cols)
+        out[k] = last_pixels[h.frame]
     return out
+
+
+def _check_usable(path: Path, series: list[SliceHeader], *, as_labels: bool) -> None:
+    """Size, colour and HU calibration of the chosen series, from headers only (before pixels)."""
+    first = series[0]
+    n_voxels = float(len(series)) * first.rows * first.cols
+    if n_voxels > MAX_VOXELS:
+        raise ScanTooLargeError(
+            f"The DICOM series in {path} claims {len(series)} images of {first.rows} x {first.cols} pixels,"
+            f" more than the {MAX_VOXELS:,} voxels any real head CT has."
+        )
+    if first.tag("SamplesPerPixel") not in ("", "1"):
+        raise NotCTError(f"The DICOM series in {path} holds colour images, not a CT.")
+    if not as_labels:
+        missing = [h for h in series if not h.has_rescale]
+        if missing:
+            raise NoHUCalibrationError(
+                f"The CT series in {path} has no RescaleIntercept/RescaleSlope (e.g. {missing[0].path.name}),"
+                " so its pixel values cannot be converted to Hounsfield units."
+            )
+
+
+def _slice_thickness(header: SliceHeader, fallback_mm: float) -> float:
+    try:
+        return float(header.tag("SliceThickness").split("\\")[0])
+    except ValueError:
+        return fallback_mm
 
 
 def read_dicom(
@@ -321,24 +355,11 @@ def read_dicom(
     notes += choice_notes
     series = by_series[uid]
     _check_consistent(path, series)
+    _check_usable(path, series, as_labels=as_labels)
     first = series[0]
-    n_voxels = len(series) * first.rows * first.cols
-    if n_voxels > MAX_VOXELS:
-        raise ScanTooLargeError(
-            f"The DICOM series in {path} claims {len(series)} images of {first.rows} x {first.cols} pixels,"
-            f" more than the {MAX_VOXELS:,} voxels any real head CT has."
-        )
-    if first.tag("SamplesPerPixel") not in ("", "1"):
-        raise NotCTError(f"The DICOM series in {path} holds colour images, not a CT.")
-    if not as_labels:
-        missing = [h for h in series if not h.has_rescale]
-        if missing:
-            raise NoHUCalibrationError(
-                f"The CT series in {path} has no RescaleIntercept/RescaleSlope (e.g. {missing[0].path.name}),"
-                " so its pixel values cannot be converted to Hounsfield units."
-            )
     orientation = np.asarray(first.orientation, dtype=float)
-    row, col = orientation[:3], orientation[3:]
+    # Headers round cosines to a few digits; unit vectors keep the direction matrix a rotation.
+    row, col = orientation[:3] / np.linalg.norm(orientation[:3]), orientation[3:] / np.linalg.norm(orientation[3:])
     geometry = stack_geometry(np.array([h.position for h in series]), row, col)
     series = [series[i] for i in geometry.order]
     pixels = _read_pixels(series)
@@ -366,17 +387,12 @@ def read_dicom(
     notes += date_notes
     axis = geometry.slice_axis
     direction = (row[0], col[0], axis[0], row[1], col[1], axis[1], row[2], col[2], axis[2])
-    thickness = (first.tags.get("SliceThickness") or "").split("\\")[0]
-    try:
-        thickness_mm = float(thickness) if thickness else spacing_z
-    except ValueError:
-        thickness_mm = spacing_z
     meta = ScanMeta(
         source=str(path),
         modality=first.tag("Modality"),
         series_uid=uid,
         acquisition_datetime=date_time,
-        slice_thickness_mm=thickness_mm,
+        slice_thickness_mm=_slice_thickness(first, spacing_z),
         kernel=first.tag("ConvolutionKernel"),
         tilt_deg=float(tilt),
         notes=tuple(notes),

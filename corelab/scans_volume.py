@@ -23,12 +23,13 @@ class ScanMeta:
     """What later steps need to know about where a scan came from.
 
     source: path that was read (file or DICOM folder).
-    modality: DICOM Modality ("CT"), or "" for image files that do not say.
+    modality: DICOM Modality ("CT"), or "" for image files, which do not say.
     series_uid: SeriesInstanceUID, or "" for image files.
     acquisition_datetime: AcquisitionDate/Time, else SeriesDate/Time, else StudyDate/Time; None if absent.
     slice_thickness_mm: SliceThickness tag, else the slice spacing.
     kernel: ConvolutionKernel, or "".
-    tilt_deg: gantry tilt that was corrected by resampling, in degrees (0 when none).
+    tilt_deg: gantry tilt that was corrected by shifting slices in-plane, in degrees, as an absolute
+        angle measured from the slice positions (0 when the stack needed no correction).
     notes: human-readable sentences about choices made while reading (series chosen and why,
         resampling of uneven spacing or tilt).
     """

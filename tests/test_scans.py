@@ -493,3 +493,12 @@ def test_mask_written_on_a_tilt_corrected_grid_reads_back_unchanged(tmp_path):
     mask = read_mask(tmp_path / "m.nrrd", like=scan)
     np.testing.assert_array_equal(mask.array, labels)
     assert written.series_uid == scan.meta.series_uid
+
+
+def test_multiframe_header_with_absurd_frame_count_is_refused_early(tmp_path):
+    written = write_ct_series(tmp_path / "mf", head(shape=(3, 8, 8)), (5.0, 1.0, 1.0), multiframe=True)
+    ds = pydicom.dcmread(written.files[0])
+    ds.NumberOfFrames = 100_000_000
+    ds.save_as(written.files[0])
+    with pytest.raises(ScanTooLargeError, match="100000000 frames"):
+        read_scan(tmp_path / "mf")
