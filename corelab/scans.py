@@ -183,7 +183,9 @@ def read_mask(path: str | Path, *, like: Volume | None = None) -> Volume:
             mask = replace(mask, spacing=like.spacing, origin=like.origin, direction=like.direction)
         return mask
     if not _overlaps(mask, like):
-        raise MaskOutsideScanError(f"The mask {path} lies entirely outside the scan it belongs to; it cannot be placed on it.")
+        raise MaskOutsideScanError(
+            f"The mask {path} lies entirely outside the scan it belongs to; it cannot be placed on it."
+        )
     resampled = sitk.Resample(
         to_sitk(mask), to_sitk(Volume(array=np.zeros(like.array.shape, np.uint8), spacing=like.spacing,
                                       origin=like.origin, direction=like.direction)),

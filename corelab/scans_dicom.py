@@ -119,11 +119,13 @@ def _frame_geometry(path: Path, n_frames: int, tags: dict[str, str]) -> list[dic
             # Legacy multi-frame: one position plus SpacingBetweenSlices along the plane normal.
             normal = np.cross(top_orientation[:3], top_orientation[3:])
             position = tuple(float(v) for v in np.asarray(top_position) + k * step[0] * normal)
+        if spacing is not None:
+            spacing = tuple(float(v) for v in spacing)
         frames.append(
             {
                 "position": position,
                 "orientation": orientation,
-                "pixel_mm": tuple(float(v) for v in spacing) if spacing is not None else _floats(tags.get("PixelSpacing", "")),
+                "pixel_mm": spacing or _floats(tags.get("PixelSpacing", "")),
                 "has_rescale": intercept is not None or "RescaleIntercept" in tags,
             }
         )

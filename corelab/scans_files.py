@@ -7,6 +7,7 @@ refused before any memory is allocated for it.
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 import struct
 from pathlib import Path
 
@@ -122,7 +123,9 @@ def read_image_file(path: Path, *, as_labels: bool = False) -> Volume:
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        raise UnreadableScanError(f"The file {path} could not be read; it is truncated, corrupt or not an image.") from None
+        raise UnreadableScanError(
+            f"The file {path} could not be read; it is truncated, corrupt or not an image."
+        ) from None
     size = tuple(int(s) for s in reader.GetSize())
     if int(np.prod(size, dtype=np.float64)) > MAX_VOXELS:
         raise ScanTooLargeError(
@@ -131,7 +134,8 @@ def read_image_file(path: Path, *, as_labels: bool = False) -> Volume:
         )
     if reader.GetNumberOfComponents() != 1:
         kind = "mask" if as_labels else "CT"
-        raise NotCTError(f"{path} is a colour or vector image with {reader.GetNumberOfComponents()} components, not a {kind}.")
+        components = reader.GetNumberOfComponents()
+        raise NotCTError(f"{path} is a colour or vector image with {components} components, not a {kind}.")
     extra = [s for s in size[3:] if s != 1]
     if extra:
         raise NotVolumeError(f"{path} is a {len(size)}D image ({' x '.join(map(str, size))}), not a single 3D scan.")
@@ -143,7 +147,9 @@ def read_image_file(path: Path, *, as_labels: bool = False) -> Volume:
     try:
         image = reader.Execute()
     except RuntimeError:
-        raise UnreadableScanError(f"The pixel data of {path} could not be read; the file is truncated or corrupt.") from None
+        raise UnreadableScanError(
+            f"The pixel data of {path} could not be read; the file is truncated or corrupt."
+        ) from None
     if image.GetDimension() > 3:
         image = image[:, :, :, 0]  # a trailing time axis of length 1 carries no information
     note = "Image file without DICOM tags: modality, kernel and acquisition date-time are unknown."
@@ -153,4 +159,4 @@ def read_image_file(path: Path, *, as_labels: bool = False) -> Volume:
     else:
         array = volume.array.astype(np.float32, copy=False)
         check_hu_plausible(array, source=str(path))
-    return Volume(array=array, spacing=volume.spacing, origin=volume.origin, direction=volume.direction, meta=volume.meta)
+    return replace(volume, array=array)

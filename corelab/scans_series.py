@@ -86,7 +86,8 @@ class SeriesSummary:
     def describe(self) -> str:
         """Short text for notes and error messages, e.g. "1.2.3 (CT, 'Head 5mm', kernel H30s, 24 slices)"."""
         kernel = f", kernel {self.kernel}" if self.kernel else ""
-        return f"{self.series_uid} ({self.modality or 'no modality'}, '{self.description}'{kernel}, {self.n_slices} images)"
+        modality = self.modality or "no modality"
+        return f"{self.series_uid} ({modality}, '{self.description}'{kernel}, {self.n_slices} images)"
 
     @property
     def is_volume(self) -> bool:

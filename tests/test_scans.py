@@ -137,7 +137,8 @@ def study_folder(tmp_path):
         ("bone_thin", "H60s", 2.0, 21),
     ]:
         hu = head(shape=(n, 16, 16), seed=n)
-        uids[name] = write_ct_series(folder, hu, (spacing, 1.0, 1.0), kernel=kernel, study_uid=study, description=name).series_uid
+        written = write_ct_series(folder, hu, (spacing, 1.0, 1.0), kernel=kernel, study_uid=study, description=name)
+        uids[name] = written.series_uid
     return folder, uids
 
 
@@ -258,7 +259,11 @@ def test_two_slices_at_one_position_are_refused(tmp_path):
         ((), {}, dt.datetime(2024, 3, 1, 8, 6)),
         (("AcquisitionDate", "AcquisitionTime"), {}, dt.datetime(2024, 3, 1, 8, 5)),
         (("AcquisitionTime", "SeriesDate", "SeriesTime"), {}, dt.datetime(2024, 3, 1, 8, 0)),
-        (("AcquisitionDate", "AcquisitionTime"), {"AcquisitionDateTime": "20240301081500.25+0100"}, dt.datetime(2024, 3, 1, 8, 15, 0, 250000)),
+        (
+            ("AcquisitionDate", "AcquisitionTime"),
+            {"AcquisitionDateTime": "20240301081500.25+0100"},
+            dt.datetime(2024, 3, 1, 8, 15, 0, 250000),
+        ),
         (("AcquisitionTime", "SeriesTime", "StudyTime"), {}, None),  # dates alone: the time is unknown
     ],
 )
@@ -268,7 +273,8 @@ def test_acquisition_datetime_fallback_order(tmp_path, omit, tags, expected):
 
 
 def test_earliest_slice_time_and_timezone_note(tmp_path):
-    written = write_ct_series(tmp_path / "ct", head(shape=(3, 8, 8)), (5.0, 1.0, 1.0), tags={"TimezoneOffsetFromUTC": "+0200"})
+    tags = {"TimezoneOffsetFromUTC": "+0200"}
+    written = write_ct_series(tmp_path / "ct", head(shape=(3, 8, 8)), (5.0, 1.0, 1.0), tags=tags)
     ds = pydicom.dcmread(written.files[1])
     ds.AcquisitionTime = "080559.5"  # a helical scan's slices carry slightly different times
     ds.save_as(written.files[1])
@@ -461,7 +467,8 @@ def test_files_without_part10_header_are_read(tmp_path):
 def test_non_contrast_series_is_chosen_over_a_thinner_cta(tmp_path):
     folder = tmp_path / "study"
     ncct = write_ct_series(folder, head(shape=(10, 16, 16)), (5.0, 1.0, 1.0)).series_uid
-    write_ct_series(folder, head(shape=(46, 16, 16)), (1.0, 1.0, 1.0), description="CTA head", tags={"ContrastBolusAgent": "Iodine"})
+    cta = {"ContrastBolusAgent": "Iodine"}
+    write_ct_series(folder, head(shape=(46, 16, 16)), (1.0, 1.0, 1.0), description="CTA head", tags=cta)
     volume = read_scan(folder)
     assert volume.meta.series_uid == ncct
     assert "contrast-enhanced" in volume.meta.notes[1]
