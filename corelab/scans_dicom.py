@@ -250,6 +250,13 @@ def _choose(
         " one image per position, non-contrast, axial, full coverage, soft kernel, most slices"
         f" (it covers {best.extent_mm:.0f} mm with a {best.kernel_class} kernel)."
     ]
+    studies = {s.study_uid for s in volumes}
+    if len(studies) > 1:
+        # Baseline and follow-up exported together: the rules cannot know which visit is meant.
+        notes.append(
+            f"Warning: the folder holds CT volumes from {len(studies)} studies; give the manifest's series_uid"
+            " to be sure the follow-up scan is the one analysed."
+        )
     if best.contrast:
         notes.append("Warning: the chosen series looks contrast-enhanced; the method expects non-contrast CT.")
     others = [s for s in summaries if s.series_uid != best.series_uid]

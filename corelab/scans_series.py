@@ -82,6 +82,7 @@ class SeriesSummary:
     axial: bool
     repeated_positions: bool = False
     contrast: bool = False
+    study_uid: str = ""
 
     def describe(self) -> str:
         """Short text for notes and error messages, e.g. "1.2.3 (CT, 'Head 5mm', kernel H30s, 24 slices)"."""
@@ -168,6 +169,7 @@ def summarize_series(series_uid: str, headers: Sequence[SliceHeader]) -> SeriesS
         one_orientation=one_orientation,
         axial=bool(axial),
         repeated_positions=bool(repeated),
+        study_uid=first.tag("StudyInstanceUID"),
         contrast=bool(first.tag("ContrastBolusAgent")) or bool(_CONTRAST_WORDS.search(description)),
     )
 

@@ -509,3 +509,11 @@ def test_multiframe_header_with_absurd_frame_count_is_refused_early(tmp_path):
     ds.save_as(written.files[0])
     with pytest.raises(ScanTooLargeError, match="100000000 frames"):
         read_scan(tmp_path / "mf")
+
+
+def test_two_studies_in_one_folder_are_flagged(tmp_path):
+    folder = tmp_path / "patient"
+    write_ct_series(folder, head(shape=(6, 8, 8)), (5.0, 1.0, 1.0))
+    write_ct_series(folder, head(shape=(6, 8, 8)), (5.0, 1.0, 1.0))  # another StudyInstanceUID
+    notes = " ".join(read_scan(folder).meta.notes)
+    assert "from 2 studies" in notes and "series_uid" in notes
