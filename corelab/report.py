@@ -19,7 +19,15 @@ import pandas as pd
 from corelab import __version__, plots
 from corelab.agreement import agreement_table, rounded
 from corelab.errors import CorelabError
-from corelab.report_text import COLUMN_MEANINGS, DEFINITIONS, NOT_RECORDED, flatten, lookup, methods_paragraphs
+from corelab.report_text import (
+    COLUMN_MEANINGS,
+    DEFINITIONS,
+    NOT_RECORDED,
+    SUMMARY_MEANINGS,
+    flatten,
+    lookup,
+    methods_paragraphs,
+)
 
 __all__ = ["BuiltReport", "ReportError", "TEMPLATES", "build_report", "render", "write_workbook"]
 
@@ -129,10 +137,11 @@ def _short_table(title: str, stats: pd.DataFrame) -> dict:
         _notes(stats, "icc_note", "ba_note"))
 
 
-def _reason_counts(per_patient: pd.DataFrame) -> pd.DataFrame:
-    kinds = [("processing failed", "processing failed"), ("no reference", "no re"),
-             ("outside the imaging window", "outside the 12 h"), ("imaging time unknown", "imaging time unknown"),
-             ("mask missing or unreadable", "mask ")]
+def _reason_counts(per_patient: pd.DataFrame, mode: str) -> pd.DataFrame:
+    missing = "no reference read" if mode == "automated" else "no read by reader A or by reader B"
+    kinds = [("processing failed", "processing failed")] if mode == "automated" else []
+    kinds += [(missing, "no re"), ("outside the imaging window", "outside the 12 h"),
+              ("imaging time unknown", "imaging time unknown"), ("mask missing or unreadable", "mask ")]
     reasons = per_patient["excluded_because"].fillna("")
     rows = [{"reason": "listed in the results", "patients": len(per_patient)}]
     rows += [{"reason": name, "patients": int(reasons.str.contains(key, regex=False).sum())} for name, key in kinds]
@@ -170,7 +179,7 @@ def build_report(
     tables["sensitivity"] = agreement_table(measured, **keys, overall="All measured")
     context_tables["sensitivity"] = _short_table(
         "Sensitivity analysis: every patient with both volumes, whatever the timing", tables["sensitivity"])
-    tables["exclusion_counts"] = _reason_counts(per_patient)
+    tables["exclusion_counts"] = _reason_counts(per_patient, mode)
     context_tables["exclusion_counts"] = _table(
         "Patient flow", ["", "patients"], [[r["reason"], str(r["patients"])] for _, r in tables["exclusion_counts"].iterrows()],
         "A patient can have more than one reason; each is listed in the exclusions table after the figures.",
@@ -229,6 +238,8 @@ def build_report(
 
 def _headline(row: pd.Series, labels: tuple[str, str]) -> str:
     r = rounded(pd.DataFrame([row])).iloc[0]
+    if r["n"] == 0:
+        return "No patient is in the primary analysis population; see the patient flow and the exclusions."
     return (f"{labels[1].capitalize()} vs {labels[0]}, primary population (n = {r['n']}): ICC(A,1) "
             f"{_ci(r, 'icc_a1', 3, 2)}; bias {_ci(r, 'ba_bias', 1)} mL; 95% limits of agreement "
             f"{_f(r['ba_loa_low'], 1)} to {_f(r['ba_loa_high'], 1)} mL; Dice "
@@ -263,7 +274,8 @@ def write_workbook(built: BuiltReport, path: str | Path) -> None:
             sheets[name] = built.tables[key]
     sheets["definitions"] = pd.DataFrame(
         [{"term": t, "definition": d} for t, d in DEFINITIONS]
-        + [{"term": f"per_patient.{c}", "definition": m} for c, m in COLUMN_MEANINGS.items()])
+        + [{"term": f"per_patient.{c}", "definition": m} for c, m in COLUMN_MEANINGS.items()]
+        + [{"term": f"summary.{c}", "definition": m} for c, m in SUMMARY_MEANINGS.items()])
     sheets["run_parameters"] = pd.DataFrame(built.context["parameters"], columns=["parameter", "value"])
     try:
         with pd.ExcelWriter(path, engine="openpyxl") as writer:

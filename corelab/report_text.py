@@ -12,7 +12,7 @@ from corelab.agreement import LOA_Z
 from corelab.compare import HEMORRHAGE_HU
 from corelab.config import CLASS_RANGES_HU
 
-__all__ = ["flatten", "lookup", "methods_paragraphs", "DEFINITIONS", "COLUMN_MEANINGS"]
+__all__ = ["flatten", "lookup", "methods_paragraphs", "DEFINITIONS", "COLUMN_MEANINGS", "SUMMARY_MEANINGS"]
 
 NOT_RECORDED = "not recorded"
 
@@ -164,4 +164,23 @@ COLUMN_MEANINGS: dict[str, str] = {
     "reference_mean_hu": "mean scan HU inside the reference without hemorrhage (HU)",
     "hypodensity_class": "severe / intermediate / subtle / unclassified / unknown (from reference_mean_hu)",
     "note": "why a value is missing",
+}
+
+SUMMARY_MEANINGS: dict[str, str] = {
+    "group": "All, a hypodensity class, or a site",
+    "n": "patients in the group",
+    "icc_a1, icc_a1_ci_low, icc_a1_ci_high": "ICC(A,1) and its 95% CI",
+    "icc_c1, icc_c1_ci_low, icc_c1_ci_high": "ICC(C,1) and its 95% CI",
+    "ba_n, ba_bias, ba_sd, ba_loa_low, ba_loa_high (+ _ci_low, _ci_high)":
+        "Bland-Altman in mL: pairs, bias, SD of the differences, limits of agreement, 95% CIs",
+    "ba_slope, ba_slope_ci_low, ba_slope_ci_high, ba_slope_p": "proportional bias: slope of difference on mean, CI, p",
+    "ratio_*": "the same on the ratio scale (bias and limits are ratios other/reference; sd and slope in ln units); "
+               "ratio_n_zero = pairs left out for a zero volume",
+    "ccc, ccc_ci_low, ccc_ci_high": "Lin's concordance correlation coefficient and 95% CI",
+    "reference_median, reference_q1, reference_q3, other_*": "volume medians and quartiles, mL",
+    "absdiff_n, _mean, _sd, _median, _q1, _q3": "absolute volume difference, mL",
+    "dice_n, _mean, _sd, _median, _q1, _q3; n_both_empty": "Dice summary (both-empty patients left out and counted)",
+    "hd95_n, _mean, _sd, _median, _q1, _q3": "HD95 summary, mm",
+    "lesions, lesions_detected, detection_rate": "reference lesions, those detected, pooled rate",
+    "icc_note, ba_note, ratio_note, ccc_note, notes": "why a number is undefined",
 }

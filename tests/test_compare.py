@@ -223,3 +223,11 @@ def test_missing_results_table_is_a_named_error(tmp_path):
     (tmp_path / "manual").mkdir()
     with pytest.raises(CompareError, match="volumes.csv"):
         compare(tmp_path, tmp_path / "manual")
+
+
+def test_patient_flow_sheet_counts_each_reason_once(compared):
+    summary, _, _, _ = compared
+    flow = pd.read_excel(summary.xlsx, sheet_name="patient_flow").set_index("reason")["patients"]
+    assert flow["listed in the results"] == 8 and flow["analysed (primary population)"] == 4
+    assert (flow["processing failed"], flow["no reference read"], flow["outside the imaging window"],
+            flow["imaging time unknown"]) == (1, 1, 1, 1)

@@ -109,3 +109,14 @@ def test_workbook_has_per_patient_summary_and_definition_sheets(built, tmp_path)
     assert len(sheets["per_patient"]) == 9
     assert sheets["summary_by_class"]["group"].tolist() == ["All", "severe", "intermediate", "subtle"]
     assert "ICC(A,1)" in sheets["definitions"]["term"].tolist()
+
+
+def test_report_with_nobody_in_the_primary_population_still_builds():
+    rows = per_patient_table()
+    rows["in_primary"] = False
+    rows["excluded_because"] = "imaging time unknown (onset or scan time missing)"
+    report = build_report(rows, mode="automated", run_info={})
+    assert report.context["headline"].startswith("No patient is in the primary analysis population")
+    flow = dict(report.context["tables"]["exclusion_counts"]["rows"])
+    assert flow["imaging time unknown"] == "9" and flow["analysed (primary population)"] == "0"
+    assert report.context["tables"]["volume"]["rows"][0][4] == "undefined"
