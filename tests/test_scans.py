@@ -517,3 +517,25 @@ def test_two_studies_in_one_folder_are_flagged(tmp_path):
     write_ct_series(folder, head(shape=(6, 8, 8)), (5.0, 1.0, 1.0))  # another StudyInstanceUID
     notes = " ".join(read_scan(folder).meta.notes)
     assert "from 2 studies" in notes and "series_uid" in notes
+
+
+def test_4d_image_file_is_not_one_scan(tmp_path):
+    frames = [sitk.GetImageFromArray(np.full((3, 4, 4), -1000, np.int16)) for _ in range(2)]
+    sitk.WriteImage(sitk.JoinSeries(frames), str(tmp_path / "dyn.nii.gz"))
+    with pytest.raises(NotVolumeError, match="4D image"):
+        read_scan(tmp_path / "dyn.nii.gz")
+
+
+def test_colour_image_file_is_not_ct(tmp_path):
+    rgb = sitk.GetImageFromArray(np.zeros((3, 4, 4, 3), np.uint8), isVector=True)
+    sitk.WriteImage(rgb, str(tmp_path / "rgb.mha"))
+    with pytest.raises(NotCTError, match="3 components"):
+        read_scan(tmp_path / "rgb.mha")
+
+
+def test_image_file_with_nan_is_not_hu(tmp_path):
+    hu = head(shape=(3, 4, 4)).astype(np.float32)
+    hu[1, 1, 1] = np.nan
+    path = write_image(tmp_path / "nan.nrrd", hu, (5.0, 1.0, 1.0))
+    with pytest.raises(NoHUCalibrationError, match="not numbers"):
+        read_scan(path)
