@@ -61,7 +61,9 @@ def check_hu(hu: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
         raise EmptyImageError(f"The image has no voxels (shape {hu.shape}).")
     if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
         raise AnalysisGridError(f"The voxel spacing {tuple(spacing)} mm is not three positive numbers.")
-    hu = np.nan_to_num(hu.astype(np.float32, copy=False), nan=-1024.0, posinf=3071.0, neginf=-1024.0)
+    hu = hu.astype(np.float32, copy=False)
+    if not np.isfinite(hu).all():
+        hu = np.nan_to_num(hu, nan=-1024.0, posinf=3071.0, neginf=-1024.0)
     low, high = float(hu.min()), float(hu.max())
     if low == high:
         raise ConstantImageError(

@@ -61,7 +61,9 @@ def to_analysis_grid(volume: Volume, params: GridParams = GridParams()) -> Volum
     hu = np.asarray(volume.array)
     if hu.ndim != 3 or hu.size == 0:
         raise AnalysisGridError(f"The scan has shape {hu.shape}; a 3D image with at least one voxel is needed.")
-    hu = np.nan_to_num(hu.astype(np.float32, copy=False), nan=_AIR_HU)
+    hu = hu.astype(np.float32, copy=False)
+    if not np.isfinite(hu).all():
+        hu = np.nan_to_num(hu, nan=_AIR_HU)
     volume, notes = _superior_up(replace(volume, array=hu))
     sz, sy, sx = (float(s) for s in volume.spacing)
     weights = slab_weights(volume.array.shape[0], sz, params.slice_mm)
@@ -72,7 +74,7 @@ def to_analysis_grid(volume: Volume, params: GridParams = GridParams()) -> Volum
         if not math.isclose(sz, params.slice_mm, abs_tol=1e-3):
             notes.append(f"Slices of {sz:g} mm were kept as they are (not averaged into {params.slice_mm:g} mm slabs).")
     else:
-        slabs = np.tensordot(weights, volume.array, axes=(1, 0)).astype(np.float32)
+        slabs = _average_slices(volume.array, weights)
         slab_mm = params.slice_mm
         # Slab k is centred (k + 1/2) slab_mm above the lower edge of the first slice.
         origin = origin + direction[:, 2] * (slab_mm / 2 - sz / 2)
@@ -119,6 +121,15 @@ def slab_weights(n_slices: int, slice_mm: float, slab_mm: float) -> np.ndarray |
     # Spacings such as 0.6 mm are not exact in binary; slivers of 1e-15 mm are rounding, not overlap.
     overlap = np.where(overlap > 1e-6, overlap, 0.0)
     return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def _average_slices(hu: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Slabs as weighted sums of the few slices each one covers (float32, one slice at a time)."""
+    slabs = np.zeros((weights.shape[0],) + hu.shape[1:], np.float32)
+    for k, row in enumerate(weights):
+        for i in np.flatnonzero(row):
+            slabs[k] += np.float32(row[i]) * hu[i]
+    return slabs
 
 
 def labels_to_input_grid(labels: np.ndarray, analysis: Volume, target: Volume) -> np.ndarray:

@@ -41,7 +41,7 @@ from scipy import ndimage as ndi
 
 from corelab.config import IntracranialParams
 from corelab.preprocess.exceptions import EmptyRegionError, NoBoneError, NotHounsfieldError, SkullNotFoundError, check_hu
-from corelab.preprocess.morphology import FACES, dilate_mm, label_components, slice_convex_hulls
+from corelab.preprocess.morphology import FACES, dilate_mm, label_components, slice_convex_hulls, squared_distance_mm2
 
 __all__ = ["Intracranial", "intracranial_region", "foramen_magnum_slice", "partial_volume_rim"]
 
@@ -94,21 +94,14 @@ def intracranial_region(
             f"{bone.mean():.0%} of the voxels are above {params.bone_hu:g} HU; the values do not look like Hounsfield units of a head CT."
         )
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    flags: list[str] = []
-    closed = dilate_mm(bone, spacing, params.dilate_mm)
-    seed = tuple(int(round(c)) for c in np.argwhere(bone).mean(axis=0))
-    grown, exterior, note = _grow_inside(~closed, hu, seed, voxel_ml)
-    limit = None
-    if grown is None:
-        grown, exterior, limit, note, flag = _close_open_skull(closed, bone, hu, seed, spacing, params.dilate_mm, voxel_ml)
-        flags.append(flag)
-    if note:
-        flags.append(note)
-    region = dilate_mm(grown, spacing, params.dilate_mm)
-    region &= ~dilate_mm(exterior, spacing, params.dilate_mm)
-    if limit is not None:
-        region &= limit
-    region &= ~bone  # a no-op after the paper's steps (grown lies > 7 mm from bone); kept as a guarantee
+    # Work inside the head's box (plus a ring of air wider than the dilation, so the air around the
+    # head stays one connected space): the same result, at half the cost on a 512 x 512 matrix.
+    box = _box(hu > AIR_HU, spacing, params.dilate_mm + 2 * max(spacing[1:]), axes=(1, 2))
+    inner, grown_box, seed, flags = _paper_region(hu[box], bone[box], spacing, params, voxel_ml)
+    region = np.zeros(hu.shape, bool)
+    grown = np.zeros(hu.shape, bool)
+    region[box], grown[box] = inner, grown_box
+    seed = tuple(int(c + b.start) for c, b in zip(seed, box))
     foramen = foramen_magnum_slice(region, spacing, area_mm2=params.foramen_area_mm2)
     region |= partial_volume_rim(region, hu, bone)
     if foramen is None:
@@ -122,6 +115,50 @@ def intracranial_region(
     if volume_ml < 500.0:
         flags.append(f"The intracranial volume is only {volume_ml:.0f} mL; check that the scan covers the whole head.")
     return Intracranial(mask=region, foramen_slice=foramen, flags=tuple(flags), seed=seed)
+
+
+def _paper_region(
+    hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float], params: IntracranialParams, voxel_ml: float
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int], list[str]]:
+    """The paper's dilate, grow, dilate (before the foramen cut): (region, grown, seed, flags)."""
+    flags: list[str] = []
+    closed = dilate_mm(bone, spacing, params.dilate_mm)
+    seed = tuple(int(round(c)) for c in np.argwhere(bone).mean(axis=0))
+    grown, exterior, note = _grow_inside(~closed, hu, seed, voxel_ml)
+    limit = None
+    if grown is None:
+        grown, exterior, limit, note, flag = _close_open_skull(closed, bone, hu, seed, spacing, params.dilate_mm, voxel_ml)
+        flags.append(flag)
+    if note:
+        flags.append(note)
+    # Only voxels within 7 mm of the grow can join it, and only space within 7 mm of those can
+    # keep them out: a box 2 x 7 mm around the grow gives the exact result at a fraction of the cost.
+    sub = _box(grown, spacing, 2 * params.dilate_mm + max(spacing))
+    region = np.zeros(hu.shape, bool)
+    reach = squared_distance_mm2(grown[sub], spacing)
+    region[sub] = reach <= params.dilate_mm**2 + 1e-6
+    # The guard matters only where the space around the head comes within 2 x 7 mm of the grow
+    # (a thin or broken skull); an intact skull keeps them further apart and the guard is skipped.
+    if (exterior[sub] & (reach <= (2 * params.dilate_mm) ** 2 + 1e-6)).any():
+        region[sub] &= ~dilate_mm(exterior[sub], spacing, params.dilate_mm)
+    if limit is not None:
+        region &= limit
+    region &= ~bone  # a no-op after the paper's steps (grown lies > 7 mm from bone); kept as a guarantee
+    return region, grown, seed, flags
+
+
+def _box(mask: np.ndarray, spacing: tuple[float, float, float], margin_mm: float, axes=(0, 1, 2)) -> tuple[slice, ...]:
+    """Slices of the bounding box of ``mask`` grown by ``margin_mm`` (mm) along ``axes``, clipped to the image."""
+    box = []
+    for axis in range(3):
+        if axis not in axes or not mask.any():
+            box.append(slice(0, mask.shape[axis]))
+            continue
+        other = tuple(a for a in range(3) if a != axis)
+        hits = np.flatnonzero(mask.any(axis=other))
+        pad = int(np.ceil(margin_mm / spacing[axis]))
+        box.append(slice(max(int(hits[0]) - pad, 0), min(int(hits[-1]) + pad + 1, mask.shape[axis])))
+    return tuple(box)
 
 
 def foramen_magnum_slice(region: np.ndarray, spacing: tuple[float, float, float], *, area_mm2: float = 900.0) -> int | None:
@@ -147,9 +184,11 @@ def partial_volume_rim(region: np.ndarray, hu: np.ndarray, bone: np.ndarray) -> 
     """
     if not region.any() or not bone.any():
         return np.zeros(region.shape, bool)
-    rim = ndi.binary_dilation(region, FACES) & ~region & bone
     midpoint = 0.5 * (float(np.median(hu[region])) + float(np.median(hu[bone])))
-    return rim & (hu < midpoint)
+    box = _box(region, (1.0, 1.0, 1.0), 1.0)
+    rim = np.zeros(region.shape, bool)
+    rim[box] = ndi.binary_dilation(region[box], FACES) & ~region[box] & bone[box] & (hu[box] < midpoint)
+    return rim
 
 
 def _grow_inside(
@@ -164,7 +203,9 @@ def _grow_inside(
     sizes = np.bincount(labels.ravel(), minlength=count + 1).astype(float)
     sizes[0] = 0.0
     sizes[outside] = 0.0
-    exterior = np.isin(labels, outside[outside > 0])
+    is_outside = np.zeros(count + 1, bool)
+    is_outside[outside[outside > 0]] = True
+    exterior = is_outside[labels]
     best = int(np.argmax(sizes))
     if sizes[best] * voxel_ml < MIN_CAVITY_ML:
         return None, exterior, ""

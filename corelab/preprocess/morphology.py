@@ -12,7 +12,7 @@ import SimpleITK as sitk
 from scipy import ndimage as ndi
 from scipy.spatial import ConvexHull, QhullError
 
-__all__ = ["dilate_mm", "label_components", "slice_convex_hulls"]
+__all__ = ["dilate_mm", "squared_distance_mm2", "label_components", "slice_convex_hulls"]
 
 # 6-connectivity (faces only), as SimpleITK's ConnectedThreshold grows by default: a region grow
 # must not slip diagonally through a one-voxel gap in the skull.
@@ -33,11 +33,21 @@ def dilate_mm(mask: np.ndarray, spacing: tuple[float, float, float], radius_mm: 
     mask = np.asarray(mask, dtype=bool)
     if not mask.any() or radius_mm <= 0:
         return mask.copy()
-    image = sitk.GetImageFromArray(mask.view(np.uint8))
+    # A small tolerance keeps voxels at exactly the radius (e.g. 7 mm = 14 pixels of 0.5 mm).
+    return squared_distance_mm2(mask, spacing) <= radius_mm * radius_mm + 1e-6
+
+
+def squared_distance_mm2(mask: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Squared distance (mm^2) from each voxel centre to the nearest voxel centre of ``mask`` (0 inside).
+
+    >>> squared_distance_mm2(np.array([[[True, False, False]]]), (5.0, 1.0, 2.0)).tolist()
+    [[[0.0, 4.0, 16.0]]]
+    """
+    image = sitk.GetImageFromArray(np.asarray(mask, dtype=bool).view(np.uint8))
     image.SetSpacing(tuple(float(s) for s in spacing[::-1]))
     squared = sitk.SignedMaurerDistanceMap(image, insideIsPositive=False, squaredDistance=True, useImageSpacing=True)
-    # A small tolerance keeps voxels at exactly the radius (e.g. 7 mm = 14 pixels of 0.5 mm).
-    return sitk.GetArrayViewFromImage(squared) <= radius_mm * radius_mm + 1e-6
+    # Inside voxels come out as minus the squared distance to the mask's border; they are at 0.
+    return np.maximum(sitk.GetArrayViewFromImage(squared), 0.0)
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
