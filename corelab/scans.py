@@ -48,10 +48,11 @@ from corelab.scans_files import (
     read_image_file,
 )
 from corelab.scans_grid import MAX_GAP_RATIO
-from corelab.scans_volume import ScanMeta, Volume, from_sitk, same_geometry, to_sitk, write_image
+from corelab.scans_volume import ScanMeta, StoredGrid, Volume, from_sitk, same_geometry, to_sitk, write_image
 
 __all__ = [
     "ScanMeta",
+    "StoredGrid",
     "Volume",
     "read_scan",
     "read_mask",
@@ -116,8 +117,13 @@ def orient_superior(volume: Volume) -> Volume:
     else:
         image = sitk.DICOMOrient(to_sitk(volume), "LPS")
         note = "The stack is not axial; reoriented (axes permuted, no interpolation) so z runs superior."
-    flipped = from_sitk(image, replace(volume.meta, notes=volume.meta.notes + (note,)))
-    return flipped
+    stored = volume.meta.stored_grid or StoredGrid(
+        shape=tuple(int(n) for n in volume.array.shape),
+        spacing=volume.spacing,
+        origin=volume.origin,
+        direction=volume.direction,
+    )
+    return from_sitk(image, replace(volume.meta, notes=volume.meta.notes + (note,), stored_grid=stored))
 
 
 def read_scan(path: str | Path, *, series_uid: str | None = None) -> Volume:

@@ -15,7 +15,21 @@ import SimpleITK as sitk
 
 from corelab.errors import ScanError
 
-__all__ = ["ScanMeta", "Volume", "to_sitk", "from_sitk", "write_image", "same_geometry"]
+__all__ = ["StoredGrid", "ScanMeta", "Volume", "to_sitk", "from_sitk", "write_image", "same_geometry"]
+
+
+@dataclass(frozen=True)
+class StoredGrid:
+    """The grid of the image as stored on disk, when reading reordered its axes.
+
+    shape and spacing are (z, y, x) as in `Volume`; origin and direction as SimpleITK. Outputs that
+    must lie "in the geometry of the input scan" (masks) are written back onto this grid.
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,8 @@ class ScanMeta:
         angle measured from the slice positions (0 when the stack needed no correction).
     notes: human-readable sentences about choices made while reading (series chosen and why,
         resampling of uneven spacing or tilt).
+    stored_grid: the file's own grid when reading flipped or permuted axes (see `orient_superior`),
+        else None; `write_image` writes onto it so masks match the input file voxel for voxel.
     """
 
     source: str = ""
@@ -42,6 +58,7 @@ class ScanMeta:
     kernel: str = ""
     tilt_deg: float = 0.0
     notes: tuple[str, ...] = ()
+    stored_grid: StoredGrid | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,9 +119,19 @@ def same_geometry(a: Volume, b: Volume, *, tol_mm: float = 1e-3) -> bool:
 def write_image(array: np.ndarray, like: Volume, path: str | Path) -> None:
     """Write ``array`` ([z, y, x], same shape as ``like.array``) in ``like``'s geometry.
 
-    The format follows the suffix (.nii.gz, .nii, .nrrd, .mha); files are compressed.
+    The format follows the suffix (.nii.gz, .nii, .nrrd, .mha); files are compressed. When ``like``
+    was reoriented on reading (``like.meta.stored_grid``), the array is put back onto the stored grid
+    (nearest neighbour over identical voxel centres, so values are unchanged): a mask then overlays
+    its input file voxel for voxel.
     """
     if array.shape != like.array.shape:
         raise ValueError(f"array shape {array.shape} differs from the reference shape {like.array.shape}")
     image = to_sitk(Volume(array=array, spacing=like.spacing, origin=like.origin, direction=like.direction))
+    stored = like.meta.stored_grid
+    if stored is not None:
+        reference = sitk.Image([int(n) for n in stored.shape[::-1]], image.GetPixelID())
+        reference.SetSpacing(tuple(float(v) for v in stored.spacing[::-1]))
+        reference.SetOrigin(tuple(float(v) for v in stored.origin))
+        reference.SetDirection(tuple(float(v) for v in stored.direction))
+        image = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0)
     sitk.WriteImage(image, str(path), useCompression=True)

@@ -539,3 +539,33 @@ def test_image_file_with_nan_is_not_hu(tmp_path):
     path = write_image(tmp_path / "nan.nrrd", hu, (5.0, 1.0, 1.0))
     with pytest.raises(NoHUCalibrationError, match="not numbers"):
         read_scan(path)
+
+
+def test_mask_of_a_top_down_file_is_written_back_in_the_file_geometry(tmp_path):
+    """A NIfTI stored top-down is read superior-up, yet a mask written `like` it overlays the file."""
+    import SimpleITK as sitk
+
+    from corelab.scans import read_scan, write_image
+
+    hu = np.full((6, 16, 16), -1000.0, dtype=np.float32)
+    hu[:, 4:12, 4:12] = 30.0
+    hu[0] = 80.0  # marks the first stored slice (the top of the head in this file)
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((0.5, 0.5, 5.0))
+    image.SetDirection((1, 0, 0, 0, 1, 0, 0, 0, -1))  # slice index runs towards inferior
+    path = tmp_path / "topdown.nii.gz"
+    sitk.WriteImage(image, str(path))
+
+    volume = read_scan(path)
+    assert volume.array[-1, 8, 8] == 80.0  # superior slice last after reading
+    assert volume.meta.stored_grid is not None
+
+    labels = (volume.array == 80.0).astype(np.uint8)
+    out = tmp_path / "mask.nii.gz"
+    write_image(labels, volume, out)
+    written = sitk.ReadImage(str(out))
+    assert written.GetSize() == image.GetSize()
+    assert np.allclose(written.GetDirection(), image.GetDirection())
+    assert np.allclose(written.GetOrigin(), image.GetOrigin())
+    stored_labels = sitk.GetArrayFromImage(written)
+    assert stored_labels[0].all() and not stored_labels[1:].any()
