@@ -1,0 +1,346 @@
+"""One synthetic patient in memory: `make_patient(seed) -> Phantom` (HU volume, truth labels, spacing).
+
+Used by `make_trial` (which writes files) and directly by tests and training, without DICOM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from corelab.config import CLASS_RANGES_HU, LABELS
+from corelab.errors import CorelabError
+from corelab.scans import Volume
+from corelab.synth import anatomy, lesions, physics
+from corelab.synth.anatomy import T
+from corelab.synth.fields import FineGrid, rotation_matrix, smooth_noise
+from corelab.synth.scanner import Scanner, draw_scanner
+
+__all__ = ["Phantom", "PatientTruth", "make_patient", "SynthError"]
+
+FLUID_HU = 8.0  # what fully necrotic, oedematous tissue tends to (close to CSF)
+CLASSES = ("severe", "intermediate", "subtle")
+
+
+class SynthError(CorelabError):
+    """A synthetic patient or trial cannot be generated with the parameters given."""
+
+
+@dataclass(frozen=True)
+class PatientTruth:
+    """What was put into a phantom, and what it measures on the written grid.
+
+    hypodensity: "severe" / "intermediate" / "subtle", or "none" for a control.
+    mean_hu: mean HU of the written scan inside the truth infarct without haemorrhage (nan if none).
+    target_hu: the mean HU aimed at. Volumes in mL on the output grid (label voxels x voxel volume).
+    territory, side: vascular territory and "left" / "right" ("" for controls).
+    mimics: present mimics among "old infarct", "leukoaraiosis", "atrophy".
+    hemorrhage: "", "petechial" or "hematoma".
+    """
+
+    hypodensity: str
+    mean_hu: float
+    target_hu: float
+    infarct_ml: float
+    class_ml: float
+    hemorrhage_ml: float
+    territory: str
+    side: str
+    mimics: tuple[str, ...]
+    hemorrhage: str
+    old_infarct_ml: float
+    noise_sd_hu: float
+    hu_offset: float
+    satellites: int
+
+
+@dataclass(frozen=True, eq=False)
+class Phantom:
+    """A synthetic follow-up NCCT and its truth, on the scan's grid.
+
+    hu: float32 [z, y, x] HU as written (integers after rescale).
+    labels: uint8 [z, y, x]: 0 background, 1 severe, 2 intermediate, 3 subtle, 4 haemorrhage.
+    spacing: (z, y, x) mm; origin: LPS (x, y, z) mm of voxel [0, 0, 0]; direction: identity (axial).
+    """
+
+    hu: np.ndarray
+    labels: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    truth: PatientTruth
+    scanner: Scanner
+    slice_mm: float
+    direction: tuple[float, ...] = field(default=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+
+    def volume(self) -> Volume:
+        """The scan as a corelab `Volume`."""
+        return Volume(array=self.hu, spacing=self.spacing, origin=self.origin, direction=self.direction)
+
+    @property
+    def voxel_ml(self) -> float:
+        return float(np.prod(self.spacing)) / 1000.0
+
+
+def make_patient(
+    seed: int | tuple[int, ...],
+    *,
+    matrix: int = 512,
+    thin_slices: bool = False,
+    hypodensity: str | None = None,
+    scanner: Scanner | None = None,
+) -> Phantom:
+    """Generate one patient's follow-up NCCT phantom, deterministically for ``seed``.
+
+    hypodensity: "severe", "intermediate", "subtle" or "none" (control); drawn when None
+    (controls 10%, classes in the paper's proportions). matrix: in-plane size (512 as scanners;
+    128 for fast tests, same field of view). thin_slices: 0.5-1.5 mm slices instead of 5 mm.
+
+    >>> p = make_patient(1, matrix=64, hypodensity="severe")
+    >>> p.hu.shape[1:], p.truth.hypodensity, 14 <= p.truth.mean_hu < 22
+    ((64, 64), 'severe', True)
+    """
+    if matrix < 32 or matrix % 2:
+        raise SynthError(f"The matrix must be an even number of at least 32 pixels, not {matrix}.")
+    if hypodensity not in (None, "none", *CLASSES):
+        raise SynthError(f"Unknown hypodensity class {hypodensity!r}; use severe, intermediate, subtle or none.")
+    seeds = seed if isinstance(seed, tuple) else (int(seed),)
+    # Separate streams, so the drawn parameters do not depend on the matrix size.
+    rng, field_rng, noise_rng = (np.random.default_rng(c) for c in np.random.SeedSequence(list(seeds)).spawn(3))
+    if scanner is None:
+        scanner = draw_scanner(rng, site="S0")
+    if hypodensity is None:
+        hypodensity = "none" if rng.random() < 0.1 else str(rng.choice(CLASSES, p=list(lesions.CLASS_SHARE.values())))
+
+    # Mimics are drawn first so an atrophic brain has wide sulci everywhere.
+    has_atrophy = rng.random() < 0.3
+    anat = anatomy.draw_anatomy(rng, atrophy=float(rng.uniform(0.6, 1.0)) if has_atrophy else None)
+    thu = anatomy.draw_tissue_hu(rng)
+    vertex = anat.brain_radii[3] + anat.sas_mm + anat.skull_mm + anat.scalp_mm
+    grid, center, rot = _draw_geometry(rng, scanner, matrix=matrix, thin_slices=thin_slices, scale=anat.scale, vertex_mm=vertex)
+    x, y, z = _head_coordinates(grid, center, rot)
+    shp, sp = grid.shape, grid.spacing
+    low = smooth_noise(field_rng, shp, sp, corr_mm=40.0)
+    mid = smooth_noise(field_rng, shp, sp, corr_mm=10.0)
+    gyral = smooth_noise(field_rng, shp, sp, corr_mm=anat.gyrus_mm)
+    fine = smooth_noise(field_rng, shp, sp, corr_mm=2.5)
+    lab, depth = anatomy.tissue_labels(x, y, z, anat, shape_noise=low, gyral=gyral, fine=fine)
+    hu = anatomy.tissue_to_hu(lab, thu, texture=0.6 * mid + 0.8 * fine, fine=fine)
+    parenchyma = np.isin(lab, T.PARENCHYMA)
+    mimics: list[str] = ["atrophy"] if has_atrophy else []
+
+    if rng.random() < 0.3:  # leukoaraiosis: periventricular caps and deep white-matter patches
+        grown = anatomy.AnatomyParams(**{**anat.__dict__, "atrophy": anat.atrophy + rng.uniform(1.4, 2.2)})
+        halo = np.zeros(shp, dtype=bool)
+        anatomy.paint_ventricles(halo, x, y, z, grown, True)
+        halo |= (mid > 1.3) & (depth > 14)
+        leuko = halo & (lab == T.WM) & (z > -10 * anat.scale)
+        hu[leuko] -= (rng.uniform(4.0, 8.0) * (0.7 + 0.3 * np.tanh(mid[leuko]))).astype(np.float32)
+        mimics.append("leukoaraiosis")
+
+    side = int(rng.choice((-1, 1)))
+    old = np.zeros(shp, dtype=bool)
+    if rng.random() < 0.25:  # old infarct: CSF-like, sharp, usually in the other hemisphere
+        old_side = -side if rng.random() < 0.7 else side
+        name = "lacunar" if rng.random() < 0.4 else str(rng.choice(["MCA-superior", "MCA-inferior", "PCA", "ACA"]))
+        ter = lesions.TERRITORIES[name]
+        ml = rng.uniform(0.2, 1.2) if name == "lacunar" else rng.uniform(3.0, 25.0)
+        old = _grow(rng, x, y, z, ter, old_side, anat.scale, parenchyma, mid, ml / grid.voxel_ml, warp=low)
+        hu[old] = thu.csf + rng.uniform(1.0, 5.0)
+        mimics.append("old infarct")
+
+    infarct = np.zeros(shp, dtype=bool)
+    hem = np.zeros(shp, dtype=bool)
+    drop = np.zeros(shp, dtype=np.float32)
+    territory, hem_kind, satellites = "", "", 0
+    if hypodensity != "none":
+        volume_ml = lesions.draw_volume_ml(rng, hypodensity)
+        territory = lesions.pick_territory(rng, volume_ml)
+        ter = lesions.TERRITORIES[territory]
+        allowed = parenchyma & ~old & (lab != T.CEREBELLUM) & (lab != T.STEM)
+        infarct = _grow(rng, x, y, z, ter, side, anat.scale, allowed, mid, volume_ml / grid.voxel_ml, warp=low)
+        if territory != "lacunar" and rng.random() < 0.3:  # embolic satellites near the main infarct
+            satellites = int(rng.integers(1, 3))
+            for _ in range(satellites):
+                infarct |= _satellite(rng, x, y, z, ter, side, anat.scale, allowed & ~infarct, mid, grid.voxel_ml)
+        if rng.random() < 0.2:
+            hem, hem_kind = _hemorrhage(rng, infarct, parenchyma, fine, mid, grid.voxel_ml)
+            hu[hem] = (rng.uniform(55, 80) + 8 * fine[hem]).astype(np.float32)
+        infarct &= ~hem
+        drop = _drop_weight(rng, infarct, hypodensity, mid, grid.spacing) * (FLUID_HU - hu)
+
+    hu += physics.beam_hardening(
+        depth, x, y, z, rim_hu=float(rng.uniform(1.5, 4.0)), streak_hu=-float(rng.uniform(6, 15)), scale=anat.scale
+    )
+    del x, y, z, low, gyral, lab, depth
+    base_out = physics.to_output_grid(hu, sub_z=grid.sub_z, step_xy=grid.step_xy)
+    drop_out = physics.to_output_grid(drop, sub_z=grid.sub_z, step_xy=grid.step_xy)
+    inf_frac = physics.to_output_grid(infarct.astype(np.float32), sub_z=grid.sub_z, step_xy=grid.step_xy)
+    hem_frac = physics.to_output_grid(hem.astype(np.float32), sub_z=grid.sub_z, step_xy=grid.step_xy)
+    old_ml = float(old.sum()) * grid.voxel_ml
+    del hu, drop, infarct, hem, old
+
+    labels = np.zeros(grid.out_shape, dtype=np.uint8)
+    union = inf_frac + hem_frac >= 0.5
+    if hypodensity != "none":
+        labels[union] = LABELS[hypodensity]
+        labels[union & (hem_frac >= inf_frac)] = LABELS["hemorrhage"]
+    in_class = (labels >= 1) & (labels <= 3)
+    if hypodensity != "none" and not in_class.any():
+        raise SynthError(f"Seed {seeds} drew an infarct too small to appear on the {grid.out_spacing[0]} mm grid.")
+
+    offset = scanner.hu_offset + float(rng.normal(0, 0.7))
+    gain = scanner.hu_gain
+    alpha, target = 0.0, float("nan")
+    if in_class.any():
+        m0 = float(base_out[in_class].mean()) * gain + offset
+        m1 = float(drop_out[in_class].mean()) * gain
+        low_t, high_t = lesions.CLASS_TARGET_HU[hypodensity]
+        target = float(rng.uniform(low_t, high_t))
+        if hypodensity == "subtle":
+            # Subtle infarcts are a few HU below normal tissue; if this brain reads too dark for
+            # that to stay above 34 HU, the scanner's calibration carries it up (at most 6 HU).
+            target = min(target, m0 - rng.uniform(2.0, 5.0))
+            if target < low_t:
+                offset += min(low_t - target, 6.0)
+                m0 += min(low_t - target, 6.0)
+                target = max(target, low_t)
+        alpha = float(np.clip((target - m0) / m1, 0.05, 1.6)) if m1 < 0 else 0.0
+    slice_mm = grid.out_spacing[0]
+    noise_sd = float(rng.uniform(*scanner.noise_sd_hu)) * float(np.sqrt(5.0 / slice_mm))
+    out = gain * (base_out + alpha * drop_out) + offset
+    out += physics.ct_noise(noise_rng, grid.out_shape, sd_hu=noise_sd, pixel_mm=grid.out_spacing[1])
+    out[:, physics.outside_fov(grid.out_shape)] = scanner.padding_hu
+    out = np.clip(np.rint(out), -3024, 3071).astype(np.float32)
+
+    vox_ml = float(np.prod(grid.out_spacing)) / 1000.0
+    truth = PatientTruth(
+        hypodensity=hypodensity,
+        mean_hu=float(out[in_class].mean()) if in_class.any() else float("nan"),
+        target_hu=target,
+        infarct_ml=float((labels > 0).sum()) * vox_ml,
+        class_ml=float(in_class.sum()) * vox_ml,
+        hemorrhage_ml=float((labels == LABELS["hemorrhage"]).sum()) * vox_ml,
+        territory=territory,
+        side="" if hypodensity == "none" else ("left" if side > 0 else "right"),
+        mimics=tuple(mimics),
+        hemorrhage=hem_kind,
+        old_infarct_ml=old_ml,
+        noise_sd_hu=noise_sd,
+        hu_offset=offset,
+        satellites=satellites,
+    )
+    x0, y0, z0 = grid.origin
+    return Phantom(
+        hu=out,
+        labels=labels,
+        spacing=tuple(float(s) for s in grid.out_spacing),
+        origin=(float(x0), float(y0), float(z0)),
+        truth=truth,
+        scanner=scanner,
+        slice_mm=slice_mm,
+    )
+
+
+def _draw_geometry(rng, scanner: Scanner, *, matrix: int, thin_slices: bool, scale: float, vertex_mm: float):
+    """Output grid, head centre (LPS mm) and head rotation: pose of several degrees, shifts, FOV."""
+    fov = float(rng.uniform(*scanner.fov_mm))
+    pixel = fov / matrix
+    if thin_slices:
+        slice_mm = float(rng.choice([0.625, 1.0, 1.25]))
+        sub_z = 2 if slice_mm > 0.9 else 1
+    else:
+        slice_mm, sub_z = 5.0, 5
+    step_xy = 2 if pixel < 0.6 else 1
+    rot = rotation_matrix(rng.uniform(-8, 8), rng.uniform(-10, 10), rng.uniform(-6, 6))
+    center = np.array([rng.uniform(-7, 7), rng.uniform(-8, 8), 0.0])
+    # Coverage from below the foramen magnum to above the vertex, as a head CT is planned.
+    bottom, top = -70.0 * scale, vertex_mm + float(rng.uniform(0, 4))
+    n = int(np.ceil((top - bottom) / slice_mm))
+    z0 = bottom + rng.uniform(-3, 3) + slice_mm / 2
+    origin = (-fov / 2 + pixel / 2, -fov / 2 + pixel / 2, z0)
+    grid = FineGrid((n, matrix, matrix), (slice_mm, pixel, pixel), origin, sub_z=sub_z, step_xy=step_xy)
+    return grid, center, rot
+
+
+def _head_coordinates(grid: FineGrid, center, rot):
+    """Head-frame coordinates (x left, y anterior, z superior; mm) of every fine voxel, float32."""
+    zw, yw, xw = grid.axes_lps()
+    c = [np.float32(v) for v in center]
+    zw, yw, xw = zw[:, None, None] - c[2], yw[None, :, None] - c[1], xw[None, None, :] - c[0]
+    # p_head = R^T (world - centre); the head frame's y points anterior, LPS y posterior.
+    r = rot.astype(np.float32)
+    hx = r[0, 0] * xw + r[1, 0] * yw + r[2, 0] * zw
+    hy = -(r[0, 1] * xw + r[1, 1] * yw + r[2, 1] * zw)
+    hz = r[0, 2] * xw + r[1, 2] * yw + r[2, 2] * zw
+    return hx.astype(np.float32), hy.astype(np.float32), hz.astype(np.float32)
+
+
+def _grow(rng, x, y, z, ter, side, s, allowed, noise, n_voxels, *, warp) -> np.ndarray:
+    """A lesion of ``n_voxels`` fine voxels grown in territory ``ter`` on ``side``.
+
+    Territory borders are drawn on coordinates displaced by up to about 1 cm (``warp``, a
+    low-frequency unit field), as real watershed borders are neither planes nor the same twice.
+    """
+    jitter = rng.uniform(-5, 5, size=3)
+    seed = (side * ter.seed[0] * s + jitter[0], ter.seed[1] * s + jitter[1], ter.seed[2] * s + jitter[2])
+    radii = tuple(r * s * rng.uniform(0.8, 1.2) for r in ter.radii)
+    amp = float(rng.uniform(5.0, 10.0))
+    reach = allowed & lesions.territory_mask(ter.name, x + amp * noise, y + amp * warp, z - amp * warp, side, s)
+    return lesions.grow_lesion(x, y, z, seed=seed, radii=radii, allowed=reach, noise=noise, target_voxels=int(n_voxels))
+
+
+def _satellite(rng, x, y, z, ter, side, s, allowed, noise, voxel_ml) -> np.ndarray:
+    """A small embolic satellite (0.3-2 mL) somewhere else in the same territory."""
+    reach = np.flatnonzero(allowed & lesions.territory_mask(ter.name, x, y, z, side, s) & (noise > 0.5))
+    if reach.size == 0:
+        return np.zeros(allowed.shape, dtype=bool)
+    c = reach[rng.integers(reach.size)]
+    seed = (x.ravel()[c], y.ravel()[c], z.ravel()[c])
+    n = rng.uniform(0.3, 2.0) / voxel_ml
+    return lesions.grow_lesion(x, y, z, seed=seed, radii=(5, 5, 5), allowed=allowed, noise=noise, target_voxels=int(n))
+
+
+def _hemorrhage(rng, infarct, parenchyma, fine, mid, voxel_ml):
+    """Haemorrhagic transformation: petechial spots inside, or a haematoma inside or beside the infarct."""
+    if not infarct.any():
+        return np.zeros(infarct.shape, dtype=bool), ""
+    if rng.random() < 0.4:
+        spots = infarct & (fine > 1.2) & (mid > -0.2)
+        if spots.sum() * voxel_ml >= 0.3:
+            return spots, "petechial"
+    idx = np.flatnonzero(infarct)
+    c = np.unravel_index(idx[rng.integers(idx.size)], infarct.shape)
+    target = min(rng.uniform(1.0, 15.0), 0.4 * infarct.sum() * voxel_ml)
+    zz, yy, xx = (np.arange(n, dtype=np.float32) for n in infarct.shape)
+    # Work in voxel units; the haematoma is a lobulated blob in parenchyma around c.
+    box = tuple(slice(max(0, ci - 40), ci + 41) for ci in c)
+    sub = np.zeros(infarct.shape, dtype=bool)
+    gz, gy, gx = np.meshgrid(zz[box[0]], yy[box[1]], xx[box[2]], indexing="ij")
+    blob = lesions.grow_lesion(
+        gx, gy, gz, seed=(c[2], c[1], c[0]), radii=(1.0, 1.0, 1.0), allowed=parenchyma[box],
+        noise=mid[box], target_voxels=int(target / voxel_ml), roughness=0.2,
+    )
+    sub[box] = blob
+    return sub, "hematoma"
+
+
+def _drop_weight(rng, infarct, hypodensity, mid, spacing) -> np.ndarray:
+    """Per-voxel share (0..~1.5) of the infarct's HU drop: a ramp at the border, patchy inside.
+
+    Old, severe infarcts have sharp borders; young, subtle ones fade over several mm.
+    """
+    w = np.zeros(infarct.shape, dtype=np.float32)
+    if not infarct.any():
+        return w
+    border = {"severe": (0.8, 1.8), "intermediate": (1.5, 3.0), "subtle": (2.5, 4.5)}[hypodensity]
+    border_mm = rng.uniform(*border)
+    het = rng.uniform(0.12, 0.3)
+    box = ndi.find_objects(infarct.astype(np.uint8))[0]
+    pad = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in box)
+    dist = ndi.distance_transform_edt(infarct[pad], sampling=spacing)
+    ramp = np.clip(dist / border_mm, 0.0, 1.0)
+    w[pad] = (ramp * np.clip(1.0 + het * mid[pad], 0.3, 1.7)).astype(np.float32)
+    w[~infarct] = 0.0
+    return w

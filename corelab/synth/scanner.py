@@ -1,0 +1,53 @@
+"""Scanner and site settings that vary between centres of a trial."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Scanner", "draw_scanner"]
+
+_MAKERS = ("SYNTH-A Medical", "SYNTH-B Healthcare", "SYNTH-C Systems", "SYNTH-D Imaging")
+_KERNELS = ("H30s", "STANDARD", "FC21", "UB", "J40s")
+
+
+@dataclass(frozen=True)
+class Scanner:
+    """One site's CT scanner and protocol.
+
+    fov_mm: (low, high) display field of view, giving pixels of fov / matrix mm.
+    noise_sd_hu: (low, high) noise SD in brain at 5 mm.
+    hu_offset: calibration error added to every HU (water not at exactly 0), HU.
+    hu_gain: calibration slope (1 = perfect).
+    signed: pixels stored as signed int16 (else unsigned with intercept -1024).
+    padding_hu: value outside the circular field of view (-1024 = air, or -2048 padding).
+    """
+
+    site: str
+    manufacturer: str
+    kernel: str
+    fov_mm: tuple[float, float]
+    noise_sd_hu: tuple[float, float]
+    hu_offset: float
+    hu_gain: float
+    signed: bool
+    padding_hu: float
+
+
+def draw_scanner(rng: np.random.Generator, site: str) -> Scanner:
+    """A plausible scanner for ``site``: pixel 0.42-0.49 mm at 512, noise 3-6 HU, offset +-3 HU."""
+    lo = float(rng.uniform(215, 235))
+    noise_lo = float(rng.uniform(3.0, 4.5))
+    signed = bool(rng.random() < 0.5)
+    return Scanner(
+        site=site,
+        manufacturer=str(rng.choice(_MAKERS)),
+        kernel=str(rng.choice(_KERNELS)),
+        fov_mm=(lo, lo + 15.0),
+        noise_sd_hu=(noise_lo, noise_lo + 1.5),
+        hu_offset=float(rng.uniform(-3.0, 3.0)),
+        hu_gain=float(rng.uniform(0.99, 1.01)),
+        signed=signed,
+        padding_hu=-2048.0 if signed and rng.random() < 0.5 else -1024.0,
+    )

@@ -1,0 +1,202 @@
+"""`make_trial`: a synthetic multi-site trial on disk (scans, manifest, truth, manual reads).
+
+Layout of OUT_DIR (see docs/INTERFACES.md and ../shared/DESIGN.md):
+    scans/<patient_id>/IM0001.dcm ...     DICOM series (most patients)
+    scans/<patient_id>.nii.gz             NIfTI (every fifth patient, from the second)
+    manifest.xlsx                         patient_id, scan, onset, scan_time, series_uid, site
+    truth/<patient_id>.nii.gz             uint8 labels 1 severe, 2 intermediate, 3 subtle, 4 haemorrhage
+    truth.csv                             one row per patient, columns in `TRUTH_COLUMNS`
+    manual/<patient_id>.nii.gz            reader A (0/1, haemorrhage included)
+    manual_b/<patient_id>.nii.gz          reader B
+Same seed, same files, byte for byte: nothing depends on the clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import math
+import re
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from corelab.scans import Volume, write_image
+from corelab.synth.dicom_write import derived_uid, write_dicom_series
+from corelab.synth.phantom import CLASSES, Phantom, SynthError, make_patient
+from corelab.synth.readers import manual_read
+from corelab.synth.scanner import draw_scanner
+from corelab.synth import lesions
+
+__all__ = ["TrialSummary", "make_trial", "TRUTH_COLUMNS", "MANIFEST_COLUMNS"]
+
+MANIFEST_COLUMNS = ("patient_id", "scan", "onset", "scan_time", "series_uid", "site")
+TRUTH_COLUMNS = (
+    "patient_id", "site", "format", "hypodensity", "mean_hu", "target_hu", "infarct_ml", "class_ml",
+    "hemorrhage_ml", "manual_ml", "manual_b_ml", "territory", "side", "hemorrhage", "satellites", "mimics",
+    "old_infarct_ml", "hours_since_onset", "in_window", "noise_sd_hu", "hu_offset", "pixel_mm", "slice_mm",
+)
+_FIXED_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class TrialSummary:
+    """What `make_trial` wrote. seconds_per_patient: mean wall time to generate and write one patient."""
+
+    out_dir: Path
+    manifest: Path
+    truth_csv: Path
+    n_patients: int
+    n_dicom: int
+    n_nifti: int
+    n_controls: int
+    seconds_per_patient: float
+
+
+def make_trial(
+    out_dir: str | Path, *, n: int = 20, seed: int = 0, thin_slices: bool = False, matrix: int = 512, n_sites: int = 4
+) -> TrialSummary:
+    """Write a synthetic trial of ``n`` patients to ``out_dir`` (created), deterministically for ``seed``.
+
+    The first four patients are a severe, an intermediate and a subtle infarct and a control, so a
+    small demo shows every class; the rest are drawn (10% controls, classes as the paper's Table 1).
+    Onset-to-scan times are 12 h to 14 days, except patients 5 (6 h), 7 (16 days), 8 (exactly 12 h)
+    and 9 (exactly 14 days) when n reaches them; patient 3 has no scan_time in the manifest (its
+    DICOM AcquisitionDate/Time holds it). matrix: 512 as scanners; smaller for fast tests.
+
+    >>> import tempfile
+    >>> s = make_trial(tempfile.mkdtemp(), n=1, matrix=64)
+    >>> s.n_patients, s.manifest.name
+    (1, 'manifest.xlsx')
+    """
+    if n < 1:
+        raise SynthError(f"A trial needs at least one patient, not {n}.")
+    out = Path(out_dir)
+    for sub in ("scans", "truth", "manual", "manual_b"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
+    scanners = [draw_scanner(rng, site=f"SITE-{k + 1:02d}") for k in range(max(1, n_sites))]
+    first_onset = dt.datetime(2025, 3, 3, 8, 0)
+    rows, truth_rows = [], []
+    started = time.perf_counter()
+    for i in range(n):
+        pid = f"SYN{i + 1:03d}"
+        scanner = scanners[i % len(scanners)]
+        if i < 4:
+            klass = (*CLASSES, "none")[i]
+        else:
+            klass = "none" if rng.random() < 0.1 else str(rng.choice(CLASSES, p=list(lesions.CLASS_SHARE.values())))
+        hours = _onset_to_scan_hours(rng, i)
+        onset = first_onset + dt.timedelta(days=2 * i, minutes=int(rng.integers(0, 24 * 60)))
+        acquired = onset + dt.timedelta(hours=hours)
+        ph = make_patient((int(seed), i), matrix=matrix, thin_slices=thin_slices, hypodensity=klass, scanner=scanner)
+        nifti = i % 5 == 1
+        series_uid = derived_uid("corelab-synth", seed, pid, "series")
+        if nifti:
+            scan_rel = f"scans/{pid}.nii.gz"
+            write_image(ph.hu.astype(np.int16), ph.volume(), out / scan_rel)
+        else:
+            scan_rel = f"scans/{pid}"
+            write_dicom_series(
+                ph.hu, spacing=ph.spacing, origin=ph.origin, folder=out / scan_rel, patient_id=pid,
+                study_uid=derived_uid("corelab-synth", seed, pid, "study"), series_uid=series_uid,
+                acquired=acquired, slice_mm=ph.slice_mm, signed=scanner.signed,
+                manufacturer=scanner.manufacturer, kernel=scanner.kernel, site=scanner.site,
+            )
+        like = ph.volume()
+        write_image(ph.labels, like, out / "truth" / f"{pid}.nii.gz")
+        reader_rng = np.random.default_rng(np.random.SeedSequence([int(seed), i, 31]))
+        manual_a = manual_read(ph.labels, ph.hu, ph.spacing, reader_rng, bias=0.3)
+        manual_b = manual_read(ph.labels, ph.hu, ph.spacing, reader_rng, bias=-0.3, miss_satellite=0.3)
+        write_image(manual_a, like, out / "manual" / f"{pid}.nii.gz")
+        write_image(manual_b, like, out / "manual_b" / f"{pid}.nii.gz")
+        missing_time = i == 2 and not nifti
+        rows.append({
+            "patient_id": pid,
+            "scan": scan_rel,
+            "onset": onset,
+            "scan_time": None if missing_time else acquired,
+            "series_uid": "" if nifti else series_uid,
+            "site": scanner.site,
+        })
+        truth_rows.append(_truth_row(pid, ph, nifti, hours, manual_a, manual_b))
+    seconds = (time.perf_counter() - started) / n
+    manifest = out / "manifest.xlsx"
+    _write_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)), manifest)
+    truth_csv = out / "truth.csv"
+    pd.DataFrame(truth_rows, columns=list(TRUTH_COLUMNS)).to_csv(truth_csv, index=False, float_format="%.3f")
+    n_nifti = sum(1 for r in rows if r["scan"].endswith(".nii.gz"))
+    return TrialSummary(
+        out_dir=out,
+        manifest=manifest,
+        truth_csv=truth_csv,
+        n_patients=n,
+        n_dicom=n - n_nifti,
+        n_nifti=n_nifti,
+        n_controls=sum(1 for r in truth_rows if r["hypodensity"] == "none"),
+        seconds_per_patient=seconds,
+    )
+
+
+def _onset_to_scan_hours(rng: np.random.Generator, i: int) -> float:
+    """Onset to follow-up scan (h): mostly 12 h .. 14 days (log-uniform 14-300 h), fixed edge cases."""
+    special = {4: 6.0, 6: 16 * 24.0, 7: 12.0, 8: 14 * 24.0}
+    if i in special:
+        return special[i]
+    return float(round(math.exp(rng.uniform(math.log(14.0), math.log(300.0))), 2))
+
+
+def _truth_row(pid: str, ph: Phantom, nifti: bool, hours: float, manual_a, manual_b) -> dict:
+    t = ph.truth
+    return {
+        "patient_id": pid,
+        "site": ph.scanner.site,
+        "format": "nifti" if nifti else "dicom",
+        "hypodensity": t.hypodensity,
+        "mean_hu": t.mean_hu,
+        "target_hu": t.target_hu,
+        "infarct_ml": t.infarct_ml,
+        "class_ml": t.class_ml,
+        "hemorrhage_ml": t.hemorrhage_ml,
+        "manual_ml": float(manual_a.sum()) * ph.voxel_ml,
+        "manual_b_ml": float(manual_b.sum()) * ph.voxel_ml,
+        "territory": t.territory,
+        "side": t.side,
+        "hemorrhage": t.hemorrhage,
+        "satellites": t.satellites,
+        "mimics": ";".join(t.mimics),
+        "old_infarct_ml": t.old_infarct_ml,
+        "hours_since_onset": hours,
+        "in_window": 12.0 <= hours <= 14 * 24.0,
+        "noise_sd_hu": t.noise_sd_hu,
+        "hu_offset": t.hu_offset,
+        "pixel_mm": ph.spacing[1],
+        "slice_mm": ph.slice_mm,
+    }
+
+
+def _write_manifest(table: pd.DataFrame, path: Path) -> None:
+    """Write the manifest as xlsx with real date-time cells, then strip the save time for determinism."""
+    with pd.ExcelWriter(path, engine="openpyxl", datetime_format="yyyy-mm-dd hh:mm:ss") as writer:
+        table.to_excel(writer, index=False, sheet_name="manifest")
+        sheet = writer.sheets["manifest"]
+        for column, width in zip("ABCDEF", (10, 22, 20, 20, 60, 10)):
+            sheet.column_dimensions[column].width = width
+    _freeze_zip(path)
+
+
+def _freeze_zip(path: Path) -> None:
+    """Rewrite an xlsx (zip) with fixed entry times and document dates, so equal content is equal bytes."""
+    with zipfile.ZipFile(path) as src:
+        entries = [(info.filename, src.read(info.filename)) for info in src.infolist()]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name, data in entries:
+            if name == "docProps/core.xml":
+                data = re.sub(rb"(<dcterms:(created|modified)[^>]*>)[^<]*", rb"\g<1>2020-01-01T00:00:00Z", data)
+            dst.writestr(zipfile.ZipInfo(name, date_time=_FIXED_ZIP_TIME), data, zipfile.ZIP_DEFLATED)
+    path.write_bytes(buffer.getvalue())
