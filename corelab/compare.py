@@ -108,6 +108,11 @@ def hd95(reference: np.ndarray, other: np.ndarray, spacing: tuple[float, float, 
         raise ValueError(f"mask shapes differ: {a.shape} and {b.shape}")
     if not a.any() or not b.any():
         return math.nan
+    # Crop to both masks plus one voxel: contours and nearest-contour distances are unchanged, and a
+    # 512 x 512 scan costs a fraction of the time.
+    box = ndimage.find_objects((a | b).astype(np.uint8))[0]
+    box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
+    a, b = a[box], b[box]
     pooled = np.concatenate([_surface_distances(a, b, spacing), _surface_distances(b, a, spacing)])
     return float(np.percentile(pooled, 95))
 

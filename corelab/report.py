@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,12 +237,20 @@ def build_report(
     return BuiltReport(context=context, tables=tables)
 
 
+def _icc_word(value: float) -> str:
+    """The paper's reading of an ICC (American Psychological Association bands)."""
+    if not math.isfinite(value):
+        return ""
+    word = "poor" if value < 0.4 else "fair" if value < 0.6 else "good" if value < 0.75 else "excellent"
+    return f", {word}"
+
+
 def _headline(row: pd.Series, labels: tuple[str, str]) -> str:
     r = rounded(pd.DataFrame([row])).iloc[0]
     if r["n"] == 0:
         return "No patient is in the primary analysis population; see the patient flow and the exclusions."
     return (f"{labels[1].capitalize()} vs {labels[0]}, primary population (n = {r['n']}): ICC(A,1) "
-            f"{_ci(r, 'icc_a1', 3, 2)}; bias {_ci(r, 'ba_bias', 1)} mL; 95% limits of agreement "
+            f"{_ci(r, 'icc_a1', 3, 2)}{_icc_word(r['icc_a1'])}; bias {_ci(r, 'ba_bias', 1)} mL; 95% limits of agreement "
             f"{_f(r['ba_loa_low'], 1)} to {_f(r['ba_loa_high'], 1)} mL; Dice "
             f"{_f(r.get('dice_mean', math.nan), 3)} ± {_f(r.get('dice_sd', math.nan), 3)}.")
 
@@ -258,11 +267,17 @@ def render(context: dict, html_path: str | Path, pdf_path: str | Path) -> None:
         html = env.get_template("report.html.j2").render(css=css, **context)
     except (OSError, jinja2.TemplateError) as error:
         raise ReportError(f"The report template in {TEMPLATES} could not be used ({error}).") from None
+    # weasyprint logs font-subsetting advice as warnings; a core-lab user cannot act on them.
+    logger = logging.getLogger("weasyprint")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         Path(html_path).write_text(html, encoding="utf-8")
         weasyprint.HTML(string=html, base_url=str(TEMPLATES)).write_pdf(str(pdf_path))
     except OSError as error:
         raise ReportError(f"The report could not be written to {pdf_path} ({error}).") from None
+    finally:
+        logger.setLevel(level)
 
 
 def write_workbook(built: BuiltReport, path: str | Path) -> None:

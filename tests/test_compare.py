@@ -49,6 +49,14 @@ def test_hd95_uses_physical_spacing_and_is_zero_for_identical_masks():
     assert 0.0 < hd95(cube, shifted, SPACING) <= 2.0
 
 
+def test_hd95_is_the_same_for_masks_touching_the_image_edge_and_padded_copies():
+    rng = np.random.default_rng(3)
+    a = rng.random((4, 12, 12)) > 0.6
+    b = rng.random((4, 12, 12)) > 0.6
+    padded = [np.pad(m, 3) for m in (a, b)]
+    assert hd95(a, b, SPACING) == pytest.approx(hd95(*padded, SPACING))
+
+
 def test_lesion_detection_counts_26_connected_components():
     ref = np.zeros((3, 6, 6), np.uint8)
     ref[0, 0, 0] = ref[1, 1, 1] = 1  # diagonal neighbours: one lesion
@@ -217,6 +225,11 @@ def test_inter_reader_mode_without_results_reports_unknown_classes(tmp_path, com
     assert rows.loc[["P01", "P02"], "dice"].tolist() == [1.0, 1.0]
     assert set(rows.loc[["P01", "P02"], "hypodensity_class"]) == {"unknown"}
     assert rows.loc["P03", "excluded_because"] == "no read by reader B"
+    # With the results folder, the scans give reader A's classes and the window flags apply.
+    with_scans = compare(compared[2], reference, against=reader_b, out_pdf=tmp_path / "out2" / "readers.pdf")
+    rows = pd.read_excel(with_scans.xlsx, sheet_name="per_patient", dtype={"patient_id": str}).set_index("patient_id")
+    assert rows.loc[["P01", "P02"], "hypodensity_class"].tolist() == ["severe", "intermediate"]
+    assert rows.loc["P07", "excluded_because"].startswith("no read by reader B; scanned outside")
 
 
 def test_missing_results_table_is_a_named_error(tmp_path):
