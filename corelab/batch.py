@@ -67,10 +67,16 @@ def _remote(job: ScanJob, models_dir: str, device: str, method: Method, threads:
 
 
 def run_serial(
-    jobs: Iterable[ScanJob], models, *, device: str, method: Method, on_result: Callable[[ScanResult], None]
+    jobs: Iterable[ScanJob],
+    models,
+    *,
+    device: str,
+    method: Method,
+    on_result: Callable[[ScanResult], None],
+    threads: int = 1,
 ) -> None:
     """Process ``jobs`` one after another in this process with the already loaded ``models``."""
-    with torch_settings(os.cpu_count() or 1):
+    with torch_settings(threads):
         for job in jobs:
             on_result(process_scan(job, models, device=device, method=method))
 
@@ -83,6 +89,7 @@ def run_dask(
     device: str,
     method: Method,
     on_result: Callable[[ScanResult], None],
+    threads: int | None = None,
 ) -> None:
     """Process ``jobs`` on dask: a local cluster of ``spec.workers`` processes (1 thread each), or
     the cluster at ``spec.scheduler``. Results come back here as they finish."""
@@ -93,7 +100,6 @@ def run_dask(
     cluster = None
     if spec.scheduler:
         client = Client(spec.scheduler, timeout="30s")
-        threads = None
     else:
         cluster = LocalCluster(
             n_workers=spec.workers,
@@ -103,7 +109,7 @@ def run_dask(
             silence_logs=40,
         )
         client = Client(cluster)
-        threads = max(1, (os.cpu_count() or 1) // spec.workers)
+        threads = threads or max(1, (os.cpu_count() or 1) // spec.workers)
     try:
         run = uuid.uuid4().hex[:8]
         futures = {

@@ -76,6 +76,7 @@ def run_batch(
     models_dir: str | Path | None = None,
     method: Method = Method(),
     progress: bool = True,
+    threads: int | None = None,
 ) -> BatchSummary:
     """Segment every scan of the manifest and write the output folder (see the module docstring).
 
@@ -83,6 +84,9 @@ def run_batch(
     scheduler: address of a running dask scheduler (e.g. "tcp://host:8786"); scans, models folder
         and corelab must be reachable from its workers under the same paths.
     device: "cpu" or "cuda". models_dir: model folder, default the shipped ``models/``.
+    progress: show a progress bar with ETA on stderr.
+    threads: torch threads per scan; default every core in this process, ``cpu_count // workers``
+        per local dask worker, ``cpu_count // nthreads`` on an outside cluster's workers.
     """
     from corelab.model import default_models_dir, load_models
 
@@ -98,7 +102,10 @@ def run_batch(
     params = _parameters(method)
     for sub in ("masks", "qc", "records"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    provenance = _provenance(manifest, models, params, device, workers, scheduler, started)
+        # Half-written files of a killed run; the finished ones were moved into place already.
+        for stale in (out / sub).glob(".tmp-*"):
+            stale.unlink(missing_ok=True)
+    provenance = _provenance(manifest, models, params, device, workers, scheduler, threads, started)
     atomic_write_text(out / "run.json", json.dumps({**provenance, "finished": None}, indent=1) + "\n")
 
     outcomes: dict[int, dict[str, Any]] = {}
@@ -122,9 +129,11 @@ def run_batch(
     with _Progress(total=len(jobs), enabled=progress) as bar:
         if workers > 1 or scheduler:
             spec = ExecutorSpec(workers=workers, scheduler=scheduler)
-            run_dask(jobs, spec=spec, models_dir=str(models_path), device=device, method=method, on_result=on_result)
+            run_dask(jobs, spec=spec, models_dir=str(models_path), device=device, method=method,
+                     on_result=on_result, threads=threads)
         else:
-            run_serial(jobs, models, device=device, method=method, on_result=on_result)
+            run_serial(jobs, models, device=device, method=method, on_result=on_result,
+                       threads=threads or os.cpu_count() or 1)
 
     rows = [_table_row(row, outcomes[i], models, method) for i, row in enumerate(manifest.rows)]
     write_tables(rows, manifest.extra_columns, out)
@@ -275,7 +284,7 @@ def _table_row(row: ManifestRow, outcome: dict[str, Any], models, method: Method
     return table
 
 
-def _provenance(manifest: Manifest, models, params, device, workers, scheduler, started) -> dict[str, Any]:
+def _provenance(manifest: Manifest, models, params, device, workers, scheduler, threads, started) -> dict[str, Any]:
     from importlib import metadata
 
     versions = {"python": platform.python_version()}
@@ -295,7 +304,7 @@ def _provenance(manifest: Manifest, models, params, device, workers, scheduler, 
         "manifest_sha256": file_sha256(manifest.path),
         "models": {"folder": str(models.folder), "version": models.version, "checksums": dict(models.checksums),
                    "cutoffs": dict(models.cutoffs)},
-        "parameters": {**params, "device": device, "workers": workers, "scheduler": scheduler},
+        "parameters": {**params, "device": device, "workers": workers, "scheduler": scheduler, "threads": threads},
         "started": started.isoformat(timespec="seconds"),
     }
 
