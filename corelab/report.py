@@ -242,7 +242,7 @@ def _icc_word(value: float) -> str:
     if not math.isfinite(value):
         return ""
     word = "poor" if value < 0.4 else "fair" if value < 0.6 else "good" if value < 0.75 else "excellent"
-    return f", {word}"
+    return f", {word} by the paper's bands"
 
 
 def _headline(row: pd.Series, labels: tuple[str, str]) -> str:
