@@ -105,8 +105,9 @@ def dense_probabilities(
 
     hu: `[z, y, x]` HU on the analysis grid. region: bool mask of the same shape (the analysis
     region: intracranial minus CSF). Returns name -> float32 array shaped like `hu`.
-    Only each slice's region bounding box is computed, in row tiles of about `tile_voxels` output
-    voxels so memory stays bounded (about 4 kB per voxel for four networks).
+    Only the region's extent is computed: per slice, row tiles of about `tile_voxels` output voxels
+    (memory stays bounded, about 4 kB per voxel for four networks), each cut to the columns where
+    the region lies in those rows.
 
     >>> hu = np.full((1, 6, 6), 30.0, np.float32); region = np.zeros((1, 6, 6), bool); region[0, 2, 3] = True
     >>> p = dense_probabilities(hu, region, {"a": PatchCNN()})
@@ -136,12 +137,16 @@ def dense_probabilities(
             rows_per_tile = max(1, tile_voxels // (x1 - x0))
             for t0 in range(y0, y1, rows_per_tile):
                 t1 = min(y1, t0 + rows_per_tile)
+                inside = region[z, t0:t1]
+                cols = np.flatnonzero(inside.any(axis=0))
+                if cols.size == 0:
+                    continue
+                c0, c1 = int(cols[0]), int(cols[-1]) + 1  # the region's columns in these rows only
                 # Padded z index z + 1 is slice z. Output row v reads padded rows v .. v + 15 only
                 # (floor pooling drops patch rows 16-18), so a tile needs SEEN_SIZE - 1 extra rows.
-                tile = padded[z:z + 3, t0:t1 + SEEN_SIZE - 1, x0:x1 + SEEN_SIZE - 1]
+                tile = padded[z:z + 3, t0:t1 + SEEN_SIZE - 1, c0:c1 + SEEN_SIZE - 1]
                 logits = stack(torch.from_numpy(np.ascontiguousarray(tile))[None].to(torch_device))
                 prob = torch.sigmoid(logits[0]).to("cpu").numpy()
-                inside = region[z, t0:t1, x0:x1]
                 for i, name in enumerate(names):
-                    probabilities[name][z, t0:t1, x0:x1] = np.where(inside, prob[i], 0.0)
+                    probabilities[name][z, t0:t1, c0:c1] = np.where(inside[:, c0:c1], prob[i], 0.0)
     return probabilities

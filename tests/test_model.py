@@ -113,6 +113,8 @@ def test_dense_equals_patchwise_at_random_voxels():
     region = np.zeros(hu.shape, bool)
     region[:, 2:36, 0:45] = True  # touches the image's left/right edges and the first/last slice
     region[1, 10:20, 10:20] = False
+    yy, xx = np.mgrid[:37, :45]
+    region[2] = np.abs(yy - xx) < 4  # a diagonal band: each row tile covers different columns
     probs = dense_probabilities(hu, region, nets, norm=norm, tile_voxels=300)  # several tiles per slice
     inside = np.argwhere(region)
     voxels = np.concatenate([inside[rng.choice(len(inside), 300, replace=False)],
