@@ -28,7 +28,7 @@ CLASS_VOLUME_ML: dict[str, tuple[float, float, float]] = {
 CLASS_TARGET_HU: dict[str, tuple[float, float]] = {
     "severe": (16.0, 20.0),
     "intermediate": (24.0, 30.0),
-    "subtle": (34.0, 40.0),
+    "subtle": (33.5, 39.0),
 }
 # Share of each class among test infarcts in the paper's Table 1 (67, 204, 125 of 396).
 CLASS_SHARE: dict[str, float] = {"severe": 67 / 396, "intermediate": 204 / 396, "subtle": 125 / 396}

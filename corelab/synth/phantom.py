@@ -22,6 +22,7 @@ __all__ = ["Phantom", "PatientTruth", "make_patient", "SynthError"]
 
 FLUID_HU = 8.0  # what fully necrotic, oedematous tissue tends to (close to CSF)
 CLASSES = ("severe", "intermediate", "subtle")
+MIXED = 255  # tissue code of an output voxel that mixes tissues
 
 
 class SynthError(CorelabError):
@@ -62,11 +63,14 @@ class Phantom:
 
     hu: float32 [z, y, x] HU as written (integers after rescale).
     labels: uint8 [z, y, x]: 0 background, 1 severe, 2 intermediate, 3 subtle, 4 haemorrhage.
+    tissue: uint8 [z, y, x] tissue code (`anatomy.T`) where the whole slab holds one tissue before
+        lesions are drawn; `MIXED` (255) where partial volume mixes tissues.
     spacing: (z, y, x) mm; origin: LPS (x, y, z) mm of voxel [0, 0, 0]; direction: identity (axial).
     """
 
     hu: np.ndarray
     labels: np.ndarray
+    tissue: np.ndarray
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
     truth: PatientTruth
@@ -126,6 +130,7 @@ def make_patient(
     gyral = smooth_noise(field_rng, shp, sp, corr_mm=anat.gyrus_mm)
     fine = smooth_noise(field_rng, shp, sp, corr_mm=2.5)
     lab, depth = anatomy.tissue_labels(x, y, z, anat, shape_noise=low, gyral=gyral, fine=fine)
+    tissue = _pure_tissue(lab, sub_z=grid.sub_z, step_xy=grid.step_xy)
     hu = anatomy.tissue_to_hu(lab, thu, texture=0.6 * mid + 0.8 * fine, fine=fine)
     parenchyma = np.isin(lab, T.PARENCHYMA)
     mimics: list[str] = ["atrophy"] if has_atrophy else []
@@ -201,7 +206,7 @@ def make_patient(
         if hypodensity == "subtle":
             # Subtle infarcts are a few HU below normal tissue; if this brain reads too dark for
             # that to stay above 34 HU, the scanner's calibration carries it up (at most 6 HU).
-            target = min(target, m0 - rng.uniform(2.0, 5.0))
+            target = min(target, m0 - rng.uniform(1.5, 4.0))
             if target < low_t:
                 offset += min(low_t - target, 6.0)
                 m0 += min(low_t - target, 6.0)
@@ -235,12 +240,22 @@ def make_patient(
     return Phantom(
         hu=out,
         labels=labels,
+        tissue=tissue,
         spacing=tuple(float(s) for s in grid.out_spacing),
         origin=(float(x0), float(y0), float(z0)),
         truth=truth,
         scanner=scanner,
         slice_mm=slice_mm,
     )
+
+
+def _pure_tissue(lab: np.ndarray, *, sub_z: int, step_xy: int) -> np.ndarray:
+    """Tissue code per output voxel where all its sub-slices agree, else `MIXED` (nearest in plane)."""
+    nz, ny, nx = lab.shape
+    slabs = lab.reshape(nz // sub_z, sub_z, ny, nx)
+    pure = np.all(slabs == slabs[:, :1], axis=1)
+    out = np.where(pure, slabs[:, 0], np.uint8(MIXED)).astype(np.uint8)
+    return np.repeat(np.repeat(out, step_xy, axis=1), step_xy, axis=2)
 
 
 def _draw_geometry(rng, scanner: Scanner, *, matrix: int, thin_slices: bool, scale: float, vertex_mm: float):

@@ -8,6 +8,8 @@ Layout of OUT_DIR (see docs/INTERFACES.md and ../shared/DESIGN.md):
     truth.csv                             one row per patient, columns in `TRUTH_COLUMNS`
     manual/<patient_id>.nii.gz            reader A (0/1, haemorrhage included)
     manual_b/<patient_id>.nii.gz          reader B
+    tissue/<patient_id>.nii.gz            uint8 tissue codes of `corelab.synth.anatomy.T` where a voxel
+                                          holds one tissue, 255 where mixed (for testing other steps)
 Same seed, same files, byte for byte: nothing depends on the clock.
 """
 
@@ -76,7 +78,7 @@ def make_trial(
     if n < 1:
         raise SynthError(f"A trial needs at least one patient, not {n}.")
     out = Path(out_dir)
-    for sub in ("scans", "truth", "manual", "manual_b"):
+    for sub in ("scans", "truth", "manual", "manual_b", "tissue"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
     scanners = [draw_scanner(rng, site=f"SITE-{k + 1:02d}") for k in range(max(1, n_sites))]
@@ -109,6 +111,7 @@ def make_trial(
             )
         like = ph.volume()
         write_image(ph.labels, like, out / "truth" / f"{pid}.nii.gz")
+        write_image(ph.tissue, like, out / "tissue" / f"{pid}.nii.gz")
         reader_rng = np.random.default_rng(np.random.SeedSequence([int(seed), i, 31]))
         manual_a = manual_read(ph.labels, ph.hu, ph.spacing, reader_rng, bias=0.3)
         manual_b = manual_read(ph.labels, ph.hu, ph.spacing, reader_rng, bias=-0.3, miss_satellite=0.3)
