@@ -1,0 +1,96 @@
+"""A batch that behaves: killed midway and rerun, and run on a 2-worker local dask cluster.
+
+Both compare against a clean serial run of the same trial: same table, bit-identical masks.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from pipeline_trial import SMALL_METHOD, make_trial, write_model_folder
+
+from corelab.pipeline import run_batch
+
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """One random-weight model folder for the module (writing one costs a few seconds)."""
+    return write_model_folder(tmp_path_factory.mktemp("models") / "models")
+
+
+def _outputs(out: Path) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    table = pd.read_csv(out / "volumes.csv", dtype=str, keep_default_na=False)
+    masks = {p.name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted((out / "masks").iterdir())}
+    return table, masks
+
+
+def _assert_same_outputs(a: Path, b: Path) -> None:
+    table_a, masks_a = _outputs(a)
+    table_b, masks_b = _outputs(b)
+    pd.testing.assert_frame_equal(table_a, table_b)
+    assert masks_a.keys() == masks_b.keys()
+    for name in masks_a:
+        assert np.array_equal(masks_a[name], masks_b[name]), name
+
+
+def test_killed_run_resumes_without_redoing_finished_scans(tmp_path, models):
+    trial = make_trial(tmp_path / "trial", n=5, models=models)
+    out = tmp_path / "killed"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from pipeline_trial import SMALL_METHOD
+        from corelab.pipeline import run_batch
+        run_batch({str(trial.manifest)!r}, out_dir={str(out)!r}, models_dir={str(trial.models)!r},
+                  method=SMALL_METHOD, progress=False, threads=1)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    records = out / "records"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if records.is_dir() and len([p for p in records.iterdir() if p.suffix == ".json"]) >= 2:
+                break
+            time.sleep(0.02)
+        assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()!r}"
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    done_before = {p.name: p.stat().st_mtime_ns for p in records.iterdir() if p.suffix == ".json"}
+    assert 2 <= len(done_before) < 5, "the kill did not land midway"
+    assert not (out / "volumes.csv").exists()
+
+    summary = run_batch(trial.manifest, out_dir=out, models_dir=trial.models, method=SMALL_METHOD, progress=False, threads=1)
+    assert summary.n_rows == 5 and summary.n_ok == 5
+    assert summary.n_skipped == len(done_before)
+    after = {p.name: p.stat().st_mtime_ns for p in records.iterdir() if p.suffix == ".json"}
+    assert len(after) == 5
+    assert not list(out.rglob(".tmp-*"))  # half-written files of the killed scan are cleaned up
+    assert all(after[name] == stamp for name, stamp in done_before.items())  # not done twice
+
+    clean = tmp_path / "clean"
+    run_batch(trial.manifest, out_dir=clean, models_dir=trial.models, method=SMALL_METHOD, progress=False, threads=1)
+    _assert_same_outputs(out, clean)
+
+
+def test_two_worker_dask_cluster_gives_the_serial_output(tmp_path, models):
+    trial = make_trial(tmp_path / "trial", n=2, models=models)
+    serial = run_batch(trial.manifest, out_dir=tmp_path / "serial", models_dir=trial.models,
+                       method=SMALL_METHOD, progress=False, threads=1)
+    parallel = run_batch(trial.manifest, out_dir=tmp_path / "dask", models_dir=trial.models,
+                         method=SMALL_METHOD, workers=2, progress=False)
+    assert serial.n_ok == parallel.n_ok == 2
+    _assert_same_outputs(tmp_path / "serial", tmp_path / "dask")
