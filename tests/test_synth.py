@@ -257,3 +257,30 @@ def test_manual_read_edge_cases():
     hu[0, :, 21:] = 1500.0
     m2 = manual_read(one, hu, (5.0, 1.0, 1.0), np.random.default_rng(1), bias=2.0)
     assert not m2[0, :, 21:].any() and m2[0, 8:22, 8:21].sum() >= m2.sum() - 1
+
+
+def test_box_projection_equals_full_projection():
+    from corelab.synth import phantom
+    from corelab.synth.fields import FineGrid
+
+    for step in (1, 2):
+        grid = FineGrid((4, 16, 16), (5.0, 0.45, 0.45), (0.0, 0.0, 0.0), sub_z=5, step_xy=step)
+        mask = np.zeros(grid.shape, bool)
+        mask[6:9, 2:4, 3:6] = True
+        fine = np.where(mask, np.random.default_rng(0).random(grid.shape), 0).astype(np.float32)
+        box = phantom._aligned_box(mask, grid)
+        full = physics.to_output_grid(fine, sub_z=5, step_xy=step)
+        assert np.array_equal(phantom._project_in_box(fine, box, grid), full)
+    assert not phantom._project_in_box(fine, phantom._aligned_box(~np.ones_like(mask), grid), grid).any()
+
+
+def test_full_resolution_patient():
+    # The production path: 512 matrix, drawn on a 2x coarser in-plane grid and interpolated.
+    p = make_patient(4, matrix=512, hypodensity="severe")
+    assert p.hu.shape[1:] == (512, 512) and 0.41 < p.spacing[1] < 0.5 and p.spacing[0] == 5.0
+    assert 14.5 <= p.truth.mean_hu <= 21.5
+    labels = p.labels
+    for code, (lo, hi) in TISSUE_RANGES.items():
+        m = _pure(p.tissue, code) & (labels == 0)
+        assert lo <= float(np.median(p.hu[m])) <= hi, code
+    assert 2.5 < float(np.std(p.hu[_pure(p.tissue, T.WM) & (labels == 0)])) < 8.0

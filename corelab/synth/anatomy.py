@@ -262,9 +262,15 @@ def tissue_labels(x, y, z, p: AnatomyParams, *, shape_noise, gyral, fine) -> tup
     cc_top = 24 * s + 6 * np.exp(-((yi / (30 * s)) ** 2))
     mid_open = ((zi > cc_top) | (np.abs(yi) > 36 * s)) & (zi > -14 * s)
     mid = np.where(mid_open, np.abs(xi) - (0.9 + 0.8 * a), 99.0)
-    syl_z = -4 * s + 0.35 * yi
-    syl_on = (np.abs(xi) > (37 - 4 * a) * s) & (yi > -28 * s) & (yi < 26 * s)
-    syl = np.where(syl_on, np.abs(zi - syl_z) - (0.8 + 0.8 * a), 99.0)
+    # The insular cistern is a near-vertical cleft lateral to the insula; the Sylvian fissure's
+    # stem runs from it out to the surface, so both appear as thin lines on axial slices.
+    half = 0.8 + 0.9 * a
+    ax_ = np.abs(xi)
+    level = (zi > -14 * s) & (zi < 12 * s + 0.2 * yi)
+    insula = (yi > -22 * s) & (yi < 22 * s) & level
+    syl = np.where(insula, np.abs(ax_ - (36 - 2 * a) * s + 0.008 * yi**2) - half, 99.0)
+    stem_on = (ax_ > 36 * s) & level & (np.abs(yi) < 30 * s)
+    syl = np.minimum(syl, np.where(stem_on, np.abs(yi - (4 * s + 0.5 * (ax_ - 36 * s))) - half, 99.0))
     pial = np.minimum(np.minimum(di - p.sas_mm, sulcal), np.minimum(mid, syl))
     code = np.full(ins.size, T.CSF, dtype=np.uint8)
     code[pial >= 0] = T.GM
@@ -306,11 +312,12 @@ def paint_ventricles(lab, x, y, z, p: AnatomyParams, value, *, where=None) -> No
         # rotated ellipsoid per side), joining the atria: the butterfly shape on axial slices.
         box = _box(x, y, z, (side * 10 * s, -4 * s, 14 * s), (16 * s, 34 * s, 10 * s))
         if box is not None:
-            ang = np.deg2rad(12.0) * side
+            ang = np.deg2rad(8.0) * side
             xb, yb, zb = x[box] - side * (7 + 3 * a) * s, y[box] - 2 * s, z[box] - 15 * s
             xr = xb * np.cos(ang) + yb * np.sin(ang)
             yr = -xb * np.sin(ang) + yb * np.cos(ang)
             m = (xr / ((4.5 + 4 * a) * s)) ** 2 + (yr / (30 * s)) ** 2 + (zb / ((6.5 + 3 * a) * s)) ** 2 < 1
+            m &= (x[box] * side) > 1.0  # septum pellucidum between the frontal horns
             if where is not None:
                 m &= where[box]
             lab[box][m] = value

@@ -180,9 +180,10 @@ def make_patient(
     )
     del x, y, z, low, gyral, lab, depth
     base_out = physics.to_output_grid(hu, sub_z=grid.sub_z, step_xy=grid.step_xy)
-    drop_out = physics.to_output_grid(drop, sub_z=grid.sub_z, step_xy=grid.step_xy)
-    inf_frac = physics.to_output_grid(infarct.astype(np.float32), sub_z=grid.sub_z, step_xy=grid.step_xy)
-    hem_frac = physics.to_output_grid(hem.astype(np.float32), sub_z=grid.sub_z, step_xy=grid.step_xy)
+    lesion_box = _aligned_box(infarct | hem, grid)
+    drop_out = _project_in_box(drop, lesion_box, grid)
+    inf_frac = _project_in_box(infarct.astype(np.float32), lesion_box, grid)
+    hem_frac = _project_in_box(hem.astype(np.float32), lesion_box, grid)
     old_ml = float(old.sum()) * grid.voxel_ml
     del hu, drop, infarct, hem, old
 
@@ -249,6 +250,36 @@ def make_patient(
     )
 
 
+def _aligned_box(mask: np.ndarray, grid: FineGrid):
+    """Fine-grid box around ``mask`` (one fine voxel of margin) on output-voxel boundaries, or None."""
+    found = ndi.find_objects(mask.astype(np.uint8))
+    if not found:
+        return None
+    steps = (grid.sub_z, 1, 1)  # a fine pixel in plane is always whole output pixels
+    box = []
+    for sl, step, n in zip(found[0], steps, mask.shape):
+        lo = max(0, (sl.start - 1) // step * step)
+        hi = min(n, -(-(sl.stop + 1) // step) * step)
+        box.append(slice(lo, hi))
+    return tuple(box)
+
+
+def _project_in_box(fine: np.ndarray, box, grid: FineGrid) -> np.ndarray:
+    """`physics.to_output_grid` of an array that is zero outside ``box``, computed in the box only.
+
+    Equal to projecting the whole array: the box has a margin of zeros, so the linear in-plane
+    interpolation at its edges sees the same zeros as it would in the full grid.
+    """
+    out = np.zeros(grid.out_shape, dtype=np.float32)
+    if box is None:
+        return out
+    part = physics.to_output_grid(np.ascontiguousarray(fine[box]), sub_z=grid.sub_z, step_xy=grid.step_xy)
+    bz, by, bx = box
+    k = grid.step_xy
+    out[bz.start // grid.sub_z : bz.stop // grid.sub_z, by.start * k : by.stop * k, bx.start * k : bx.stop * k] = part
+    return out
+
+
 def _pure_tissue(lab: np.ndarray, *, sub_z: int, step_xy: int) -> np.ndarray:
     """Tissue code per output voxel where all its sub-slices agree, else `MIXED` (nearest in plane)."""
     nz, ny, nx = lab.shape
@@ -302,7 +333,12 @@ def _grow(rng, x, y, z, ter, side, s, allowed, noise, n_voxels, *, warp) -> np.n
     seed = (side * ter.seed[0] * s + jitter[0], ter.seed[1] * s + jitter[1], ter.seed[2] * s + jitter[2])
     radii = tuple(r * s * rng.uniform(0.8, 1.2) for r in ter.radii)
     amp = float(rng.uniform(5.0, 10.0))
-    reach = allowed & lesions.territory_mask(ter.name, x + amp * noise, y + amp * warp, z - amp * warp, side, s)
+    # Only allowed voxels are tested against the (warped) territory: a small share of the grid.
+    idx = np.flatnonzero(allowed)
+    xs, ys, zs = x.ravel()[idx], y.ravel()[idx], z.ravel()[idx]
+    ns, ws = noise.ravel()[idx], warp.ravel()[idx]
+    reach = np.zeros(allowed.shape, dtype=bool)
+    reach.ravel()[idx[lesions.territory_mask(ter.name, xs + amp * ns, ys + amp * ws, zs - amp * ws, side, s)]] = True
     return lesions.grow_lesion(x, y, z, seed=seed, radii=radii, allowed=reach, noise=noise, target_voxels=int(n_voxels))
 
 
