@@ -199,6 +199,21 @@ def test_centre_of_gravity_off_the_cavity_moves_the_seed(phantom, plate_mm):
     assert not (ic.mask & not_intracranial(tissue)).any()
 
 
+def test_a_larger_pocket_of_enclosed_air_is_not_taken_for_the_cavity():
+    spacing = (5.0, 2.0, 2.0)
+    hu = np.full((20, 120, 200), -1000.0, np.float32)
+    hu[2:18, 10:60, 10:60] = 1000.0  # box A: bone walls around 448 mL of brain
+    hu[3:17, 15:55, 15:55] = 30.0
+    hu[2:18, 10:110, 100:190] = 1000.0  # box B (a head holder): bone walls around 980 mL of air
+    hu[3:17, 15:105, 105:185] = -1000.0
+    ic = intracranial_region(hu, spacing)
+    brain = np.zeros(hu.shape, bool)
+    brain[3:17, 15:55, 15:55] = True
+    assert not (ic.mask & (hu < -500)).any()
+    assert ic.mask.sum() == pytest.approx(brain.sum(), rel=0.05)
+    assert any("center of gravity" in flag for flag in ic.flags)
+
+
 def test_skull_cut_by_the_field_of_view_is_flagged(phantom):
     hu, tissue = phantom
     keep = x_centres() < 50.0  # the image edge cuts through skull and brain on one side

@@ -9,7 +9,8 @@ What this module adds, because real heads break the recipe:
 
 - The grow runs over "not dilated bone" face-connected components. The space around the head is
   every component holding air (< -500 HU) on the in-plane border of the image.
-- Seed: the bone's center of gravity when it lies in the largest enclosed component. When it lands
+- Seed: the bone's center of gravity when it lies in the largest enclosed component (at most 20%
+  air, at least 50 mL). When it lands
   in bone, in a sinus or outside the head (a dense head rest, neck or face bones pulling it away),
   the largest enclosed component is used instead, with a flag.
 - Skull opened (craniectomy, a gap wider than twice 7 mm): no enclosed component is big enough
@@ -50,6 +51,7 @@ __all__ = ["Intracranial", "intracranial_region", "foramen_magnum_slice", "parti
 
 AIR_HU = -500.0  # below this a voxel is air (air is -1000 HU, fat about -100 HU)
 MIN_CAVITY_ML = 50.0  # smallest grow (before the second dilation) accepted as the cranial cavity
+MAX_AIR_FRACTION = 0.2  # a space that is more air than this is not the cranial cavity
 
 
 @dataclass(frozen=True)
@@ -209,8 +211,12 @@ def _grow_inside(
     frame[:, :, [0, -1]] = True
     outside = np.unique(labels[frame & (hu < AIR_HU)])
     sizes = np.bincount(labels.ravel(), minlength=count + 1).astype(float)
+    air = np.bincount(labels.ravel(), weights=(hu < AIR_HU).ravel(), minlength=count + 1)
     sizes[0] = 0.0
     sizes[outside] = 0.0
+    # An enclosed pocket of air (between the head and a head holder, a large sinus) is no cranial
+    # cavity; a little air inside (pneumocephalus after surgery) is allowed.
+    sizes[air > MAX_AIR_FRACTION * sizes] = 0.0
     is_outside = np.zeros(count + 1, bool)
     is_outside[outside[outside > 0]] = True
     exterior = is_outside[labels]
