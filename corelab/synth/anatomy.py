@@ -22,7 +22,10 @@ import numpy as np
 
 from corelab.synth.fields import upsample2
 
-__all__ = ["T", "AnatomyParams", "TissueHU", "draw_anatomy", "draw_tissue_hu", "tissue_labels", "tissue_to_hu", "paint_ventricles"]
+__all__ = [
+    "T", "AnatomyParams", "TissueHU", "draw_anatomy", "draw_tissue_hu", "tissue_labels", "tissue_to_hu",
+    "paint_ventricles",
+]
 
 
 class T:
@@ -321,8 +324,10 @@ def paint_ventricles(lab, x, y, z, p: AnatomyParams, value, *, where=None) -> No
             if where is not None:
                 m &= where[box]
             lab[box][m] = value
-        _paint(lab, x, y, z, (side * (19 + 3 * a) * s, -27 * s, 10 * s), ((6 + 3 * a) * s, 12 * s, (8 + 3 * a) * s), value, where=where)
-        _paint(lab, x, y, z, (side * 30 * s, -8 * s, -16 * s), ((2.5 + 2 * a) * s, 15 * s, (2.5 + 2 * a) * s), value, where=where)
+        atrium = ((6 + 3 * a) * s, 12 * s, (8 + 3 * a) * s)
+        _paint(lab, x, y, z, (side * (19 + 3 * a) * s, -27 * s, 10 * s), atrium, value, where=where)
+        temporal_horn = ((2.5 + 2 * a) * s, 15 * s, (2.5 + 2 * a) * s)
+        _paint(lab, x, y, z, (side * 30 * s, -8 * s, -16 * s), temporal_horn, value, where=where)
     _paint(lab, x, y, z, (0, -6 * s, 2 * s), ((1.8 + 2 * a) * s, 13 * s, 8 * s), value, where=where)
     _paint(lab, x, y, z, (0, -36 * s, -38 * s), (7 * s, 4 * s, 7 * s), value, where=where)
     _paint(lab, x, y, z, (0, 10 * s, -14 * s), (12 * s, 7 * s, 3.5 * s), value, where=where)  # suprasellar cistern

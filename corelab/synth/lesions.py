@@ -15,8 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage as ndi
 
-__all__ = ["TERRITORIES", "Territory", "territory_mask", "grow_lesion", "CLASS_VOLUME_ML", "CLASS_TARGET_HU"]
+__all__ = [
+    "TERRITORIES", "Territory", "territory_mask", "grow_lesion", "grow_in_territory", "satellite", "hemorrhage",
+    "drop_weight", "draw_volume_ml", "pick_territory", "CLASS_VOLUME_ML", "CLASS_TARGET_HU", "CLASS_SHARE",
+]
 
 # Median and IQR of infarct volume (mL) per hypodensity class (paper, "Results").
 CLASS_VOLUME_ML: dict[str, tuple[float, float, float]] = {
@@ -116,6 +120,86 @@ def draw_volume_ml(rng: np.random.Generator, klass: str) -> float:
 def pick_territory(rng: np.random.Generator, volume_ml: float) -> str:
     """A territory that can hold ``volume_ml``: big infarcts are MCA, small ones branch or lacunar."""
     names = [n for n, t in TERRITORIES.items() if t.max_ml >= volume_ml]
-    weights = {"MCA": 3.0, "MCA-superior": 2.0, "MCA-inferior": 2.0, "MCA-deep": 1.0, "ACA": 0.8, "PCA": 1.2, "lacunar": 0.6}
+    weights = {
+        "MCA": 3.0, "MCA-superior": 2.0, "MCA-inferior": 2.0, "MCA-deep": 1.0, "ACA": 0.8, "PCA": 1.2, "lacunar": 0.6,
+    }
     p = np.array([weights[n] for n in names])
     return str(rng.choice(names, p=p / p.sum()))
+
+
+def grow_in_territory(rng, x, y, z, ter, side, s, allowed, noise, n_voxels, *, warp, gyral) -> np.ndarray:
+    """A lesion of ``n_voxels`` fine voxels grown in territory ``ter`` on ``side``.
+
+    Territory borders are drawn on coordinates displaced by up to about 1 cm (``warp``, a
+    low-frequency unit field), as real watershed borders are neither planes nor the same twice.
+    """
+    jitter = rng.uniform(-5, 5, size=3)
+    seed = (side * ter.seed[0] * s + jitter[0], ter.seed[1] * s + jitter[1], ter.seed[2] * s + jitter[2])
+    radii = tuple(r * s * rng.uniform(0.8, 1.2) for r in ter.radii)
+    amp = float(rng.uniform(5.0, 10.0))
+    # Only allowed voxels are tested against the (warped) territory: a small share of the grid.
+    # The gyral field in the warp makes borders follow gyri rather than straight lines.
+    idx = np.flatnonzero(allowed)
+    xs, ys, zs = x.ravel()[idx], y.ravel()[idx], z.ravel()[idx]
+    ns, ws, gs = noise.ravel()[idx], warp.ravel()[idx], gyral.ravel()[idx]
+    reach = np.zeros(allowed.shape, dtype=bool)
+    inside = territory_mask(
+        ter.name, xs + amp * ns, ys + amp * (0.6 * ws + 0.5 * gs), zs - amp * (0.6 * ws - 0.5 * gs), side, s
+    )
+    reach.ravel()[idx[inside]] = True
+    return grow_lesion(x, y, z, seed=seed, radii=radii, allowed=reach, noise=noise, target_voxels=int(n_voxels))
+
+
+def satellite(rng, x, y, z, ter, side, s, allowed, noise, voxel_ml) -> np.ndarray:
+    """A small embolic satellite (0.3-2 mL) somewhere else in the same territory."""
+    reach = np.flatnonzero(allowed & territory_mask(ter.name, x, y, z, side, s) & (noise > 0.5))
+    if reach.size == 0:
+        return np.zeros(allowed.shape, dtype=bool)
+    c = reach[rng.integers(reach.size)]
+    seed = (x.ravel()[c], y.ravel()[c], z.ravel()[c])
+    n = rng.uniform(0.3, 2.0) / voxel_ml
+    return grow_lesion(x, y, z, seed=seed, radii=(5, 5, 5), allowed=allowed, noise=noise, target_voxels=int(n))
+
+
+def hemorrhage(rng, infarct, parenchyma, fine, mid, voxel_ml):
+    """Haemorrhagic transformation: petechial spots inside, or a haematoma inside or beside the infarct."""
+    if not infarct.any():
+        return np.zeros(infarct.shape, dtype=bool), ""
+    if rng.random() < 0.4:
+        spots = infarct & (fine > 1.2) & (mid > -0.2)
+        if spots.sum() * voxel_ml >= 0.3:
+            return spots, "petechial"
+    idx = np.flatnonzero(infarct)
+    c = np.unravel_index(idx[rng.integers(idx.size)], infarct.shape)
+    target = min(rng.uniform(1.0, 15.0), 0.4 * infarct.sum() * voxel_ml)
+    zz, yy, xx = (np.arange(n, dtype=np.float32) for n in infarct.shape)
+    # Work in voxel units; the haematoma is a lobulated blob in parenchyma around c.
+    box = tuple(slice(max(0, ci - 40), ci + 41) for ci in c)
+    sub = np.zeros(infarct.shape, dtype=bool)
+    gz, gy, gx = np.meshgrid(zz[box[0]], yy[box[1]], xx[box[2]], indexing="ij")
+    blob = grow_lesion(
+        gx, gy, gz, seed=(c[2], c[1], c[0]), radii=(1.0, 1.0, 1.0), allowed=parenchyma[box],
+        noise=mid[box], target_voxels=int(target / voxel_ml), roughness=0.2,
+    )
+    sub[box] = blob
+    return sub, "hematoma"
+
+
+def drop_weight(rng, infarct, hypodensity, mid, spacing) -> np.ndarray:
+    """Per-voxel share (0..~1.5) of the infarct's HU drop: a ramp at the border, patchy inside.
+
+    Old, severe infarcts have sharp borders; young, subtle ones fade over several mm.
+    """
+    w = np.zeros(infarct.shape, dtype=np.float32)
+    if not infarct.any():
+        return w
+    border = {"severe": (0.8, 1.8), "intermediate": (1.5, 3.0), "subtle": (2.5, 4.5)}[hypodensity]
+    border_mm = rng.uniform(*border)
+    het = rng.uniform(0.12, 0.3)
+    box = ndi.find_objects(infarct.astype(np.uint8))[0]
+    pad = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in box)
+    dist = ndi.distance_transform_edt(infarct[pad], sampling=spacing)
+    ramp = np.clip(dist / border_mm, 0.0, 1.0)
+    w[pad] = (ramp * np.clip(1.0 + het * mid[pad], 0.3, 1.7)).astype(np.float32)
+    w[~infarct] = 0.0
+    return w

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from corelab.config import CLASS_RANGES_HU, LABELS
+from corelab.config import LABELS
 from corelab.errors import CorelabError
 from corelab.scans import Volume
 from corelab.synth import anatomy, lesions, physics
@@ -122,7 +122,9 @@ def make_patient(
     anat = anatomy.draw_anatomy(rng, atrophy=float(rng.uniform(0.6, 1.0)) if has_atrophy else None)
     thu = anatomy.draw_tissue_hu(rng)
     vertex = anat.brain_radii[3] + anat.sas_mm + anat.skull_mm + anat.scalp_mm
-    grid, center, rot = _draw_geometry(rng, scanner, matrix=matrix, thin_slices=thin_slices, scale=anat.scale, vertex_mm=vertex)
+    grid, center, rot = _draw_geometry(
+        rng, scanner, matrix=matrix, thin_slices=thin_slices, scale=anat.scale, vertex_mm=vertex
+    )
     x, y, z = _head_coordinates(grid, center, rot)
     shp, sp = grid.shape, grid.spacing
     low = smooth_noise(field_rng, shp, sp, corr_mm=40.0)
@@ -151,7 +153,9 @@ def make_patient(
         name = "lacunar" if rng.random() < 0.4 else str(rng.choice(["MCA-superior", "MCA-inferior", "PCA", "ACA"]))
         ter = lesions.TERRITORIES[name]
         ml = rng.uniform(0.2, 1.2) if name == "lacunar" else rng.uniform(3.0, 25.0)
-        old = _grow(rng, x, y, z, ter, old_side, anat.scale, parenchyma, mid, ml / grid.voxel_ml, warp=low)
+        old = lesions.grow_in_territory(
+            rng, x, y, z, ter, old_side, anat.scale, parenchyma, mid, ml / grid.voxel_ml, warp=low, gyral=gyral
+        )
         hu[old] = thu.csf + rng.uniform(1.0, 5.0)
         mimics.append("old infarct")
 
@@ -164,16 +168,19 @@ def make_patient(
         territory = lesions.pick_territory(rng, volume_ml)
         ter = lesions.TERRITORIES[territory]
         allowed = parenchyma & ~old & (lab != T.CEREBELLUM) & (lab != T.STEM)
-        infarct = _grow(rng, x, y, z, ter, side, anat.scale, allowed, mid, volume_ml / grid.voxel_ml, warp=low)
+        infarct = lesions.grow_in_territory(
+            rng, x, y, z, ter, side, anat.scale, allowed, mid, volume_ml / grid.voxel_ml, warp=low, gyral=gyral
+        )
         if territory != "lacunar" and rng.random() < 0.3:  # embolic satellites near the main infarct
             satellites = int(rng.integers(1, 3))
             for _ in range(satellites):
-                infarct |= _satellite(rng, x, y, z, ter, side, anat.scale, allowed & ~infarct, mid, grid.voxel_ml)
+                free = allowed & ~infarct
+                infarct |= lesions.satellite(rng, x, y, z, ter, side, anat.scale, free, mid, grid.voxel_ml)
         if rng.random() < 0.2:
-            hem, hem_kind = _hemorrhage(rng, infarct, parenchyma, fine, mid, grid.voxel_ml)
+            hem, hem_kind = lesions.hemorrhage(rng, infarct, parenchyma, fine, mid, grid.voxel_ml)
             hu[hem] = (rng.uniform(55, 80) + 8 * fine[hem]).astype(np.float32)
         infarct &= ~hem
-        drop = _drop_weight(rng, infarct, hypodensity, mid, grid.spacing) * (FLUID_HU - hu)
+        drop = lesions.drop_weight(rng, infarct, hypodensity, mid, grid.spacing) * (FLUID_HU - hu)
 
     hu += physics.beam_hardening(
         depth, x, y, z, rim_hu=float(rng.uniform(1.5, 4.0)), streak_hu=-float(rng.uniform(6, 15)), scale=anat.scale
@@ -205,13 +212,13 @@ def make_patient(
         low_t, high_t = lesions.CLASS_TARGET_HU[hypodensity]
         target = float(rng.uniform(low_t, high_t))
         if hypodensity == "subtle":
-            # Subtle infarcts are a few HU below normal tissue; if this brain reads too dark for
-            # that to stay above 34 HU, the scanner's calibration carries it up (at most 6 HU).
-            target = min(target, m0 - rng.uniform(1.5, 4.0))
-            if target < low_t:
-                offset += min(low_t - target, 6.0)
-                m0 += min(low_t - target, 6.0)
-                target = max(target, low_t)
+            # A subtle infarct is only 1.5-4 HU below the tissue it replaced. Where this brain
+            # reads too dark for that, the scan is read as from a scanner calibrated up to 4 HU
+            # high (real sites differ by that much); the rest is taken from the contrast.
+            contrast = rng.uniform(1.5, 4.0)
+            lift = float(np.clip(target + contrast - m0, 0.0, 4.0))
+            offset, m0 = offset + lift, m0 + lift
+            target = max(min(target, m0 - contrast), low_t - 0.5)
         alpha = float(np.clip((target - m0) / m1, 0.05, 1.6)) if m1 < 0 else 0.0
     slice_mm = grid.out_spacing[0]
     noise_sd = float(rng.uniform(*scanner.noise_sd_hu)) * float(np.sqrt(5.0 / slice_mm))
@@ -321,77 +328,3 @@ def _head_coordinates(grid: FineGrid, center, rot):
     hy = -(r[0, 1] * xw + r[1, 1] * yw + r[2, 1] * zw)
     hz = r[0, 2] * xw + r[1, 2] * yw + r[2, 2] * zw
     return hx.astype(np.float32), hy.astype(np.float32), hz.astype(np.float32)
-
-
-def _grow(rng, x, y, z, ter, side, s, allowed, noise, n_voxels, *, warp) -> np.ndarray:
-    """A lesion of ``n_voxels`` fine voxels grown in territory ``ter`` on ``side``.
-
-    Territory borders are drawn on coordinates displaced by up to about 1 cm (``warp``, a
-    low-frequency unit field), as real watershed borders are neither planes nor the same twice.
-    """
-    jitter = rng.uniform(-5, 5, size=3)
-    seed = (side * ter.seed[0] * s + jitter[0], ter.seed[1] * s + jitter[1], ter.seed[2] * s + jitter[2])
-    radii = tuple(r * s * rng.uniform(0.8, 1.2) for r in ter.radii)
-    amp = float(rng.uniform(5.0, 10.0))
-    # Only allowed voxels are tested against the (warped) territory: a small share of the grid.
-    idx = np.flatnonzero(allowed)
-    xs, ys, zs = x.ravel()[idx], y.ravel()[idx], z.ravel()[idx]
-    ns, ws = noise.ravel()[idx], warp.ravel()[idx]
-    reach = np.zeros(allowed.shape, dtype=bool)
-    reach.ravel()[idx[lesions.territory_mask(ter.name, xs + amp * ns, ys + amp * ws, zs - amp * ws, side, s)]] = True
-    return lesions.grow_lesion(x, y, z, seed=seed, radii=radii, allowed=reach, noise=noise, target_voxels=int(n_voxels))
-
-
-def _satellite(rng, x, y, z, ter, side, s, allowed, noise, voxel_ml) -> np.ndarray:
-    """A small embolic satellite (0.3-2 mL) somewhere else in the same territory."""
-    reach = np.flatnonzero(allowed & lesions.territory_mask(ter.name, x, y, z, side, s) & (noise > 0.5))
-    if reach.size == 0:
-        return np.zeros(allowed.shape, dtype=bool)
-    c = reach[rng.integers(reach.size)]
-    seed = (x.ravel()[c], y.ravel()[c], z.ravel()[c])
-    n = rng.uniform(0.3, 2.0) / voxel_ml
-    return lesions.grow_lesion(x, y, z, seed=seed, radii=(5, 5, 5), allowed=allowed, noise=noise, target_voxels=int(n))
-
-
-def _hemorrhage(rng, infarct, parenchyma, fine, mid, voxel_ml):
-    """Haemorrhagic transformation: petechial spots inside, or a haematoma inside or beside the infarct."""
-    if not infarct.any():
-        return np.zeros(infarct.shape, dtype=bool), ""
-    if rng.random() < 0.4:
-        spots = infarct & (fine > 1.2) & (mid > -0.2)
-        if spots.sum() * voxel_ml >= 0.3:
-            return spots, "petechial"
-    idx = np.flatnonzero(infarct)
-    c = np.unravel_index(idx[rng.integers(idx.size)], infarct.shape)
-    target = min(rng.uniform(1.0, 15.0), 0.4 * infarct.sum() * voxel_ml)
-    zz, yy, xx = (np.arange(n, dtype=np.float32) for n in infarct.shape)
-    # Work in voxel units; the haematoma is a lobulated blob in parenchyma around c.
-    box = tuple(slice(max(0, ci - 40), ci + 41) for ci in c)
-    sub = np.zeros(infarct.shape, dtype=bool)
-    gz, gy, gx = np.meshgrid(zz[box[0]], yy[box[1]], xx[box[2]], indexing="ij")
-    blob = lesions.grow_lesion(
-        gx, gy, gz, seed=(c[2], c[1], c[0]), radii=(1.0, 1.0, 1.0), allowed=parenchyma[box],
-        noise=mid[box], target_voxels=int(target / voxel_ml), roughness=0.2,
-    )
-    sub[box] = blob
-    return sub, "hematoma"
-
-
-def _drop_weight(rng, infarct, hypodensity, mid, spacing) -> np.ndarray:
-    """Per-voxel share (0..~1.5) of the infarct's HU drop: a ramp at the border, patchy inside.
-
-    Old, severe infarcts have sharp borders; young, subtle ones fade over several mm.
-    """
-    w = np.zeros(infarct.shape, dtype=np.float32)
-    if not infarct.any():
-        return w
-    border = {"severe": (0.8, 1.8), "intermediate": (1.5, 3.0), "subtle": (2.5, 4.5)}[hypodensity]
-    border_mm = rng.uniform(*border)
-    het = rng.uniform(0.12, 0.3)
-    box = ndi.find_objects(infarct.astype(np.uint8))[0]
-    pad = tuple(slice(max(0, b.start - 2), b.stop + 2) for b in box)
-    dist = ndi.distance_transform_edt(infarct[pad], sampling=spacing)
-    ramp = np.clip(dist / border_mm, 0.0, 1.0)
-    w[pad] = (ramp * np.clip(1.0 + het * mid[pad], 0.3, 1.7)).astype(np.float32)
-    w[~infarct] = 0.0
-    return w

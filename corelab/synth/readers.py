@@ -13,7 +13,8 @@ from corelab.synth.fields import smooth_noise
 
 __all__ = ["manual_read"]
 
-_IN_PLANE = np.array([[[0, 0, 0], [0, 0, 0], [0, 0, 0]], [[0, 1, 0], [1, 1, 1], [0, 1, 0]], [[0, 0, 0], [0, 0, 0], [0, 0, 0]]], bool)
+_IN_PLANE = np.zeros((3, 3, 3), bool)  # 4-connected cross in the slice: readers draw slice by slice
+_IN_PLANE[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
 
 
 def manual_read(

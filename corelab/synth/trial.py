@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from corelab.scans import Volume, write_image
+from corelab.scans import write_image
 from corelab.synth.dicom_write import derived_uid, write_dicom_series
 from corelab.synth.phantom import CLASSES, Phantom, SynthError, make_patient
 from corelab.synth.readers import manual_read
