@@ -280,6 +280,10 @@ def _table_row(row: ManifestRow, outcome: dict[str, Any], models, method: Method
         )
         flags += [timing.flag] if timing.flag else []
         flags += outcome.get("flags", [])
+    elif row.onset is not None and row.scan_time is not None:
+        # The scan failed but the manifest's own dates still say where it falls in the window.
+        timing = imaging_window(row.onset, row.scan_time, method.window)
+        table.update(hours_since_onset=timing.hours_since_onset, in_window=timing.in_window)
     table["flags"] = " ".join(f.strip() for f in flags if f and f.strip())
     return table
 
