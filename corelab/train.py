@@ -245,7 +245,7 @@ def train_models(
         hemorrhage included), optional truth/<id>.nii.gz labels (4 = hemorrhage).
     out_dir: model folder to write (weights, card.json, MODEL_CARD.md); `out_dir/single/` holds
         the baseline. synthetic: recorded in the card; None = True when the cohort folder holds
-        a `corelab synth` trial (synth.json or trial.json beside the manifest).
+        a `corelab synth` trial (its truth.csv with the generator's target_hu column).
     Raises `CohortError` subclasses for unusable cohorts (see `corelab.train_data`).
 
     Example: ``train_models("trial/", "models/", seed=0)`` then ``load_models("models/")``.
@@ -265,7 +265,7 @@ def train_models(
             networks[name], cutoffs[name], dice[name] = _train_one(name, scans, split, options, seed=seed + index,
                                                                    rng=rng, log=log)
         if synthetic is None:
-            synthetic = any((cohort_dir / marker).is_file() for marker in ("synth.json", "trial.json"))
+            synthetic = _looks_synthetic(cohort_dir)
         training = _training_record(cohort_dir, scans, split, options, seed=seed, synthetic=synthetic, names=names)
         scores = {"validation_dice": {name: round(dice[name], 4) for name in names},
                   "note": "mean per-scan Dice on the validation scans used to choose each cut-off (not held out)"}
@@ -302,6 +302,15 @@ def _train_one(name, scans, split: CohortSplit, options, *, seed, rng, log):
     cutoff, dice = choose_cutoff(net, [by_id[pid] for pid in split.val[name]], name, options, rng=rng)
     log(f"{name}: cut-off {cutoff:.3f}, validation Dice {dice:.3f} on {len(split.val[name])} scans")
     return net, cutoff, dice
+
+
+def _looks_synthetic(cohort_dir: Path) -> bool:
+    """True for a `corelab synth` trial: its truth.csv has the generator's target_hu column."""
+    truth = cohort_dir / "truth.csv"
+    if not truth.is_file():
+        return False
+    with open(truth, encoding="utf-8", errors="replace") as handle:
+        return "target_hu" in handle.readline().split(",")
 
 
 def _grid(options: TrainOptions) -> dict:

@@ -1,0 +1,147 @@
+"""Accuracy on a held-out synthetic cohort, in the layout of the paper's Table 1.
+
+    python benchmarks/accuracy.py --models models/            # evaluate shipped three-CNN + models/single
+    python benchmarks/accuracy.py --train-dir trial/ --out /tmp/m  # train first (single included), then evaluate
+
+Test cohort: `corelab.synth.make_patient((test_seed, i))` for i < n_test, other seeds than any
+`corelab synth --seed S` trial (those use (S, i) with S small; the default test seed is 1000), drawn
+with the trial's class mix; made in memory, not written. Reference: the phantom's truth labels
+(nonzero = infarct, hemorrhage included, as the paper's reference). Class: `hypodensity_class` of
+the reference's mean HU without hemorrhage voxels, on the scan's grid. Controls (no infarct) are left
+out of the table, as the paper's test set had none, and listed apart with their false volume.
+
+Each scan: analysis grid -> analysis region -> all five networks (three infarct CNNs, hemorrhage,
+single) in one dense pass -> labels for each approach -> back to the scan's grid. Volumes are label
+voxels x voxel volume (mL); Dice per patient; ICC(A,1) = pingouin ICC2 (two-way random, absolute
+agreement, single measure) of automated vs reference volumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from corelab.dense import dense_probabilities
+from corelab.measure import hypodensity_class
+from corelab.model import load_models
+from corelab.segment import labels_from_probabilities
+
+CLASSES = ("severe", "intermediate", "subtle")
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two bool masks; 1.0 when both are empty (nothing to find, nothing found)."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def icc_a1(auto: pd.Series, reference: pd.Series) -> float:
+    """ICC(A,1) (pingouin "ICC2") of two volume columns; nan with fewer than 3 patients."""
+    import pingouin
+
+    if len(auto) < 3:
+        return math.nan
+    long = pd.DataFrame({
+        "patient": np.tile(np.arange(len(auto)), 2),
+        "method": np.repeat(["auto", "reference"], len(auto)),
+        "ml": np.concatenate([auto.to_numpy(float), reference.to_numpy(float)]),
+    })
+    table = pingouin.intraclass_corr(long, targets="patient", raters="method", ratings="ml")
+    return float(table.set_index("Type").loc["ICC2", "ICC"])
+
+
+def evaluate(models3, single, *, n_test: int, test_seed: int, log=print) -> pd.DataFrame:
+    """One row per test patient: class, reference and automated volumes (mL) and Dice per approach."""
+    from corelab.preprocess import analysis_region, labels_to_input_grid, to_analysis_grid
+    from corelab.synth.phantom import make_patient
+
+    networks = {**models3.networks, **{k: v for k, v in single.networks.items() if k == "single"}}
+    rows = []
+    for i in range(n_test):
+        started = time.time()
+        phantom = make_patient((test_seed, i), matrix=512)
+        volume = phantom.volume()
+        grid = to_analysis_grid(volume)
+        regions = analysis_region(grid.array, grid.spacing)
+        probs = dense_probabilities(grid.array, regions.region, networks, norm=models3.norm, device=models3.device)
+        reference = phantom.labels > 0
+        infarct_only = reference & (phantom.labels != 4)
+        mean_hu = float(phantom.hu[infarct_only].mean()) if infarct_only.any() else math.nan
+        row = {"patient": f"T{test_seed}-{i:03d}", "class": hypodensity_class(mean_hu) or ("unclassified" if infarct_only.any() else "none"),
+               "reference_ml": reference.sum() * phantom.voxel_ml}
+        for approach, models in (("three", models3), ("single", single)):
+            use = {k: probs[k] for k in models.networks}
+            labels = labels_from_probabilities(use, dict(models.cutoffs), regions.region, hu=grid.array)
+            auto = labels_to_input_grid(labels, grid, volume) > 0
+            row[f"{approach}_ml"] = auto.sum() * phantom.voxel_ml
+            row[f"{approach}_dice"] = dice(auto, reference)
+        rows.append(row)
+        log(f"{row['patient']} {row['class']:<12} ref {row['reference_ml']:7.1f} mL  three {row['three_ml']:7.1f} mL "
+            f"(Dice {row['three_dice']:.2f})  single {row['single_ml']:7.1f} mL (Dice {row['single_dice']:.2f})  "
+            f"{time.time() - started:.0f} s")
+    return pd.DataFrame(rows)
+
+
+def table1(results: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1: ICC(A,1), Dice mean and SD, n, per class and overall, both approaches."""
+    infarcts = results[results["class"].isin(CLASSES)]
+    out = []
+    for approach, label in (("three", "Three-CNNs approach"), ("single", "Single CNN approach")):
+        groups = [(name.capitalize(), infarcts[infarcts["class"] == name]) for name in CLASSES]
+        groups.append(("All infarctions", infarcts))
+        for name, part in groups:
+            out.append({
+                "approach": label, "class": name,
+                "ICC(A,1)": icc_a1(part[f"{approach}_ml"], part["reference_ml"]),
+                "Dice mean": part[f"{approach}_dice"].mean(), "Dice SD": part[f"{approach}_dice"].std(ddof=1),
+                "n": len(part),
+            })
+    return pd.DataFrame(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Table 1 on a held-out synthetic cohort.")
+    parser.add_argument("--models", type=Path, help="three-CNN model folder (with single/ inside) to evaluate")
+    parser.add_argument("--train-dir", type=Path, help="cohort to train on first (corelab synth layout)")
+    parser.add_argument("--out", type=Path, default=Path("accuracy-models"), help="where to write trained models")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--n-test", type=int, default=20)
+    parser.add_argument("--test-seed", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--csv", type=Path, default=None, help="write per-patient results here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    folder = args.models
+    if folder is None:
+        if args.train_dir is None:
+            parser.error("give --models (trained folder) or --train-dir (cohort to train on)")
+        from corelab.train import train_models
+
+        print(train_models(args.train_dir, args.out, single=True, seed=args.seed))
+        folder = args.out
+    models3 = load_models(folder)
+    single = load_models(folder / "single")
+    print(f"models {models3.version} (single: {single.version}); test cohort: {args.n_test} phantoms, seed {args.test_seed}")
+    results = evaluate(models3, single, n_test=args.n_test, test_seed=args.test_seed)
+    if args.csv:
+        results.to_csv(args.csv, index=False)
+    table = table1(results)
+    print()
+    print(f"{'':22}{'':18}{'ICC(A,1)':>9}  {'Dice':>11}  {'n':>4}")
+    for row in table.itertuples(index=False):
+        print(f"{row.approach:<22}{row[1]:<18}{row[2]:9.2f}  {row[3]:5.2f}±{row[4]:<5.2f}  {row.n:4d}")
+    controls = results[results["class"] == "none"]
+    if len(controls):
+        print(f"\ncontrols (no infarct, not in the table): n={len(controls)}, automated volume "
+              f"three-CNN {controls['three_ml'].mean():.1f} mL, single {controls['single_ml'].mean():.1f} mL (mean)")
+
+
+if __name__ == "__main__":
+    main()
