@@ -271,7 +271,8 @@ def tissue_labels(x, y, z, p: AnatomyParams, *, shape_noise, gyral, fine) -> tup
     ax_ = np.abs(xi)
     level = (zi > -14 * s) & (zi < 12 * s + 0.2 * yi)
     insula = (yi > -22 * s) & (yi < 22 * s) & level
-    syl = np.where(insula, np.abs(ax_ - (36 - 2 * a) * s + 0.008 * yi**2) - half, 99.0)
+    wiggle = 1.5 * gyral.ravel()[ins]  # the insula's short gyri make the cistern wavy
+    syl = np.where(insula, np.abs(ax_ - (36 - 2 * a) * s + 0.008 * yi**2 + wiggle) - half, 99.0)
     stem_on = (ax_ > 36 * s) & level & (np.abs(yi) < 30 * s)
     syl = np.minimum(syl, np.where(stem_on, np.abs(yi - (4 * s + 0.5 * (ax_ - 36 * s))) - half, 99.0))
     pial = np.minimum(np.minimum(di - p.sas_mm, sulcal), np.minimum(mid, syl))

@@ -220,6 +220,11 @@ def make_patient(
             offset, m0 = offset + lift, m0 + lift
             target = max(min(target, m0 - contrast), low_t - 0.5)
         alpha = float(np.clip((target - m0) / m1, 0.05, 1.6)) if m1 < 0 else 0.0
+        if hypodensity == "subtle" and m0 + alpha * m1 < low_t - 0.5:
+            # Rare: a dark brain (e.g. leukoaraiosis around the infarct) that even 4 HU of
+            # calibration does not lift into the class; lift just enough, at most 4 HU more.
+            extra = min(low_t - 0.5 - (m0 + alpha * m1), 4.0)
+            offset, target = offset + extra, m0 + alpha * m1 + extra
     slice_mm = grid.out_spacing[0]
     noise_sd = float(rng.uniform(*scanner.noise_sd_hu)) * float(np.sqrt(5.0 / slice_mm))
     out = gain * (base_out + alpha * drop_out) + offset

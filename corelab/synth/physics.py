@@ -56,16 +56,18 @@ def ct_noise(rng: np.random.Generator, shape: tuple[int, int, int], *, sd_hu: fl
     the ramp filter suppresses low frequencies); scaled to ``sd_hu`` overall, slightly higher in
     the middle of the field of view where the head attenuates most.
     """
-    white = rng.standard_normal(shape).astype(np.float32)
     s1 = max(0.6, 0.8 / pixel_mm)
-    grain = ndi.gaussian_filter(white, sigma=(0, s1, s1), truncate=3.0)
-    broad = ndi.gaussian_filter(grain, sigma=(0, 2.5 * s1, 2.5 * s1), truncate=2.5)
-    noise = grain - broad
+    noise = np.empty(shape, dtype=np.float32)
+    for start in range(0, shape[0], 16):  # in chunks: thin-slice scans have hundreds of slices
+        white = rng.standard_normal((min(16, shape[0] - start),) + tuple(shape[1:])).astype(np.float32)
+        grain = ndi.gaussian_filter(white, sigma=(0, s1, s1), truncate=3.0)
+        noise[start : start + len(white)] = grain - ndi.gaussian_filter(grain, sigma=(0, 2.5 * s1, 2.5 * s1), truncate=2.5)
     noise /= float(noise.std()) or 1.0
     ny, nx = shape[1:]
     yy, xx = np.mgrid[0:ny, 0:nx]
     r2 = ((yy - ny / 2) / (ny / 2)) ** 2 + ((xx - nx / 2) / (nx / 2)) ** 2
-    return (noise * (sd_hu * (1.1 - 0.25 * np.clip(r2, 0, 1)))[None]).astype(np.float32)
+    noise *= (sd_hu * (1.1 - 0.25 * np.clip(r2, 0, 1))).astype(np.float32)[None]
+    return noise
 
 
 def outside_fov(shape: tuple[int, int, int]) -> np.ndarray:
