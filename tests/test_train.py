@@ -23,7 +23,17 @@ from corelab.train_data import (
 
 SPACING = (5.0, 0.45, 0.45)  # already the analysis grid, so to_analysis_grid keeps the voxels
 CLASS_HU = {"severe": 17.0, "intermediate": 27.0, "subtle": 38.0}
-TINY = TrainOptions(patches_per_class=150, epochs=2, batch_size=64, val_voxels=300)
+TINY = TrainOptions(patches_per_class=150, epochs=2, batch_size=64, val_voxels=300, threads=1)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One torch thread for these small tensors: on a shared 2-core machine, OpenMP threads that
+    wait on each other made the tests many times slower. Restored afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def phantom(kind: str, *, rng: np.random.Generator, hemorrhage: bool, shape=(12, 156, 156)):
