@@ -19,7 +19,7 @@ from scipy import ndimage as ndi
 
 __all__ = [
     "TERRITORIES", "Territory", "territory_mask", "grow_lesion", "grow_in_territory", "satellite", "hemorrhage",
-    "drop_weight", "draw_volume_ml", "pick_territory", "CLASS_VOLUME_ML", "CLASS_TARGET_HU", "CLASS_SHARE",
+    "drop_weight", "effaced_sulci", "draw_volume_ml", "pick_territory", "CLASS_VOLUME_ML", "CLASS_TARGET_HU", "CLASS_SHARE",
 ]
 
 # Median and IQR of infarct volume (mL) per hypodensity class (paper, "Results").
@@ -166,7 +166,7 @@ def hemorrhage(rng, infarct, parenchyma, fine, mid, voxel_ml):
     if not infarct.any():
         return np.zeros(infarct.shape, dtype=bool), ""
     if rng.random() < 0.4:
-        spots = infarct & (fine > 1.2) & (mid > -0.2)
+        spots = infarct & (fine > 1.5) & (mid > 0.0)
         if spots.sum() * voxel_ml >= 0.3:
             return spots, "petechial"
     idx = np.flatnonzero(infarct)
@@ -203,3 +203,22 @@ def drop_weight(rng, infarct, hypodensity, mid, spacing) -> np.ndarray:
     w[pad] = (ramp * np.clip(1.0 + het * mid[pad], 0.3, 1.7)).astype(np.float32)
     w[~infarct] = 0.0
     return w
+
+
+def effaced_sulci(infarct: np.ndarray, csf: np.ndarray, depth_mm: np.ndarray, *, max_depth_mm: float) -> np.ndarray:
+    """Sulcal and subarachnoid CSF within two voxels of ``infarct`` (ventricles, deeper than
+    ``max_depth_mm`` below the inner table, are left alone). Computed in the infarct's box.
+
+    >>> inf = np.zeros((1, 1, 9), bool); inf[0, 0, 2:5] = True
+    >>> csf = np.zeros_like(inf); csf[0, 0, 5:9] = True
+    >>> effaced_sulci(inf, csf, np.full(inf.shape, 3.0), max_depth_mm=10).nonzero()[2].tolist()
+    [5, 6]
+    """
+    out = np.zeros(infarct.shape, dtype=bool)
+    found = ndi.find_objects(infarct.astype(np.uint8))
+    if not found:
+        return out
+    box = tuple(slice(max(0, s.start - 3), s.stop + 3) for s in found[0])
+    near = ndi.binary_dilation(infarct[box], iterations=2)
+    out[box] = near & csf[box] & (depth_mm[box] > 0) & (depth_mm[box] < max_depth_mm)
+    return out

@@ -132,7 +132,6 @@ def make_patient(
     gyral = smooth_noise(field_rng, shp, sp, corr_mm=anat.gyrus_mm)
     fine = smooth_noise(field_rng, shp, sp, corr_mm=2.5)
     lab, depth = anatomy.tissue_labels(x, y, z, anat, shape_noise=low, gyral=gyral, fine=fine)
-    tissue = _pure_tissue(lab, sub_z=grid.sub_z, step_xy=grid.step_xy)
     hu = anatomy.tissue_to_hu(lab, thu, texture=0.6 * mid + 0.8 * fine, fine=fine)
     parenchyma = np.isin(lab, T.PARENCHYMA)
     mimics: list[str] = ["atrophy"] if has_atrophy else []
@@ -161,7 +160,8 @@ def make_patient(
 
     infarct = np.zeros(shp, dtype=bool)
     hem = np.zeros(shp, dtype=bool)
-    drop = np.zeros(shp, dtype=np.float32)
+    weight = np.zeros(shp, dtype=np.float32)
+    deficit = np.zeros(shp, dtype=np.float32)
     territory, hem_kind, satellites = "", "", 0
     if hypodensity != "none":
         volume_ml = lesions.draw_volume_ml(rng, hypodensity)
@@ -176,23 +176,32 @@ def make_patient(
             for _ in range(satellites):
                 free = allowed & ~infarct
                 infarct |= lesions.satellite(rng, x, y, z, ter, side, anat.scale, free, mid, grid.voxel_ml)
+        if hypodensity != "severe":
+            # Acute swelling effaces the sulci over a young infarct: their CSF becomes swollen,
+            # infarcted cortex (older, severe infarcts keep or widen them).
+            effaced = lesions.effaced_sulci(infarct, lab == T.CSF, depth, max_depth_mm=anat.sulcus_depth_mm + 2)
+            lab[effaced] = T.GM
+            hu[effaced] = thu.gm
+            infarct |= effaced
         if rng.random() < 0.2:
             hem, hem_kind = lesions.hemorrhage(rng, infarct, parenchyma, fine, mid, grid.voxel_ml)
             hu[hem] = (rng.uniform(55, 80) + 8 * fine[hem]).astype(np.float32)
         infarct &= ~hem
-        drop = lesions.drop_weight(rng, infarct, hypodensity, mid, grid.spacing) * (FLUID_HU - hu)
+        weight = lesions.drop_weight(rng, infarct, hypodensity, mid, grid.spacing)
+        deficit = np.where(infarct, FLUID_HU - hu, 0.0).astype(np.float32)
 
+    tissue = _pure_tissue(lab, sub_z=grid.sub_z, step_xy=grid.step_xy)
     hu += physics.beam_hardening(
         depth, x, y, z, rim_hu=float(rng.uniform(1.5, 4.0)), streak_hu=-float(rng.uniform(6, 15)), scale=anat.scale
     )
     del x, y, z, low, gyral, lab, depth
     base_out = physics.to_output_grid(hu, sub_z=grid.sub_z, step_xy=grid.step_xy)
     lesion_box = _aligned_box(infarct | hem, grid)
-    drop_out = _project_in_box(drop, lesion_box, grid)
+    drop_out = _project_in_box(weight * deficit, lesion_box, grid)
     inf_frac = _project_in_box(infarct.astype(np.float32), lesion_box, grid)
     hem_frac = _project_in_box(hem.astype(np.float32), lesion_box, grid)
     old_ml = float(old.sum()) * grid.voxel_ml
-    del hu, drop, infarct, hem, old
+    del hu, infarct, hem, old
 
     labels = np.zeros(grid.out_shape, dtype=np.uint8)
     union = inf_frac + hem_frac >= 0.5
@@ -219,12 +228,18 @@ def make_patient(
             lift = float(np.clip(target + contrast - m0, 0.0, 4.0))
             offset, m0 = offset + lift, m0 + lift
             target = max(min(target, m0 - contrast), low_t - 0.5)
+        if m1 < 0 and (target - m0) / m1 > 1.2:
+            # A thin or haemorrhage-speckled infarct whose soft border cannot carry the drop:
+            # sharpen the border rather than push the core far below fluid.
+            drop_out = _project_in_box(np.minimum(1.8 * weight, 1.5) * deficit, lesion_box, grid)
+            m1 = float(drop_out[in_class].mean()) * gain
         alpha = float(np.clip((target - m0) / m1, 0.05, 1.6)) if m1 < 0 else 0.0
         if hypodensity == "subtle" and m0 + alpha * m1 < low_t - 0.5:
             # Rare: a dark brain (e.g. leukoaraiosis around the infarct) that even 4 HU of
             # calibration does not lift into the class; lift just enough, at most 4 HU more.
             extra = min(low_t - 0.5 - (m0 + alpha * m1), 4.0)
             offset, target = offset + extra, m0 + alpha * m1 + extra
+    del weight, deficit
     slice_mm = grid.out_spacing[0]
     noise_sd = float(rng.uniform(*scanner.noise_sd_hu)) * float(np.sqrt(5.0 / slice_mm))
     out = gain * (base_out + alpha * drop_out) + offset
