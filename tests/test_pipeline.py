@@ -100,7 +100,7 @@ def test_end_to_end_outputs_read_back_and_volumes_equal_mask_counts(tmp_path, mo
     assert records == sorted(f"{pid}.json" for pid in table["patient_id"])
 
 
-def test_bad_rows_fail_or_are_flagged_and_the_rest_go_on(tmp_path, models):
+def test_bad_rows_fail_or_are_flagged_and_the_rest_go_on(tmp_path, models, capfd):
     folder = tmp_path / "trial"
     onset = dt.datetime(2024, 3, 1, 8, 0)
     hu = head_phantom(seed=5)
@@ -124,7 +124,9 @@ def test_bad_rows_fail_or_are_flagged_and_the_rest_go_on(tmp_path, models):
     ]
     trial = make_trial(folder, n=2, rows=rows, models=models)
     summary = run_batch(trial.manifest, out_dir=tmp_path / "out", models_dir=trial.models,
-                        method=SMALL_METHOD, progress=False, threads=1)
+                        method=SMALL_METHOD, progress=True, threads=1)
+    progress = capfd.readouterr().err
+    assert "segmenting" in progress and "6/6" in progress  # six rows pass the manifest checks
     table = _table(tmp_path / "out").set_index("patient_id", drop=False)
     assert table["patient_id"].tolist() == list(trial.ids)
     status = dict(zip(table["patient_id"], table["status"]))
@@ -178,3 +180,15 @@ def test_rerun_reuses_complete_results_and_redoes_changed_ones(tmp_path, models)
     assert now["P002.json"] != stamps["P002.json"] and now["P003.json"] != stamps["P003.json"]
     assert (out / "qc" / "P003.png").is_file()
     assert (out / "masks" / "P003.nii.gz").read_bytes() == masks["P003.nii.gz"]  # same input, same mask
+
+
+def test_unexpected_exception_becomes_a_failed_result_with_one_sentence(tmp_path):
+    from corelab.scanjob import ScanJob, process_scan
+
+    hu = head_phantom(seed=3)
+    write_image(hu, Volume(array=hu, spacing=SPACING), tmp_path / "s.nii.gz")
+    # No model set at all: segment fails on an attribute lookup, a bug corelab did not foresee.
+    result = process_scan(ScanJob(0, "X", str(tmp_path / "s.nii.gz")), None, method=SMALL_METHOD)
+    assert result.status == "failed" and result.labels is None
+    assert result.error.startswith("Internal error while processing this scan: AttributeError: ")
+    assert result.error.endswith(".") and "\n" not in result.error
