@@ -191,6 +191,7 @@ def make_patient(
         deficit = np.where(infarct, FLUID_HU - hu, 0.0).astype(np.float32)
 
     tissue = _pure_tissue(lab, sub_z=grid.sub_z, step_xy=grid.step_xy)
+    bone = (lab == T.BONE) | (lab == T.DIPLOE) | (lab == T.CALC)
     hu += physics.beam_hardening(
         depth, x, y, z, rim_hu=float(rng.uniform(1.5, 4.0)), streak_hu=-float(rng.uniform(6, 15)), scale=anat.scale
     )
@@ -200,11 +201,14 @@ def make_patient(
     drop_out = _project_in_box(weight * deficit, lesion_box, grid)
     inf_frac = _project_in_box(infarct.astype(np.float32), lesion_box, grid)
     hem_frac = _project_in_box(hem.astype(np.float32), lesion_box, grid)
+    bone_frac = _project_in_box(bone.astype(np.float32), lesion_box, grid)
     old_ml = float(old.sum()) * grid.voxel_ml
-    del hu, infarct, hem, old
+    del hu, infarct, hem, old, bone
 
     labels = np.zeros(grid.out_shape, dtype=np.uint8)
-    union = inf_frac + hem_frac >= 0.5
+    # A reader leaves out voxels that partial volume shares with the skull (a 5 mm slab through a
+    # curved inner table): a few % of bone adds tens of HU and would swamp the infarct's mean.
+    union = (inf_frac + hem_frac >= 0.5) & (bone_frac < 0.01)
     if hypodensity != "none":
         labels[union] = LABELS[hypodensity]
         labels[union & (hem_frac >= inf_frac)] = LABELS["hemorrhage"]
