@@ -67,7 +67,8 @@ class ScanResult:
 
 def internal_error(error: BaseException) -> str:
     """The error-column sentence for an exception corelab did not expect."""
-    message = str(error).strip().rstrip(".") or "no message"
+    # One line whatever the exception held (some carry tracebacks or multi-line details).
+    message = " ".join(str(error).split()).rstrip(".") or "no message"
     return f"Internal error while processing this scan: {type(error).__name__}: {message}."
 
 
