@@ -30,14 +30,19 @@ from typing import Any
 
 from corelab.batch import ExecutorSpec, run_dask, run_serial
 from corelab.config import Method
+from corelab.errors import CorelabError
 from corelab.manifest import Manifest, ManifestRow, imaging_window, read_manifest
 from corelab.outputs import atomic_write_bytes, atomic_write_text, file_sha256, read_record, scan_sha256, write_mask
 from corelab.outputs import write_record, write_tables
 from corelab.scanjob import ScanJob, ScanResult
 
-__all__ = ["BatchSummary", "run_batch", "RECORD_VERSION"]
+__all__ = ["BatchSummary", "BatchOptionError", "run_batch", "RECORD_VERSION"]
 
 RECORD_VERSION = 1
+
+
+class BatchOptionError(CorelabError):
+    """An option of `run_batch` cannot be used (e.g. fewer than one worker)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ def run_batch(
     """
     from corelab.model import default_models_dir, load_models
 
+    if workers < 1 or (threads is not None and threads < 1):
+        raise BatchOptionError(f"Workers and threads must be 1 or more, not {workers} and {threads}.")
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.perf_counter()
     manifest = read_manifest(manifest_path)

@@ -192,3 +192,18 @@ def test_unexpected_exception_becomes_a_failed_result_with_one_sentence(tmp_path
     assert result.status == "failed" and result.labels is None
     assert result.error.startswith("Internal error while processing this scan: AttributeError: ")
     assert result.error.endswith(".") and "\n" not in result.error
+
+
+def test_unusable_options_and_manifest_stop_before_any_scan(tmp_path):
+    from corelab.errors import ManifestError, ModelError
+    from corelab.pipeline import BatchOptionError
+
+    with pytest.raises(BatchOptionError, match="1 or more"):
+        run_batch(tmp_path / "m.csv", workers=0, progress=False)
+    (tmp_path / "m.csv").write_text("id,path\nP1,a.nii.gz\n")
+    with pytest.raises(ManifestError, match="no 'patient_id' or 'scan' column"):
+        run_batch(tmp_path / "m.csv", progress=False)
+    (tmp_path / "m.csv").write_text("patient_id,scan\nP1,m.csv\n")
+    with pytest.raises(ModelError, match="no card.json"):
+        run_batch(tmp_path / "m.csv", models_dir=tmp_path / "no-models", progress=False)
+    assert not (tmp_path / "corelab-results").exists()
