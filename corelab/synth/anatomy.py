@@ -243,6 +243,13 @@ def tissue_labels(x, y, z, p: AnatomyParams, *, shape_noise, gyral, fine) -> tup
     # Face, skull base and neck below the cranial floor: soft tissue with sinuses and orbits.
     _paint(lab, x, y, z, (0, 15 * s, -62 * s), (55 * s, 80 * s, 46 * s), T.SOFT, where=(lab == 0) & (cav > 0))
     outside = cav > 0
+    # Facial skeleton (maxilla, zygomas) under a few mm of skin at the front of the face.
+    face = (0, 15 * s, -62 * s)
+    front = lambda b: y[b] > 25 * s  # noqa: E731 - a one-line condition for _paint
+    _paint(lab, x, y, z, face, (51 * s, 76 * s, 42 * s), T.BONE, where=outside & (lab == T.SOFT), extra=front)
+    _paint(lab, x, y, z, face, (47 * s, 72 * s, 38 * s), T.SOFT, where=outside & (lab == T.BONE), extra=front)
+    _paint(lab, x, y, z, (0, 52 * s, -58 * s), (7 * s, 24 * s, 16 * s), T.SINUS, where=outside,
+           extra=lambda b: fine[b] > -0.5)  # nasal cavity with turbinates
     _paint(lab, x, y, z, (0, 22 * s, -30 * s), (11 * s, 11 * s, 9 * s), T.SINUS, where=outside)
     _paint(lab, x, y, z, (0, 44 * s, -22 * s), (9 * s, 14 * s, 12 * s), T.SINUS, where=outside,
            extra=lambda b: fine[b] > -0.4)  # ethmoid cells
