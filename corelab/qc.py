@@ -64,8 +64,9 @@ def overlay_labels(gray: np.ndarray, labels: np.ndarray, *, alpha: float = 0.5) 
 
 
 def choose_slices(labels: np.ndarray, *, n: int = 4) -> list[int]:
-    """Up to ``n`` axial slice indices, ascending: those with the most labelled voxels first, then
-    evenly spaced slices through the middle of the scan when fewer slices carry labels.
+    """Up to ``n`` axial slice indices, ascending: spread over the labelled slices (always
+    including the one with the most labelled voxels), then evenly spaced slices through the middle
+    of the scan when fewer slices carry labels.
 
     >>> lab = np.zeros((10, 2, 2), np.uint8); lab[7] = 1; lab[2, 0, 0] = 3
     >>> choose_slices(lab, n=3)
@@ -74,14 +75,22 @@ def choose_slices(labels: np.ndarray, *, n: int = 4) -> list[int]:
     depth = labels.shape[0]
     n = max(1, min(n, depth))
     per_slice = (labels > 0).reshape(depth, -1).sum(axis=1)
-    labelled = [int(i) for i in np.argsort(-per_slice, kind="stable") if per_slice[i] > 0][:n]
+    labelled = [int(i) for i in np.flatnonzero(per_slice)]
+    if len(labelled) > n:
+        # Spread over the lesion's extent rather than n neighbouring slices of its widest part.
+        picks = [labelled[int(round(k))] for k in np.linspace(0, len(labelled) - 1, n)]
+        largest = int(np.argmax(per_slice))
+        if largest not in picks:
+            picks[int(np.argmin([abs(p - largest) for p in picks]))] = largest
+        return sorted(set(picks))
+    chosen = list(labelled)
     # Fill from the middle outwards: the brain is in the middle slices, skull base and vertex at the ends.
     for i in sorted(range(depth), key=lambda k: (abs(k - (depth - 1) / 2.0), k)):
-        if len(labelled) >= n:
+        if len(chosen) >= n:
             break
-        if i not in labelled:
-            labelled.append(i)
-    return sorted(labelled)
+        if i not in chosen:
+            chosen.append(i)
+    return sorted(chosen)
 
 
 def qc_figure(

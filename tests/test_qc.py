@@ -39,6 +39,10 @@ def test_choose_slices_prefers_labelled_then_middle():
     assert choose_slices(labels, n=4) == [3, 5, 6, 9]  # middle of 0..11 is 5.5
     assert choose_slices(np.zeros((1, 3, 3), np.uint8), n=4) == [0]  # one slice
     assert choose_slices(np.zeros((5, 3, 3), np.uint8), n=3) == [1, 2, 3]  # empty mask
+    wide = np.zeros((20, 4, 4), np.uint8)
+    wide[4:17, 0, 0] = 2  # a lesion over slices 4..16, widest on slice 9
+    wide[9] = 2
+    assert choose_slices(wide, n=4) == [4, 9, 12, 16]  # spread 4, 8, 12, 16 with 8 -> widest 9
 
 
 def test_qc_png_reads_back_with_labels_drawn():
