@@ -273,6 +273,9 @@ def save_models(
     return card_path
 
 
+_CARD_SUMMARY_KEYS = ("cohort", "synthetic", "seed", "n_scans", "classes", "hemorrhage_labels", "patches_per_class", "epochs")
+
+
 def _markdown_card(card: Mapping, version: str) -> str:
     training = card.get("training", {})
     lines = [
@@ -288,7 +291,9 @@ def _markdown_card(card: Mapping, version: str) -> str:
         f"then (HU - {card['hu_input']['center_hu']}) / {card['hu_input']['scale_hu']}.",
         "- Cut-offs (chosen on validation scans to maximize mean Dice): "
         + ", ".join(f"{name} {value:.3f}" for name, value in card["cutoffs"].items()) + ".",
-        f"- Training data: {json.dumps(training, default=str)}",
+        "- Training data: "
+        + "; ".join(f"{key} {json.dumps(training[key], default=str)}" for key in _CARD_SUMMARY_KEYS if key in training)
+        + " (scan lists and the full recipe are in card.json).",
     ]
     if card.get("scores"):
         lines.append(f"- Scores: {json.dumps(card['scores'], default=str)}")
