@@ -187,7 +187,7 @@ def load_cohort(
             volume = read_scan(row.scan, series_uid=row.series_uid or None)
             reference, truth = read_mask(manual), read_mask(truth_path) if truth_path else None
             for name, mask in (("manual", reference), ("truth", truth)):
-                if mask is not None and not same_geometry(mask, volume):
+                if mask is not None and not same_geometry(mask, volume, tol_mm=0.01):
                     raise GridMismatchError(
                         f"The {name} mask of patient {pid} is not on its scan's grid "
                         f"({mask.array.shape} vs {volume.array.shape} voxels, or a different position)."
