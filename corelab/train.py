@@ -15,7 +15,8 @@ are marked *):
     - Adam*, binary cross-entropy*, fixed seeds;
     - cut-off per CNN: the probability that maximizes the mean Dice over its validation scans,
       estimated on all (or a large sample of) lesion voxels and a stratified sample of background
-      voxels*, so no validation scan needs a full dense pass;
+      voxels*, so no validation scan needs a full dense pass; what the CNN claims on the other
+      CNNs' validation scans counts as false positive* (see `choose_cutoff`);
     - single-CNN baseline (`single=True`, written to `<out>/single/`): one CNN trained on every
       infarct group with the same data and recipe, shipped with the same hemorrhage CNN.
 """
@@ -192,36 +193,63 @@ def _probabilities(net: PatchCNN, x: np.ndarray, centers: np.ndarray, norm: Inpu
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def choose_cutoff(
-    net: PatchCNN, scans: list[PreparedScan], name: str, options: TrainOptions, *, rng: np.random.Generator
-) -> tuple[float, float]:
-    """(cut-off, mean Dice at it) maximizing the mean per-scan Dice over validation scans.
+def _claimed_counts(
+    net: PatchCNN, scan: PreparedScan, foreground: np.ndarray, background: np.ndarray, name: str,
+    options: TrainOptions, rng: np.random.Generator,
+) -> tuple[int, np.ndarray, np.ndarray]:
+    """(|lesion|, estimated TP per cut-off, estimated FP per cut-off) of one network on one scan.
 
-    Counts are estimated from weighted samples: lesion voxels (all, or `val_voxels` of them) and
-    background voxels stratified into hard (border, edge, mimic) and the rest, each weighted by
-    its stratum's size over its sample size. A scan without lesion in its region scores Dice 1
-    when nothing is claimed, else 0.
+    Lesion voxels: all, or `val_voxels` of them; background: stratified into hard (border, edge,
+    mimic) and the rest, each sample weighted by its stratum's size over the sample size.
     """
+    x = scan.x.astype(np.float32)
+    hard_masks = hard_background(background, foreground=foreground, region=scan.region, hu=x,
+                                 spacing=scan.spacing, mimic_low=name != "hemorrhage")
+    hard = np.logical_or.reduce(list(hard_masks.values()))
+    tp = np.zeros(len(CUTOFF_GRID))
+    fp = np.zeros(len(CUTOFF_GRID))
+    n_lesion = int(foreground.sum())
+    if n_lesion:
+        centers = sample_voxels(foreground, min(n_lesion, options.val_voxels), rng=rng)
+        prob = _probabilities(net, x, centers, options.norm)
+        tp = (prob[None, :] >= CUTOFF_GRID[:, None]).sum(axis=1) * (n_lesion / len(centers))
+    for stratum in (hard, background & ~hard):
+        size = int(stratum.sum())
+        if size:
+            centers = sample_voxels(stratum, min(size, options.val_voxels // 2), rng=rng)
+            prob = _probabilities(net, x, centers, options.norm)
+            fp += (prob[None, :] >= CUTOFF_GRID[:, None]).sum(axis=1) * (size / len(centers))
+    return n_lesion, tp, fp
+
+
+def choose_cutoff(
+    net: PatchCNN,
+    scans: list[PreparedScan],
+    name: str,
+    options: TrainOptions,
+    *,
+    rng: np.random.Generator,
+    others: list[PreparedScan] = (),
+) -> tuple[float, float]:
+    """(cut-off, mean Dice at it) maximizing the mean per-scan Dice over the network's validation scans.
+
+    others: validation scans of the other networks. In use every CNN runs on every scan and the
+    union is the result, so the voxels this network claims on them (outside their reference
+    lesion, which is neither right nor wrong for it) are false positives too: their mean count
+    per scan is added to each own scan's false positives. Without it, a CNN tuned only on its own
+    class over-claims on the others' scans. A scan without lesion in its region scores Dice 1 when
+    nothing is claimed, else 0.
+    """
+    fp_other = np.zeros(len(CUTOFF_GRID))
+    for scan in others:
+        background = scan.region & ~scan.reference & ~scan.hemorrhage
+        fp_other += _claimed_counts(net, scan, np.zeros(background.shape, bool), background, name, options, rng)[2]
+    fp_other /= max(1, len(others))
     dice = np.zeros((len(scans), len(CUTOFF_GRID)))
     for i, scan in enumerate(scans):
-        x = scan.x.astype(np.float32)
         foreground, background = _masks(scan, name)
-        hard_masks = hard_background(background, foreground=foreground, region=scan.region, hu=x,
-                                     spacing=scan.spacing, mimic_low=name != "hemorrhage")
-        hard = np.logical_or.reduce(list(hard_masks.values()))
-        tp = np.zeros(len(CUTOFF_GRID))
-        fp = np.zeros(len(CUTOFF_GRID))
-        n_lesion = int(foreground.sum())
-        if n_lesion:
-            centers = sample_voxels(foreground, min(n_lesion, options.val_voxels), rng=rng)
-            prob = _probabilities(net, x, centers, options.norm)
-            tp = (prob[None, :] >= CUTOFF_GRID[:, None]).sum(axis=1) * (n_lesion / len(centers))
-        for stratum in (hard, background & ~hard):
-            size = int(stratum.sum())
-            if size:
-                centers = sample_voxels(stratum, min(size, options.val_voxels // 2), rng=rng)
-                prob = _probabilities(net, x, centers, options.norm)
-                fp += (prob[None, :] >= CUTOFF_GRID[:, None]).sum(axis=1) * (size / len(centers))
+        n_lesion, tp, fp = _claimed_counts(net, scan, foreground, background, name, options, rng)
+        fp = fp + fp_other
         denominator = n_lesion + tp + fp  # 2TP + FP + FN = |lesion| + |claimed|
         dice[i] = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1e-9), 1.0)
         if not n_lesion:
@@ -301,7 +329,9 @@ def _train_one(name, scans, split: CohortSplit, options, *, seed, rng, log):
     log(f"{name}: {len(donors)} training scans, {int(labels.sum())} lesion and {int((labels == 0).sum())} "
         f"background patches")
     net = fit_network(patches, labels, options, seed=seed, log=log, name=name)
-    cutoff, dice = choose_cutoff(net, [by_id[pid] for pid in split.val[name]], name, options, rng=rng)
+    validation = set().union(*split.val.values())
+    others = [by_id[pid] for pid in sorted(validation - set(split.val[name]))]
+    cutoff, dice = choose_cutoff(net, [by_id[pid] for pid in split.val[name]], name, options, rng=rng, others=others)
     log(f"{name}: cut-off {cutoff:.3f}, validation Dice {dice:.3f} on {len(split.val[name])} scans")
     return net, cutoff, dice
 
@@ -335,6 +365,7 @@ def _training_record(cohort_dir, scans, split, options, *, seed, synthetic, name
         "augmentation": "lesion patches only: sagittal flip (p=0.5) and in-plane rotation, uniform angle",
         "epochs": options.epochs,
         "optimizer": f"Adam lr {options.learning_rate}, batch {options.batch_size}, binary cross-entropy",
-        "cutoff_rule": "maximizes mean per-scan Dice on the validation scans",
+        "cutoff_rule": "maximizes mean per-scan Dice on the network's validation scans, its claims on the "
+                       "other networks' validation scans counted as false positives",
         "hemorrhage_rule": f"truth label 4, else reference voxels >= {options.hemorrhage_hu} HU",
     }

@@ -211,3 +211,27 @@ def test_fit_is_seeded_and_cutoff_separates_a_learnable_lesion():
         assert torch.equal(a(x), b(x))
     cutoff, dice = choose_cutoff(a, [scan], "severe", TINY, rng=np.random.default_rng(2))
     assert 0.0 < cutoff < 1.0 and dice > 0.8
+
+
+def test_claims_on_other_networks_scans_raise_the_cutoff():
+    """A network that also fires on another class's scan (an 18 HU mimic outside its reference)
+    must pay for it: the chosen cut-off's Dice drops and the cut-off does not fall."""
+    rng = np.random.default_rng(0)
+    hu = np.full((3, 80, 80), 45.0, np.float32) + rng.normal(0, 2, (3, 80, 80)).astype(np.float32)
+    reference = np.zeros(hu.shape, bool)
+    reference[:, 25:55, 25:55] = True
+    own_hu = hu.copy()
+    own_hu[reference] = 18.0
+    own = prepare_scan("own", own_hu, SPACING, np.ones(hu.shape, bool), reference, np.zeros(hu.shape, bool))
+    mimic_hu = hu.copy()
+    mimic_hu[:, 10:70, 10:70] = 18.0  # hypodense, but not this scan's reference lesion
+    other_ref = np.zeros(hu.shape, bool)
+    other_ref[:, 0:3, 0:3] = True
+    other = prepare_scan("other", mimic_hu, SPACING, np.ones(hu.shape, bool), other_ref, np.zeros(hu.shape, bool))
+    from corelab.train import network_patches
+
+    patches, labels = network_patches("severe", [own], [], TINY, rng=np.random.default_rng(1))
+    net = fit_network(patches, labels, TINY, seed=3, log=lambda _: None)
+    alone = choose_cutoff(net, [own], "severe", TINY, rng=np.random.default_rng(2))
+    paid = choose_cutoff(net, [own], "severe", TINY, rng=np.random.default_rng(2), others=[other])
+    assert paid[1] < alone[1] - 0.2 and paid[0] >= alone[0]
