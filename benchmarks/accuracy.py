@@ -12,8 +12,8 @@ out of the table, as the paper's test set had none, and listed apart with their 
 
 Each scan: analysis grid -> analysis region -> all five networks (three infarct CNNs, hemorrhage,
 single) in one dense pass -> labels for each approach -> back to the scan's grid. Volumes are label
-voxels x voxel volume (mL); Dice per patient; ICC(A,1) = pingouin ICC2 (two-way random, absolute
-agreement, single measure) of automated vs reference volumes.
+voxels x voxel volume (mL); Dice per patient; ICC(A,1) = two-way random, absolute
+agreement, single measure) of automated vs reference volumes (pingouin's ICC(A,1) row).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def icc_a1(auto: pd.Series, reference: pd.Series) -> float:
-    """ICC(A,1) (pingouin "ICC2") of two volume columns; nan with fewer than 3 patients."""
+    """ICC(A,1) (pingouin "ICC(A,1)", formerly "ICC2") of two volume columns; nan with fewer than 3 patients."""
     import pingouin
 
     if len(auto) < 3:
@@ -53,7 +53,9 @@ def icc_a1(auto: pd.Series, reference: pd.Series) -> float:
         "ml": np.concatenate([auto.to_numpy(float), reference.to_numpy(float)]),
     })
     table = pingouin.intraclass_corr(long, targets="patient", raters="method", ratings="ml")
-    return float(table.set_index("Type").loc["ICC2", "ICC"])
+    types = table.set_index("Type")["ICC"]
+    # pingouin 0.7 names it "ICC(A,1)"; older releases "ICC2" (same two-way random, absolute, single).
+    return float(types["ICC(A,1)"] if "ICC(A,1)" in types.index else types["ICC2"])
 
 
 def evaluate(models3, single, *, n_test: int, test_seed: int, log=print) -> pd.DataFrame:
@@ -115,7 +117,11 @@ def main() -> None:
     parser.add_argument("--test-seed", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--csv", type=Path, default=None, help="write per-patient results here")
+    parser.add_argument("--from-csv", type=Path, default=None, help="only print the table of an earlier --csv")
     args = parser.parse_args()
+    if args.from_csv:
+        print_table(pd.read_csv(args.from_csv))
+        return
     torch.set_num_threads(args.threads)
 
     folder = args.models
@@ -132,6 +138,11 @@ def main() -> None:
     results = evaluate(models3, single, n_test=args.n_test, test_seed=args.test_seed)
     if args.csv:
         results.to_csv(args.csv, index=False)
+    print_table(results)
+
+
+def print_table(results: pd.DataFrame) -> None:
+    """Table 1 layout on stdout, controls listed apart."""
     table = table1(results)
     print()
     print(f"{'':22}{'':18}{'ICC(A,1)':>9}  {'Dice':>11}  {'n':>4}")
@@ -141,7 +152,6 @@ def main() -> None:
     if len(controls):
         print(f"\ncontrols (no infarct, not in the table): n={len(controls)}, automated volume "
               f"three-CNN {controls['three_ml'].mean():.1f} mL, single {controls['single_ml'].mean():.1f} mL (mean)")
-
 
 if __name__ == "__main__":
     main()
