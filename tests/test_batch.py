@@ -58,10 +58,16 @@ def test_killed_run_resumes_without_redoing_finished_scans(tmp_path, models):
     )
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     records = out / "records"
+
+    def finished(folder):
+        """Per-scan records that were completely written (a temporary file is a write in flight)."""
+        return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()
+                if p.suffix == ".json" and not p.name.startswith(".tmp-")}
+
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and process.poll() is None:
-            if records.is_dir() and len([p for p in records.iterdir() if p.suffix == ".json"]) >= 2:
+            if records.is_dir() and len(finished(records)) >= 2:
                 break
             time.sleep(0.02)
         assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()!r}"
@@ -69,14 +75,14 @@ def test_killed_run_resumes_without_redoing_finished_scans(tmp_path, models):
     finally:
         process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
-    done_before = {p.name: p.stat().st_mtime_ns for p in records.iterdir() if p.suffix == ".json"}
+    done_before = finished(records)
     assert 2 <= len(done_before) < 5, "the kill did not land midway"
     assert not (out / "volumes.csv").exists()
 
     summary = run_batch(trial.manifest, out_dir=out, models_dir=trial.models, method=SMALL_METHOD, progress=False, threads=1)
     assert summary.n_rows == 5 and summary.n_ok == 5
     assert summary.n_skipped == len(done_before)
-    after = {p.name: p.stat().st_mtime_ns for p in records.iterdir() if p.suffix == ".json"}
+    after = finished(records)
     assert len(after) == 5
     assert not list(out.rglob(".tmp-*"))  # half-written files of the killed scan are cleaned up
     assert all(after[name] == stamp for name, stamp in done_before.items())  # not done twice
