@@ -102,12 +102,23 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     single: Annotated[bool, typer.Option("--single", help="Also train the single-CNN baseline.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (split, sampling, initialisation).")] = 0,
+    patches_per_class: Annotated[
+        Optional[int], typer.Option("--patches-per-class", min=100, help="Lesion patches per network (as many background).")
+    ] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Training epochs per network.")] = None,
+    threads: Annotated[
+        Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest on a busy 2-core machine).")
+    ] = None,
 ) -> None:
     """Train the four CNNs (severe, intermediate, subtle, hemorrhage) with the paper's recipe."""
-    from corelab.train import train_models
+    from dataclasses import replace
 
+    from corelab.train import TrainOptions, train_models
+
+    given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads}
+    options = replace(TrainOptions(), **{name: value for name, value in given.items() if value is not None})
     try:
-        summary = train_models(cohort, out, single=single, seed=seed)
+        summary = train_models(cohort, out, single=single, seed=seed, options=options)
     except CorelabError as error:
         raise _fail(error) from None
     typer.echo(str(summary))
