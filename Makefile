@@ -1,5 +1,5 @@
 # The two commands README promises: `make demo` and `make test`. Both set up first (idempotent).
-.PHONY: setup demo test benchmark
+.PHONY: setup demo test benchmark models
 
 setup:
 	bash scripts/setup.sh
@@ -12,3 +12,6 @@ test: setup
 
 benchmark: setup
 	bash benchmarks/run.sh
+
+models: setup
+	bash models/train.sh

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# corelab's benchmarks (not part of the test suite): speed of each stage and accuracy on held-out
+# synthetic patients. Run with `make benchmark`; takes about 20-40 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+models=${CORELAB_MODELS:-models}
+echo "== preprocessing speed (512x512x32 phantom and 3 synth patients)"
+python benchmarks/preprocess_speed.py --synth 3
+echo "== dense vs patch-wise inference, four CNNs on one 512x512x32 scan"
+python benchmarks/dense_speed.py --models "$models"
+echo "== accuracy on held-out synthetic patients (seeds never used for training), paper's Table 1 layout"
+# The shipped weights were trained on `corelab synth --seed 1000`; the test seed must differ.
+python benchmarks/accuracy.py --models "$models" --n-test "${CORELAB_N_TEST:-20}" --test-seed 424242 \
+    --csv benchmarks/accuracy-latest.csv
