@@ -69,7 +69,7 @@ def evaluate(models3, single, *, n_test: int, test_seed: int, log=print) -> pd.D
         started = time.time()
         phantom = make_patient((test_seed, i), matrix=512)
         volume = phantom.volume()
-        grid = to_analysis_grid(volume)
+        grid = to_analysis_grid(volume, models3.grid)
         regions = analysis_region(grid.array, grid.spacing)
         probs = dense_probabilities(grid.array, regions.region, networks, norm=models3.norm, device=models3.device)
         reference = phantom.labels > 0

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from corelab import __version__
+from corelab.config import GridParams
 from corelab.errors import ModelError
 
 __all__ = [
@@ -170,6 +171,12 @@ class ModelSet:
     checksums: Mapping[str, str]
     folder: str = ""
     device: str = "cpu"
+
+    @property
+    def grid(self) -> GridParams:
+        """The analysis grid the networks were trained on; inference must use the same one."""
+        recorded = self.card.get("analysis_grid") or {}
+        return GridParams(**{key: float(recorded[key]) for key in ("slice_mm", "pixel_mm") if key in recorded})
 
     @property
     def is_single(self) -> bool:

@@ -24,7 +24,7 @@ import platform
 import socket
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,8 @@ def run_batch(
     # Loaded here even for dask runs: a bad model folder stops the batch before any scan, and the
     # checksums decide which earlier results can be reused.
     models = load_models(models_path, device="cpu" if (workers > 1 or scheduler) else device)
+    # The analysis grid belongs to the model: networks only work on the grid they were trained on.
+    method = replace(method, grid=models.grid)
     params = _parameters(method)
     for sub in ("masks", "qc", "records"):
         (out / sub).mkdir(parents=True, exist_ok=True)
