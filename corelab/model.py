@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from corelab import __version__
+from corelab.checksums import file_sha256 as sha256_file
 from corelab.config import GridParams
 from corelab.errors import ModelError
 
@@ -198,15 +199,6 @@ def resolve_device(device: str = "cpu") -> torch.device:
     if name != "cpu":
         raise ModelError(f"Unknown device {device!r}; use cpu or cuda.")
     return torch.device("cpu")
-
-
-def sha256_file(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def default_models_dir() -> Path:

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
+from corelab.checksums import file_sha256
 from corelab.manifest import OUTPUT_COLUMNS
 
 __all__ = [
@@ -83,15 +84,6 @@ def write_mask(labels: np.ndarray, like, path: str | Path) -> None:
 
     with atomic_path(path) as tmp:
         write_image(np.asarray(labels, dtype=np.uint8), like, tmp)
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of one file's bytes, hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def scan_sha256(path: str | Path) -> str:

@@ -21,14 +21,7 @@ from corelab.model import (
 from corelab.patches import AUGMENT_SIZE, augment_windows, extract_patches
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread for these small tensors: on a shared 2-core machine, OpenMP threads that
-    wait on each other made the tests many times slower. Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def spread_net(seed: int) -> PatchCNN:

@@ -10,14 +10,7 @@ from corelab.segment import SegmentInputError, labels_from_probabilities, segmen
 NORM = InputNorm()
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread for these small tensors: on a shared 2-core machine, OpenMP threads that
-    wait on each other made the tests many times slower. Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def threshold_net(threshold_hu: float, *, above: bool, steepness: float = 4.0) -> PatchCNN:

@@ -26,14 +26,7 @@ CLASS_HU = {"severe": 17.0, "intermediate": 27.0, "subtle": 38.0}
 TINY = TrainOptions(patches_per_class=150, epochs=2, batch_size=64, val_voxels=300, threads=1)
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread for these small tensors: on a shared 2-core machine, OpenMP threads that
-    wait on each other made the tests many times slower. Restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def phantom(kind: str, *, rng: np.random.Generator, hemorrhage: bool, shape=(12, 156, 156)):
