@@ -54,33 +54,32 @@ def extract_patches(
     return padded[dz[:, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def augment_windows(windows: np.ndarray, *, rng: np.random.Generator, max_angle_deg: float = 180.0) -> np.ndarray:
+def augment_windows(windows: np.ndarray, *, rng: np.random.Generator) -> np.ndarray:
     """Flip (sagittal plane, i.e. x) and rotate odd centred windows, then crop the 19x19 patch.
 
     windows: `[N, 3, S, S]` with the voxel at the centre (S odd, from `extract_patches(size=S,
-    center=S // 2)`). Each window is flipped with probability 1/2 and rotated in-plane by a uniform
-    angle in [-max_angle_deg, max_angle_deg] about the voxel (bilinear), so the voxel's label is
-    unchanged. Returns `[N, 3, 19, 19]` patches with the voxel at index 8.
-    """
-    import torch
-    import torch.nn.functional as F
+    center=S // 2)`). Each window is flipped with probability 1/2 and rotated in-plane about the voxel
+    by a random multiple of 90 degrees, so the voxel's label is unchanged. Returns `[N, 3, 19, 19]`
+    patches with the voxel at index 8.
 
-    windows = np.asarray(windows, dtype=np.float32)
+    Only exact rotations: resampling at arbitrary angles (bilinear) averages neighbouring voxels and
+    lowers the noise of the augmented patches. Only infarct patches are augmented (paper), so the
+    networks learned "smooth patch = infarct" instead of the infarct (measured on held-out phantoms:
+    Dice 0.05 for the severe network, hundreds of mL claimed on a control). Flips and quarter turns
+    move voxels without changing any value, so infarct and background patches keep the same texture.
+    """
+    windows = np.array(windows, dtype=np.float32)
     n, _, s, _ = windows.shape
     if s % 2 == 0:
         raise ValueError("augmentation windows must have an odd side so the voxel is their centre")
     flip = rng.random(n) < 0.5
-    windows = windows.copy()
     windows[flip] = windows[flip, :, :, ::-1]
-    angle = np.deg2rad(rng.uniform(-max_angle_deg, max_angle_deg, size=n))
-    cos, sin = np.cos(angle), np.sin(angle)
-    theta = np.zeros((n, 2, 3), dtype=np.float32)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-    tensor = torch.from_numpy(windows)
-    grid = F.affine_grid(torch.from_numpy(theta), list(tensor.shape), align_corners=True)
-    rotated = F.grid_sample(tensor, grid, mode="bilinear", padding_mode="border", align_corners=True).numpy()
+    turns = rng.integers(0, 4, size=n)
+    for k in (1, 2, 3):
+        chosen = turns == k
+        windows[chosen] = np.rot90(windows[chosen], k=k, axes=(2, 3))
     start = s // 2 - PATCH_CENTER
-    return np.ascontiguousarray(rotated[:, :, start:start + PATCH_SIZE, start:start + PATCH_SIZE])
+    return np.ascontiguousarray(windows[:, :, start:start + PATCH_SIZE, start:start + PATCH_SIZE])
 
 
 def hard_background(
