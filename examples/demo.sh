@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 trial=examples/demo-trial
-n=${CORELAB_DEMO_N:-12}
+n=${CORELAB_DEMO_N:-10}
 
 corelab --version
 corelab synth "$trial" --n "$n" --seed 20261127 --preview
