@@ -154,7 +154,7 @@ def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_
                 try:
                     auto = scans.read_mask(mask_path)
                     native = scans.read_mask(ref_path)
-                    ref = scans.read_mask(ref_path, like=auto)
+                    ref = scans.mask_onto(native, auto)
                 except CorelabError as error:
                     reasons.append(f"mask unreadable: {error}")
                 else:
@@ -204,7 +204,7 @@ def reader_rows(table: pd.DataFrame | None, results: Path | None, reader_a: Path
             try:
                 a = scans.read_mask(path_a)
                 b_native = scans.read_mask(path_b)
-                b = scans.read_mask(path_b, like=a)
+                b = scans.mask_onto(b_native, a)
             except CorelabError as error:
                 reasons.append(f"mask unreadable: {error}")
             else:

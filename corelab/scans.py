@@ -56,6 +56,7 @@ __all__ = [
     "Volume",
     "read_scan",
     "read_mask",
+    "mask_onto",
     "to_sitk",
     "from_sitk",
     "write_image",
@@ -184,13 +185,20 @@ def read_mask(path: str | Path, *, like: Volume | None = None) -> Volume:
     """
     mask = orient_superior(_read_any(path, series_uid=None, as_labels=True))
     mask = replace(mask, array=as_label_array(mask.array, source=str(path)))
-    if like is None or same_geometry(mask, like):
-        if like is not None:
-            mask = replace(mask, spacing=like.spacing, origin=like.origin, direction=like.direction)
-        return mask
+    return mask if like is None else mask_onto(mask, like)
+
+
+def mask_onto(mask: Volume, like: Volume) -> Volume:
+    """A label mask on ``like``'s grid: unchanged when the geometry is the same, else resampled
+    nearest neighbour (labels are never blended). Raises `MaskOutsideScanError` when the mask does
+    not overlap ``like`` at all.
+    """
+    if same_geometry(mask, like):
+        return replace(mask, spacing=like.spacing, origin=like.origin, direction=like.direction)
     if not _overlaps(mask, like):
         raise MaskOutsideScanError(
-            f"The mask {path} lies entirely outside the scan it belongs to; it cannot be placed on it."
+            f"The mask {mask.meta.source or ''} lies entirely outside the scan it belongs to; "
+            "it cannot be placed on it."
         )
     resampled = sitk.Resample(
         to_sitk(mask), to_sitk(Volume(array=np.zeros(like.array.shape, np.uint8), spacing=like.spacing,
