@@ -23,6 +23,7 @@ from corelab import scans
 from corelab.compare import find_reference, mask_metrics, reference_mean_hu
 from corelab.errors import CorelabError
 from corelab.measure import hypodensity_class
+from corelab.tables import restore
 
 __all__ = ["read_results", "automated_rows", "reader_rows", "parse_window"]
 
@@ -32,6 +33,8 @@ _SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha")
 def read_results(results: Path) -> pd.DataFrame:
     """DIR/volumes.csv as text columns (patient ids stay text, empty cells stay "")."""
     table = pd.read_csv(results / "volumes.csv", dtype=str, keep_default_na=False)
+    table = table.map(restore)  # corelab wrote formula-like text with a leading apostrophe
+    table.columns = [restore(c) for c in table.columns]
     missing = {"patient_id", "status"} - set(table.columns)
     if missing:
         from corelab.compare import CompareError

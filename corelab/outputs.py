@@ -22,6 +22,7 @@ import pandas as pd
 
 from corelab.checksums import file_sha256
 from corelab.manifest import OUTPUT_COLUMNS
+from corelab.tables import neutralize_frame
 
 __all__ = [
     "atomic_path",
@@ -151,11 +152,12 @@ def write_tables(rows: list[dict[str, Any]], extra_columns: tuple[str, ...], out
     table = pd.DataFrame(
         [{c: _cell(c, row.get(c)) for c in columns} for row in rows], columns=columns, dtype=object
     )
+    inert = neutralize_frame(table)  # manifest text must not become a live spreadsheet formula
     with atomic_path(out_dir / "volumes.csv") as tmp:
-        table.to_csv(tmp, index=False)
+        inert.to_csv(tmp, index=False)
     with atomic_path(out_dir / "volumes.xlsx") as tmp:
         with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
-            table.to_excel(writer, index=False, sheet_name="volumes")
+            inert.to_excel(writer, index=False, sheet_name="volumes")
             sheet = writer.sheets["volumes"]
             sheet.freeze_panes = "B2"
             # patient_id as text: an id "007" must not become the number 7 when the sheet is edited.

@@ -29,6 +29,7 @@ from corelab.report_text import (
     lookup,
     methods_paragraphs,
 )
+from corelab.tables import neutralize_frame
 
 __all__ = ["BuiltReport", "ReportError", "TEMPLATES", "build_report", "render", "write_workbook"]
 
@@ -295,6 +296,6 @@ def write_workbook(built: BuiltReport, path: str | Path) -> None:
     try:
         with pd.ExcelWriter(path, engine="openpyxl") as writer:
             for name, frame in sheets.items():
-                rounded(frame).to_excel(writer, sheet_name=name, index=False)
+                neutralize_frame(rounded(frame)).to_excel(writer, sheet_name=name, index=False)
     except OSError as error:
         raise ReportError(f"The workbook could not be written to {path} ({error}).") from None

@@ -207,3 +207,30 @@ def test_unusable_options_and_manifest_stop_before_any_scan(tmp_path):
     with pytest.raises(ModelError, match="no card.json"):
         run_batch(tmp_path / "m.csv", models_dir=tmp_path / "no-models", progress=False)
     assert not (tmp_path / "corelab-results").exists()
+
+
+def test_formula_like_manifest_text_is_written_inert_and_compare_reads_it_back(tmp_path, models):
+    """OWASP CSV injection: a cell starting with = must not become a live formula in volumes.xlsx
+    or volumes.csv; compare still matches the patient by its original id."""
+    import openpyxl
+
+    evil = '=HYPERLINK("http://example.invalid")'  # no comma: the test manifest is plain csv
+    trial = make_trial(tmp_path / "trial", n=1, models=models,
+                       rows=[{"patient_id": "P009", "scan": "scans/P001.nii.gz", "site": evil}])
+    out = tmp_path / "out"
+    run_batch(trial.manifest, out_dir=out, models_dir=trial.models, method=SMALL_METHOD, progress=False, threads=1)
+
+    sheet = openpyxl.load_workbook(out / "volumes.xlsx").active
+    header = [cell.value for cell in sheet[1]]
+    site = sheet.cell(row=3, column=header.index("site") + 1)
+    assert site.data_type == "s" and site.value == "'" + evil
+    import csv
+
+    with open(out / "volumes.csv", newline="") as handle:
+        raw = list(csv.DictReader(handle))
+    assert raw[1]["site"] == "'" + evil  # the cell as a spreadsheet would receive it
+
+    from corelab.matching import read_results
+
+    table = read_results(out)
+    assert list(table["site"]) == ["site0", evil]  # restored for corelab's own use
