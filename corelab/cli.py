@@ -6,6 +6,8 @@ A `CorelabError` becomes exit code 2 and its one-sentence message on stderr.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -40,10 +42,14 @@ def main(
     """corelab: segment follow-up infarcts on NCCT and report agreement with manual reads."""
 
 
-def _fail(error: CorelabError) -> typer.Exit:
-    """Print a corelab error as one clear sentence; the caller raises the returned exit (code 2)."""
-    typer.secho(f"corelab: {error}", err=True, fg=typer.colors.RED)
-    return typer.Exit(code=2)
+@contextmanager
+def _errors_as_exit() -> Iterator[None]:
+    """A `CorelabError` inside becomes its one-sentence message on stderr and exit code 2."""
+    try:
+        yield
+    except CorelabError as error:
+        typer.secho(f"corelab: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2) from None
 
 
 @app.command()
@@ -64,12 +70,10 @@ def run(
     """Segment every scan of MANIFEST; write volumes.csv/.xlsx, masks/, qc/ and run.json."""
     from corelab.pipeline import run_batch
 
-    try:
+    with _errors_as_exit():
         summary = run_batch(
             manifest, out_dir=out, workers=workers, scheduler=scheduler, device=device, models_dir=models
         )
-    except CorelabError as error:
-        raise _fail(error) from None
     typer.echo(str(summary))
 
 
@@ -89,10 +93,8 @@ def compare(
     """Agreement of RESULTS with manual reads: agreement.pdf, agreement.xlsx and agreement.html."""
     from corelab.compare import compare as compare_reads
 
-    try:
+    with _errors_as_exit():
         summary = compare_reads(results, reference, against=against, out_pdf=out, trial_name=trial)
-    except CorelabError as error:
-        raise _fail(error) from None
     typer.echo(str(summary))
 
 
@@ -117,10 +119,8 @@ def train(
 
     given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads}
     options = replace(TrainOptions(), **{name: value for name, value in given.items() if value is not None})
-    try:
+    with _errors_as_exit():
         summary = train_models(cohort, out, single=single, seed=seed, options=options)
-    except CorelabError as error:
-        raise _fail(error) from None
     typer.echo(str(summary))
 
 
@@ -135,10 +135,8 @@ def synth(
     """A synthetic trial: phantom head CTs, manifest.xlsx, manual reads and truth labels."""
     from corelab import synth as synthetic
 
-    try:
+    with _errors_as_exit():
         summary = synthetic.make_trial(out, n=n, seed=seed, thin_slices=thin_slices)
         if preview:
             typer.echo(f"preview: {synthetic.preview(out)}")
-    except CorelabError as error:
-        raise _fail(error) from None
     typer.echo(str(summary))
