@@ -8,7 +8,9 @@ Output folder (DESIGN.md "Outputs of corelab run"):
     records/<patient_id>.json   one scan's result, written last; a rerun skips a scan whose record,
                                 mask and QC image are present and whose input, model and method
                                 checksums still match, and redoes the rest
-    run.json                    provenance: versions, model checksums, parameters, times, host
+    run.json                    provenance: who (user, host), when (UTC start/end), what (command line,
+                                corelab and dependency versions, model, manifest and per-scan input
+                                checksums, parameters); see `_provenance` and `_inputs`
 
 A failure in one scan never stops the batch; only an unusable manifest or model folder does
 (`ManifestError`, `ModelError`), before any scan is processed.
@@ -20,9 +22,7 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import socket
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,6 +34,7 @@ from corelab.errors import CorelabError
 from corelab.manifest import Manifest, ManifestRow, imaging_window, read_manifest
 from corelab.outputs import atomic_write_bytes, atomic_write_text, file_sha256, read_record, scan_sha256, write_mask
 from corelab.outputs import write_record, write_tables
+from corelab.provenance import invocation, package_versions
 from corelab.scanjob import ScanJob, ScanResult
 
 __all__ = ["BatchSummary", "BatchOptionError", "run_batch", "RECORD_VERSION"]
@@ -161,6 +162,7 @@ def run_batch(
         finished=finished.isoformat(timespec="seconds"),
         seconds=round(summary.seconds, 1),
         counts={"rows": summary.n_rows, "ok": summary.n_ok, "failed": summary.n_failed, "reused": skipped},
+        inputs=_inputs(out, manifest, outcomes),
     )
     atomic_write_text(out / "run.json", json.dumps(provenance, indent=1) + "\n")
     return summary
@@ -298,20 +300,11 @@ def _table_row(row: ManifestRow, outcome: dict[str, Any], models, method: Method
 
 
 def _provenance(manifest: Manifest, models, params, device, workers, scheduler, threads, started) -> dict[str, Any]:
-    from importlib import metadata
-
-    versions = {"python": platform.python_version()}
-    for package in ("corelab", "numpy", "scipy", "torch", "SimpleITK", "pydicom", "pandas", "dask", "distributed", "matplotlib"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = ""
+    """run.json's who/when/what, written before the first scan (``finished`` and ``inputs`` follow)."""
     return {
         "tool": "corelab run",
-        "versions": versions,
-        "command_line": list(sys.argv),
-        "host": socket.gethostname(),
-        "platform": platform.platform(),
+        "versions": package_versions(),
+        **invocation(),
         "cpu_count": os.cpu_count(),
         "manifest": str(manifest.path),
         "manifest_sha256": file_sha256(manifest.path),
@@ -320,6 +313,22 @@ def _provenance(manifest: Manifest, models, params, device, workers, scheduler, 
         "parameters": {**params, "device": device, "workers": workers, "scheduler": scheduler, "threads": threads},
         "started": started.isoformat(timespec="seconds"),
     }
+
+
+def _inputs(out: Path, manifest: Manifest, outcomes: dict[int, dict[str, Any]]) -> list[dict[str, str]]:
+    """Per manifest row, the scan path as given and the checksum of the bytes that were segmented
+    ("" when the row failed before its scan was read); the full result is in ``record``."""
+    rows = []
+    for index, row in enumerate(manifest.rows):
+        outcome = outcomes.get(index, {})
+        rows.append({
+            "patient_id": row.patient_id,
+            "scan": str(row.scan) if row.scan else "",
+            "scan_sha256": outcome.get("scan_sha256", ""),
+            "status": outcome.get("status", "failed"),
+            "record": _record_path(out, row.patient_id).relative_to(out).as_posix() if "record_version" in outcome else "",
+        })
+    return rows
 
 
 class _Progress:
