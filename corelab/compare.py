@@ -31,6 +31,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from corelab import scans
+from corelab.checksums import file_sha256
 from corelab.config import LABELS
 from corelab.errors import CorelabError
 
@@ -45,6 +46,7 @@ __all__ = [
     "mask_metrics",
     "reference_mean_hu",
     "find_reference",
+    "compare_provenance_info",
     "compare",
 ]
 
@@ -234,6 +236,7 @@ def compare(
         per_patient, mode=mode, run_info=run_info, trial_name=trial_name,
         sources={"results": str(results) if has_results else "", "reference": str(reference_dir),
                  "against": str(against) if against is not None else ""},
+        compare_info=compare_provenance_info(results if has_results else None, reference_dir, against),
     )
     html, xlsx = pdf.with_suffix(".html"), pdf.with_suffix(".xlsx")
     report.render(built.context, html, pdf)
@@ -245,6 +248,30 @@ def compare(
         n_excluded=len(per_patient) - len(primary), icc_a1=float(overall["icc_a1"]),
         dice_mean=float(overall.get("dice_mean", math.nan)),
     )
+
+
+def compare_provenance_info(results: Path | None, reference_dir: Path, against: str | Path | None = None) -> dict:
+    """This comparison's audit trail: who, when (UTC), the command line, and checksums of what was read.
+
+    Returns ``{"tool", "corelab_version", "written", "command_line", "cwd", "user", "host", "platform",
+    "python_executable", "results": {"folder", "volumes_csv_sha256", "run_json_sha256"} (when a results
+    folder is used), "reference": `corelab.provenance.folder_checksums`, "against": the same or absent}``.
+    """
+    from corelab import __version__
+    from corelab.provenance import folder_checksums, invocation, utc_now
+
+    info: dict = {"tool": "corelab compare", "corelab_version": __version__, "written": utc_now(), **invocation()}
+    if results is not None:
+        run_json = results / "run.json"
+        info["results"] = {
+            "folder": str(results),
+            "volumes_csv_sha256": file_sha256(results / "volumes.csv"),
+            "run_json_sha256": file_sha256(run_json) if run_json.is_file() else "",
+        }
+    info["reference"] = folder_checksums(reference_dir)
+    if against is not None:
+        info["against"] = folder_checksums(against)
+    return info
 
 
 def _read_run_json(results: Path) -> dict:

@@ -23,11 +23,12 @@ from corelab.errors import CorelabError
 from corelab.report_text import (
     COLUMN_MEANINGS,
     DEFINITIONS,
-    NOT_RECORDED,
     SUMMARY_MEANINGS,
+    compare_provenance,
     flatten,
     lookup,
     methods_paragraphs,
+    run_provenance,
 )
 from corelab.tables import neutralize_frame
 
@@ -151,11 +152,18 @@ def _reason_counts(per_patient: pd.DataFrame, mode: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _provenance(run_info: dict) -> list[tuple[str, str]]:
-    flat = flatten(run_info)
-    items = [(k, str(v)) for k, v in flat.items()
-             if any(w in k.lower() for w in ("sha256", "checksum", "version", "started", "finished", "start", "end"))]
-    return items or [("run.json", NOT_RECORDED)]
+def _provenance_tables(run_info: dict, compare_info: dict) -> dict[str, pd.DataFrame]:
+    """The audit trail as workbook sheets: who/when/what of run and compare, per-scan input checksums,
+    per-file reference checksums."""
+    sections = (("corelab run", run_provenance(run_info)), ("corelab compare", compare_provenance(compare_info)))
+    tables = {"provenance": pd.DataFrame([{"step": step, "item": item, "value": value}
+                                          for step, rows in sections for item, value in rows])}
+    tables["inputs"] = pd.DataFrame(list(run_info.get("inputs") or []),
+                                    columns=["patient_id", "scan", "scan_sha256", "status", "record"])
+    files = [{"folder": role, "file": name, "sha256": sha} for role in ("reference", "against")
+             for name, sha in dict((compare_info.get(role) or {}).get("files") or {}).items()]
+    tables["reference_files"] = pd.DataFrame(files, columns=["folder", "file", "sha256"])
+    return tables
 
 
 def _svg_uri(svg: str) -> str:
@@ -164,9 +172,13 @@ def _svg_uri(svg: str) -> str:
 
 def build_report(
     per_patient: pd.DataFrame, *, mode: str, run_info: dict, trial_name: str | None = None,
-    sources: dict[str, str] | None = None, today: dt.date | None = None,
+    sources: dict[str, str] | None = None, today: dt.date | None = None, compare_info: dict | None = None,
 ) -> BuiltReport:
-    """Statistics, formatted tables, figures and text for one report (mode "automated" or "inter-reader")."""
+    """Statistics, formatted tables, figures and text for one report (mode "automated" or "inter-reader").
+
+    run_info: the results' run.json ({} when there is none); compare_info: this comparison's own
+    provenance (`corelab.compare.compare_provenance_info`), shown beside run.json's on the title page.
+    """
     labels = ("manual", "automated") if mode == "automated" else ("reader A", "reader B")
     primary = per_patient[per_patient["in_primary"]]
     keys = {"reference": "reference_ml", "other": "other_ml"}
@@ -206,6 +218,8 @@ def build_report(
         "Class from the reference's mean HU; 'unknown' without a readable scan or reference mask. "
         "Dice 'both empty': left out of the Dice summaries.", css="nowrap")
     counts = {"total": len(per_patient), "analysed": len(primary), "excluded": len(excluded)}
+    compare_info = compare_info or {}
+    tables.update(_provenance_tables(run_info, compare_info))
     flat = flatten(run_info)
     figures = [
         {"title": f"{labels[1].capitalize()} against {labels[0]} volume, with the identity line (primary population)",
@@ -225,7 +239,8 @@ def build_report(
         "report_version": __version__,
         "results_version": str(lookup(flat, "corelab", within="version")),
         "model_version": str(lookup(flat, "model_version", "version", within="model")) if mode == "automated" else "",
-        "provenance": _provenance(run_info),
+        "provenance": [("Results: corelab run (from run.json)", run_provenance(run_info)),
+                       ("This report: corelab compare", compare_provenance(compare_info))],
         "sources": [(k, v) for k, v in (sources or {}).items() if v],
         "counts": counts,
         "headline": _headline(by_class.iloc[0], labels),
@@ -233,7 +248,8 @@ def build_report(
         "definitions": DEFINITIONS,
         "tables": context_tables,
         "figures": figures,
-        "parameters": [(k, str(v)) for k, v in flat.items()],
+        # Per-scan checksums are one row each: they go to the workbook's inputs sheet, not the appendix.
+        "parameters": [(k, str(v)) for k, v in flat.items() if not k.startswith("inputs.")],
     }
     return BuiltReport(context=context, tables=tables)
 
@@ -282,7 +298,8 @@ def render(context: dict, html_path: str | Path, pdf_path: str | Path) -> None:
 
 
 def write_workbook(built: BuiltReport, path: str | Path) -> None:
-    """agreement.xlsx: per_patient sheet, one sheet per summary table, definitions and run parameters."""
+    """agreement.xlsx: per_patient sheet, one sheet per summary table, definitions, run parameters and
+    the audit trail (provenance, per-scan input checksums, per-file reference checksums)."""
     sheets = {"per_patient": built.tables["per_patient"], "summary_by_class": built.tables["overall"]}
     for key, name in (("by_site", "summary_by_site"), ("sensitivity", "sensitivity"),
                       ("exclusion_counts", "patient_flow"), ("exclusions", "exclusions")):
@@ -293,6 +310,9 @@ def write_workbook(built: BuiltReport, path: str | Path) -> None:
         + [{"term": f"per_patient.{c}", "definition": m} for c, m in COLUMN_MEANINGS.items()]
         + [{"term": f"summary.{c}", "definition": m} for c, m in SUMMARY_MEANINGS.items()])
     sheets["run_parameters"] = pd.DataFrame(built.context["parameters"], columns=["parameter", "value"])
+    for name in ("provenance", "inputs", "reference_files"):
+        if name in built.tables:
+            sheets[name] = built.tables[name]
     try:
         with pd.ExcelWriter(path, engine="openpyxl") as writer:
             for name, frame in sheets.items():

@@ -8,11 +8,22 @@ so the text states the values the run actually used; a value run.json lacks is w
 
 from __future__ import annotations
 
+import shlex
+
 from corelab.agreement import LOA_Z
 from corelab.compare import HEMORRHAGE_HU
 from corelab.config import CLASS_RANGES_HU
 
-__all__ = ["flatten", "lookup", "methods_paragraphs", "DEFINITIONS", "COLUMN_MEANINGS", "SUMMARY_MEANINGS"]
+__all__ = [
+    "flatten",
+    "lookup",
+    "methods_paragraphs",
+    "run_provenance",
+    "compare_provenance",
+    "DEFINITIONS",
+    "COLUMN_MEANINGS",
+    "SUMMARY_MEANINGS",
+]
 
 NOT_RECORDED = "not recorded"
 
@@ -113,6 +124,91 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
         "not be read are 'unknown'."
     )
     return text
+
+
+def _text(value: object) -> str:
+    """A run.json value as one line of text; missing or empty is "not recorded"."""
+    if value is None or value == "" or value == [] or value == {}:
+        return NOT_RECORDED
+    if isinstance(value, (list, tuple)):
+        return shlex.join(str(v) for v in value)  # a command line, quoted as a shell would need it
+    return str(value)
+
+
+def run_provenance(run_info: dict) -> list[tuple[str, str]]:
+    """Who ran `corelab run`, when and with what, as (item, value) rows read from run.json.
+
+    A run.json written by an older corelab lacks some items: they read "not recorded".
+
+    >>> rows = dict(run_provenance({"versions": {"corelab": "0.1.0", "numpy": "2.1"}, "user": "ana",
+    ...                             "inputs": [{"scan_sha256": "ab"}, {"scan_sha256": ""}]}))
+    >>> rows["corelab version"], rows["user"], rows["dependencies"], rows["started (UTC)"]
+    ('0.1.0', 'ana', 'numpy 2.1', 'not recorded')
+    >>> rows["scan checksums"]
+    '1 of 2 scans (sha256 per scan: run.json inputs, agreement.xlsx inputs sheet)'
+    """
+    if not run_info:
+        return [("run.json", NOT_RECORDED)]
+    versions = dict(run_info.get("versions") or {})
+    models = dict(run_info.get("models") or {})
+    params = dict(run_info.get("parameters") or {})
+    inputs = list(run_info.get("inputs") or [])
+    dependencies = ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("corelab", "python") and v)
+    rows = [
+        ("corelab version", _text(versions.get("corelab"))),
+        ("started (UTC)", _text(run_info.get("started"))),
+        ("finished (UTC)", _text(run_info.get("finished"))),
+        ("user", _text(run_info.get("user"))),
+        ("host", _text(run_info.get("host"))),
+        ("platform", _text(run_info.get("platform"))),
+        ("Python", _text(versions.get("python"))),
+        ("dependencies", _text(dependencies)),
+        ("command line", _text(run_info.get("command_line"))),
+        ("working folder", _text(run_info.get("cwd"))),
+        ("manifest", _text(run_info.get("manifest"))),
+        ("manifest sha256", _text(run_info.get("manifest_sha256"))),
+        ("scan checksums", f"{sum(bool(i.get('scan_sha256')) for i in inputs)} of {len(inputs)} scans (sha256 per "
+                           "scan: run.json inputs, agreement.xlsx inputs sheet)" if inputs else NOT_RECORDED),
+        ("model folder", _text(models.get("folder"))),
+        ("model version", _text(models.get("version"))),
+    ]
+    rows += [(f"model sha256: {name}", _text(sha)) for name, sha in dict(models.get("checksums") or {}).items()]
+    if params:
+        execution = ("device", "workers", "threads", "scheduler")
+        rows.append(("execution", ", ".join(f"{k} {params[k]}" for k in execution if params.get(k) is not None)))
+        rows.append(("method parameters", "Appendix B (and agreement.xlsx run_parameters sheet)"))
+    return rows
+
+
+def compare_provenance(compare_info: dict) -> list[tuple[str, str]]:
+    """Who wrote this report, when and from which files, as (item, value) rows.
+
+    >>> rows = dict(compare_provenance({"written": "2026-01-02T03:04:05+00:00",
+    ...     "reference": {"folder": "/ref", "n_files": 2, "bytes": 2048, "sha256": "ab12"}}))
+    >>> rows["written (UTC)"], rows["reference files"], rows["reference sha256 (all files)"]
+    ('2026-01-02T03:04:05+00:00', '2 files, 2.0 KiB', 'ab12')
+    """
+    if not compare_info:
+        return [("compare", NOT_RECORDED)]
+    rows = [
+        ("corelab version", _text(compare_info.get("corelab_version"))),
+        ("written (UTC)", _text(compare_info.get("written"))),
+        ("user", _text(compare_info.get("user"))),
+        ("host", _text(compare_info.get("host"))),
+        ("command line", _text(compare_info.get("command_line"))),
+        ("working folder", _text(compare_info.get("cwd"))),
+    ]
+    results = dict(compare_info.get("results") or {})
+    if results:
+        rows += [("results volumes.csv sha256", _text(results.get("volumes_csv_sha256"))),
+                 ("results run.json sha256", _text(results.get("run_json_sha256")))]
+    for key, name in (("reference", "reference"), ("against", "second reader")):
+        folder = dict(compare_info.get(key) or {})
+        if folder:
+            rows += [(f"{name} folder", _text(folder.get("folder"))),
+                     (f"{name} files", f"{folder.get('n_files', 0)} files, {folder.get('bytes', 0) / 1024:.1f} KiB"),
+                     (f"{name} sha256 (all files)", _text(folder.get("sha256")))]
+    return rows
 
 
 DEFINITIONS: list[tuple[str, str]] = [

@@ -73,7 +73,11 @@ def test_methods_state_the_run_parameters_and_say_what_is_missing(built):
     assert "severe 0.61" in methods and "subtle 0.4" in methods
     assert "not recorded" in methods  # e.g. bone threshold absent from this run.json
     assert built.context["model_version"] == "m-7"
-    assert ("models.checksums.severe", "deadbeef") in built.context["provenance"]
+    (run_title, run_rows), (compare_title, compare_rows) = built.context["provenance"]
+    assert "run.json" in run_title and "compare" in compare_title
+    assert dict(run_rows)["model sha256: severe"] == "deadbeef"
+    assert dict(run_rows)["user"] == "not recorded"  # this run.json predates the audit fields
+    assert compare_rows == [("compare", "not recorded")]
 
 
 def test_small_groups_say_icc_is_undefined_instead_of_crashing():
@@ -120,3 +124,54 @@ def test_report_with_nobody_in_the_primary_population_still_builds():
     flow = dict(report.context["tables"]["exclusion_counts"]["rows"])
     assert flow["imaging time unknown"] == "9" and flow["analysed (primary population)"] == "0"
     assert report.context["tables"]["volume"]["rows"][0][4] == "undefined"
+
+
+FULL_RUN = {
+    **RUN,
+    "versions": {"python": "3.11.9", "corelab": "0.1.0", "numpy": "2.1.0", "SimpleITK": "2.5.0", "torch": ""},
+    "command_line": ["/opt/bin/corelab", "run", "my trial/manifest.xlsx", "--workers", "2"],
+    "cwd": "/data", "user": "reader1", "host": "lab-ws-3", "platform": "Linux-6.1-x86_64",
+    "manifest": "/data/my trial/manifest.xlsx", "manifest_sha256": "ab" * 32,
+    "started": "2026-11-27T10:00:00+00:00", "finished": "2026-11-27T10:30:00+00:00",
+    "inputs": [
+        {"patient_id": "P00", "scan": "/s/P00", "scan_sha256": "cd" * 32, "status": "ok", "record": "records/P00.json"},
+        {"patient_id": "P01", "scan": "/s/P01", "scan_sha256": "", "status": "failed", "record": ""},
+    ],
+}
+COMPARE = {"corelab_version": "0.2.0", "written": "2026-11-28T09:00:00+00:00", "user": "stat2",
+           "command_line": ["corelab", "compare", "res", "--reference", "manual"],
+           "results": {"volumes_csv_sha256": "ef" * 32, "run_json_sha256": "01" * 32},
+           "reference": {"folder": "/data/manual", "n_files": 2, "bytes": 3072, "sha256": "99" * 32,
+                         "files": {"P00.nii.gz": "aa" * 32, "P01.nii.gz": "bb" * 32}}}
+
+
+def test_provenance_block_states_who_when_what_of_run_and_compare(tmp_path):
+    report = build_report(per_patient_table(), mode="automated", run_info=FULL_RUN, compare_info=COMPARE)
+    run_rows, compare_rows = (dict(rows) for _, rows in report.context["provenance"])
+    assert run_rows["user"] == "reader1" and run_rows["host"] == "lab-ws-3"
+    assert run_rows["started (UTC)"] == "2026-11-27T10:00:00+00:00"
+    # the command line is quoted as a shell needs it, so a path with a space reads unambiguously
+    assert run_rows["command line"] == "/opt/bin/corelab run 'my trial/manifest.xlsx' --workers 2"
+    assert run_rows["dependencies"] == "numpy 2.1.0, SimpleITK 2.5.0"  # torch not installed: left out
+    assert run_rows["manifest sha256"] == "ab" * 32
+    assert run_rows["scan checksums"].startswith("1 of 2 scans")
+    assert compare_rows["user"] == "stat2" and compare_rows["written (UTC)"] == "2026-11-28T09:00:00+00:00"
+    assert compare_rows["reference files"] == "2 files, 3.0 KiB"
+    assert compare_rows["reference sha256 (all files)"] == "99" * 32
+    assert compare_rows["results volumes.csv sha256"] == "ef" * 32
+    # per-scan checksums go to the workbook, not one appendix row each
+    assert not any(name.startswith("inputs.") for name, _ in report.context["parameters"])
+
+    html, pdf = tmp_path / "a.html", tmp_path / "a.pdf"
+    render(report.context, html, pdf)
+    text = html.read_text(encoding="utf-8")
+    assert "This report: corelab compare" in text and "&#39;my trial/manifest.xlsx&#39;" in text
+
+    write_workbook(report, tmp_path / "a.xlsx")
+    sheets = pd.read_excel(tmp_path / "a.xlsx", sheet_name=None, dtype=str, keep_default_na=False)
+    prov = sheets["provenance"]
+    assert set(prov["step"]) == {"corelab run", "corelab compare"}
+    assert prov.loc[(prov["step"] == "corelab run") & (prov["item"] == "user"), "value"].tolist() == ["reader1"]
+    assert sheets["inputs"]["scan_sha256"].tolist() == ["cd" * 32, ""]
+    assert sheets["reference_files"]["file"].tolist() == ["P00.nii.gz", "P01.nii.gz"]
+    assert sheets["reference_files"]["sha256"].tolist() == ["aa" * 32, "bb" * 32]
