@@ -30,6 +30,7 @@ from typing import Any
 
 from corelab.config import TimingWindow
 from corelab.errors import ManifestError
+from corelab.manifest_ids import file_name_key, file_name_problem, shown_id
 
 __all__ = [
     "ManifestRow",
@@ -72,7 +73,9 @@ OUTPUT_COLUMNS = (
 )
 
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_BAD_ID_CHARS = re.compile(r"[/\\:*?\"<>|\x00-\x1f]")
+# A date this far past the core lab's clock cannot be right whatever the site's time zone
+# (offsets reach 14 h), so it is a typing error, not a scan from tomorrow.
+FUTURE_TOLERANCE = dt.timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -194,12 +197,16 @@ def imaging_window(
     return Timing(hours, inside, flag)
 
 
-def read_manifest(path: str | Path) -> Manifest:
+def read_manifest(path: str | Path, *, now: dt.datetime | None = None) -> Manifest:
     """Read and check a manifest (.xlsx or .csv); bad rows carry an ``error`` instead of raising.
 
-    Scan paths are resolved relative to the manifest's folder. Raises `ManifestError` when the file
-    cannot be read, a required column is missing, or there is no row.
+    Scan paths are resolved relative to the manifest's folder. Row errors: empty, unsafe or
+    colliding patient_id (see `corelab.manifest_ids`), missing scan, unreadable date, or a date
+    more than `FUTURE_TOLERANCE` after ``now`` (default: this computer's clock, local time).
+    Raises `ManifestError` when the file cannot be read, a required column is missing, or there is
+    no row.
     """
+    now = now if now is not None else dt.datetime.now()
     path = Path(path).expanduser().resolve()
     if not path.is_file():
         raise ManifestError(f"The manifest {path} does not exist.")
@@ -221,7 +228,7 @@ def read_manifest(path: str | Path) -> Manifest:
             return cells[i] if i is not None and i < len(cells) else None
 
         extra = tuple((extra_names[k], cells[i] if i < len(cells) else None) for k, i in enumerate(extra_idx))
-        rows.append(_check_row(number, cell, extra, path.parent))
+        rows.append(_check_row(number, cell, extra, path.parent, now))
     if not rows:
         raise ManifestError(f"The manifest {path.name} has a header but no scan rows.")
     return Manifest(path=path, rows=_mark_duplicates(rows), extra_columns=extra_names)
@@ -263,15 +270,24 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _check_row(number: int, cell, extra, base: Path) -> ManifestRow:
+def _in_future(value: dt.datetime, now: dt.datetime) -> bool:
+    # A naive "now" is this computer's local clock; astimezone() gives it the local offset.
+    if value.tzinfo is not None and now.tzinfo is None:
+        now = now.astimezone()
+    elif value.tzinfo is None and now.tzinfo is not None:
+        now = now.astimezone().replace(tzinfo=None)
+    return value > now + FUTURE_TOLERANCE
+
+
+def _check_row(number: int, cell, extra, base: Path, now: dt.datetime) -> ManifestRow:
     patient_id = _text(cell("patient_id"))
     scan_text = _text(cell("scan"))
     scan = (base / Path(scan_text).expanduser()).resolve() if scan_text else None
     errors = []
     if not patient_id:
         errors.append(f"Row {number} has no patient_id.")
-    elif _BAD_ID_CHARS.search(patient_id) or patient_id in (".", ".."):
-        errors.append(f"patient_id '{patient_id}' cannot be used as a file name; avoid / \\ : * ? \" < > |.")
+    elif problem := file_name_problem(patient_id):
+        errors.append(problem)
     if scan is None:
         errors.append(f"Row {number} has no scan path.")
     elif not scan.exists():
@@ -283,6 +299,11 @@ def _check_row(number: int, cell, extra, base: Path) -> ManifestRow:
         except ValueError as error:
             parsed[column] = None
             errors.append(str(error))
+            continue
+        if parsed[column] is not None and _in_future(parsed[column], now):
+            errors.append(
+                f"{column} {parsed[column].isoformat(sep=' ')} is in the future; please check the date in the manifest."
+            )
     return ManifestRow(
         row=number,
         patient_id=patient_id,
@@ -299,20 +320,33 @@ def _check_row(number: int, cell, extra, base: Path) -> ManifestRow:
 
 def _mark_duplicates(rows: list[ManifestRow]) -> tuple[ManifestRow, ...]:
     # Every copy fails: nothing says which of two rows with one id is the right scan, and both
-    # would write the same masks/<patient_id>.nii.gz.
-    seen: dict[str, list[int]] = {}
+    # would write the same masks/<patient_id>.nii.gz. Ids that differ only in case or Unicode form
+    # ("P001" and "p001") are the same file on macOS and Windows: one would overwrite the other.
+    groups: dict[str, list[ManifestRow]] = {}
     for r in rows:
         if r.patient_id:
-            seen.setdefault(r.patient_id, []).append(r.row)
+            groups.setdefault(file_name_key(r.patient_id), []).append(r)
     out = []
     for r in rows:
-        numbers = seen.get(r.patient_id, [])
-        if len(numbers) > 1:
-            message = (
-                f"patient_id '{r.patient_id}' appears in rows {', '.join(map(str, numbers))}; "
-                f"each scan needs its own id."
+        group = groups.get(file_name_key(r.patient_id), []) if r.patient_id else []
+        same = [g.row for g in group if g.patient_id == r.patient_id]
+        others = [g for g in group if g.patient_id != r.patient_id]
+        messages = []
+        if len(same) > 1:
+            messages.append(
+                f"patient_id {shown_id(r.patient_id)} appears in rows {', '.join(map(str, same))}; "
+                "each scan needs its own id."
             )
-            r = ManifestRow(**{**r.__dict__, "error": " ".join(filter(None, [message, r.error]))})
+        if others:
+            listed = ", ".join(f"{g.row} ({shown_id(g.patient_id)})" for g in others)
+            plural = "rows" if len(others) > 1 else "row"
+            messages.append(
+                f"patient_id {shown_id(r.patient_id)} would write the same file name as {plural} {listed} on a"
+                " case-insensitive file system (macOS, Windows) or after Unicode normalization; each scan"
+                " needs its own id."
+            )
+        if messages:
+            r = ManifestRow(**{**r.__dict__, "error": " ".join(filter(None, [*messages, r.error]))})
         out.append(r)
     return tuple(out)
 

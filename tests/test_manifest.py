@@ -160,3 +160,98 @@ def test_window_time_zones():
     # Only one with an offset: both read as the same local clock.
     t = imaging_window(dt.datetime(2024, 3, 1, 8, tzinfo=utc), dt.datetime(2024, 3, 1, 21))
     assert t.hours_since_onset == pytest.approx(13.0)
+
+
+# ---- ids as file names ---------------------------------------------------------------------------
+
+
+def _ids_manifest(folder, ids):
+    """A csv manifest (written with the csv module, so quotes and commas survive) of ``ids``, one scan."""
+    import csv
+
+    path = folder / "ids.csv"
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["patient_id", "scan"])
+        writer.writerows([pid, "scans/a.nii.gz"] for pid in ids)
+    return read_manifest(path).rows
+
+
+def test_ids_equal_up_to_case_or_unicode_form_fail_both_rows_naming_the_other(scans):
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"  # NFC and NFD of the same name
+    rows = _ids_manifest(scans, ["P001", "p001", composed, "X1", decomposed, "\uff30\uff10\uff10\uff12", "P002"])
+    errors = {r.row: r.error for r in rows}
+    assert "would write the same file name as row 3 ('p001')" in errors[2]
+    assert "would write the same file name as row 2 ('P001')" in errors[3]
+    assert "same file name as row 6" in errors[4] and "same file name as row 4" in errors[6]
+    # full-width "ＰＯＯ２" is P002 under NFKC
+    assert "same file name as row 8 ('P002')" in errors[7] and "same file name as row 7" in errors[8]
+    assert errors[5] == ""
+    for error in (e for e in errors.values() if e):
+        assert error.endswith(".") and "\n" not in error and error.count("patient_id") == 1
+
+
+def test_exact_and_case_duplicates_together_are_both_named(scans):
+    rows = _ids_manifest(scans, ["A1", "A1", "a1"])
+    assert "appears in rows 2, 3" in rows[0].error and "same file name as row 4 ('a1')" in rows[0].error
+    assert "same file name as rows 2 ('A1'), 3 ('A1')" in rows[2].error and "appears" not in rows[2].error
+
+
+@pytest.mark.parametrize(
+    "pid, words",
+    [
+        ("a/b", "cannot be used as a file name"),
+        ("..", "cannot be used as a file name"),
+        ("P1\\..\\x", "cannot be used as a file name"),
+        ('=HYPERLINK("http://x","y")', "cannot be used as a file name"),
+        (".P001", "starts with a dot"),
+        ("P001.", "ends with a dot"),
+        ("P\x1b01", "invisible control character (U+001B)"),
+        ("P\u200b01", "invisible control character (U+200B)"),
+        ("P\u202e10", "invisible control character (U+202E)"),
+        ("CON", "Windows reserves for a device (CON)"),
+        ("nul.1", "Windows reserves for a device (NUL)"),
+        ("Com1", "Windows reserves for a device (COM1)"),
+        ("LPT9 .x", "Windows reserves for a device (LPT9)"),
+        ("x" * 201, "201 bytes long"),
+    ],
+)
+def test_ids_that_cannot_be_file_names_everywhere_are_refused_in_one_sentence(scans, pid, words):
+    row = _ids_manifest(scans, [pid])[0]
+    assert words in row.error
+    assert row.error.endswith(".") and "\n" not in row.error and "\x1b" not in row.error
+
+
+@pytest.mark.parametrize("pid", ["CONSORT-7", "COM10", "P.001", "Jos\u00e9 M", "\u5f20\u4f1f-3", "-007", "x" * 200])
+def test_ordinary_ids_are_accepted(scans, pid):
+    assert _ids_manifest(scans, [pid])[0].error == ""
+
+
+def test_control_character_in_an_id_is_shown_escaped_on_one_line(scans):
+    row = _ids_manifest(scans, ["P\n1"])[0]
+    assert row.error.startswith("patient_id 'P\\u000a1' holds an invisible control character")
+
+
+def test_spaces_around_an_id_are_stripped_so_they_make_an_exact_duplicate(scans):
+    rows = _ids_manifest(scans, [" P7 ", "P7"])
+    assert [r.patient_id for r in rows] == ["P7", "P7"] and all("appears in rows 2, 3" in r.error for r in rows)
+
+
+def test_dates_in_the_future_are_row_errors_and_a_day_of_clock_difference_is_not(scans):
+    path = scans / "m.csv"
+    path.write_text(
+        "patient_id,scan,onset,scan_time\n"
+        "P1,scans/a.nii.gz,2024-03-01 08:00,2024-03-02 08:00\n"
+        "P2,scans/a.nii.gz,2024-03-01 08:00,2024-03-10 08:01\n"
+        "P3,scans/a.nii.gz,2024-03-11 08:00,\n"
+    )
+    rows = read_manifest(path, now=dt.datetime(2024, 3, 9, 8, 0)).rows
+    assert rows[0].error == ""
+    assert rows[1].error == "scan_time 2024-03-10 08:01:00 is in the future; please check the date in the manifest."
+    assert rows[2].error.startswith("onset 2024-03-11 08:00:00 is in the future")
+    assert rows[2].onset == dt.datetime(2024, 3, 11, 8)  # kept, so the table shows what was typed
+    # With offsets the comparison is exact: 22:00Z on the 10th is 38 h after 08:00Z on the 9th, past
+    # the day of tolerance; 20:00+14:00 (06:00Z) is 22 h after it, within.
+    path.write_text("patient_id,scan,onset,scan_time\nP4,scans/a.nii.gz,2024-03-10T20:00+14:00,2024-03-10T22:00Z\n")
+    row = read_manifest(path, now=dt.datetime(2024, 3, 9, 8, 0, tzinfo=dt.timezone.utc)).rows[0]
+    assert "scan_time" in row.error and "onset" not in row.error
