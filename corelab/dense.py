@@ -8,10 +8,22 @@ patch of output voxel v starts at padded row v, and the layers become:
     max-pool 2x2, stride 1             (pool1 output p of a patch = dense map at v + 2p)
     conv2 5x5, dilation 2              (its taps are 2 apart on the dense map)
     max-pool 2x2, stride 1, dilation 2 (pool2 reads conv2 outputs 0 and 1, i.e. dense v and v + 2)
-    dense layers as 1x1 convolutions
+    dense layers                       (matrix products, on the region's voxels only)
 
-The four networks run in one pass: their first convolutions are stacked (one conv with 4 x 64 maps);
-the later layers run per network.
+Where the time goes (`benchmarks/speed.py`): conv2 is two thirds of the arithmetic and runs at
+the machine's matrix-product rate as a oneDNN convolution with channels-last maps; the rest was
+overhead that this module removes:
+
+- the four first convolutions are stacked into one (one read of the input, 256 maps);
+- ReLU is fused into both convolutions where PyTorch's oneDNN build offers it
+  (`torch.ops.mkldnn._convolution_pointwise`); elsewhere (CUDA, builds without oneDNN) the plain
+  convolution is followed by an in-place ReLU, the same arithmetic;
+- max-pools are element-wise maxima of four shifted views (ReLU and max commute, so the order of
+  ReLU and pooling does not change a value);
+- the dense layers (a third of the arithmetic) run as matrix products on the voxels of the
+  analysis region only: the convolutions must cover the region's bounding box, but a voxel outside
+  the region gets probability 0 whatever the network says, so its dense layers are skipped. This
+  is exact: every region voxel gets the same arithmetic as before.
 """
 
 from __future__ import annotations
@@ -20,59 +32,94 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from torch import nn
+import torch.nn.functional as F
 
 from corelab.model import PATCH_CENTER, PATCH_SIZE, SEEN_SIZE, InputNorm, PatchCNN, resolve_device
 
-__all__ = ["DenseStack", "dense_probabilities", "region_boxes"]
+__all__ = ["DenseNetworks", "dense_probabilities", "region_boxes", "dense_flops_per_voxel"]
+
+# conv1 maps per network, conv2 maps, dense widths: the paper's architecture (corelab.model).
+_C1, _C2, _FC = 64, 128, 256
 
 
-class _DenseHead(nn.Module):
-    """One network's layers after conv1, in their fully convolutional (dilated) form."""
+def dense_flops_per_voxel(networks: int = 1) -> int:
+    """Multiply-adds x 2 that the patch CNN needs per output voxel in dense form (no halo).
 
-    def __init__(self, net: PatchCNN) -> None:
-        super().__init__()
-        self.pool1 = nn.MaxPool2d(2, stride=1)
-        self.conv2 = nn.Conv2d(64, 128, 5, dilation=2)
-        self.pool2 = nn.MaxPool2d(2, stride=1, dilation=2)
-        self.fc1 = nn.Conv2d(128, 256, 1)
-        self.fc2 = nn.Conv2d(256, 256, 1)
-        self.out = nn.Conv2d(256, 1, 1)
-        with torch.no_grad():
-            for layer in ("conv2", "fc1", "fc2", "out"):
-                source, target = getattr(net, layer), getattr(self, layer)
-                # Dense layers' [out, in] matrices become [out, in, 1, 1] kernels.
-                target.weight.copy_(source.weight.detach().to("cpu").reshape(target.weight.shape))
-                target.bias.copy_(source.bias.detach().to("cpu"))
+    conv1 3x25->64, conv2 64x25->128, dense 128->256->256->1; about 0.62 MFLOP per network.
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool2(torch.relu(self.conv2(self.pool1(x))))
-        x = torch.relu(self.fc2(torch.relu(self.fc1(x))))
-        return self.out(x)
+    >>> dense_flops_per_voxel(4)
+    2465280
+    """
+    per = 2 * (3 * 25 * _C1 + _C1 * 25 * _C2 + _C2 * _FC + _FC * _FC + _FC)
+    return networks * per
 
 
-class DenseStack(nn.Module):
-    """K patch CNNs as one fully convolutional network: `[B, 3, H + 15, W + 15]` -> `[B, K, H, W]` logits.
+def _fused_conv_available(device: torch.device) -> bool:
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    return hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+
+
+class DenseNetworks:
+    """K patch CNNs in dense form: a `[3, h + 15, w + 15]` input tile -> `[K, n]` logits of n voxels.
 
     Input row v + i is patch row i of output voxel v (i = 0..15; patch rows 16-18 are never seen).
-    The K first convolutions share their input and run as one stacked convolution; the later layers
-    run per network, which on CPU measured faster than grouped convolutions (PyTorch 2.13, 2 threads).
+    `__call__(tile, inside)` returns the logits of the voxels where `inside` (`[h, w]` bool) is
+    true, in row-major order.
     """
 
-    def __init__(self, networks: Sequence[PatchCNN]) -> None:
-        super().__init__()
+    def __init__(self, networks: Sequence[PatchCNN], device: torch.device) -> None:
         if len(networks) == 0:
-            raise ValueError("DenseStack needs at least one network")
+            raise ValueError("DenseNetworks needs at least one network")
+        self.device = device
         self.k = len(networks)
-        self.conv1 = nn.Conv2d(3, 64 * self.k, 5)
-        with torch.no_grad():
-            self.conv1.weight.copy_(torch.cat([net.conv1.weight.detach().to("cpu") for net in networks]))
-            self.conv1.bias.copy_(torch.cat([net.conv1.bias.detach().to("cpu") for net in networks]))
-        self.heads = nn.ModuleList(_DenseHead(net) for net in networks)
+        self.fused = _fused_conv_available(device)
+        layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = torch.relu(self.conv1(x)).split(64, dim=1)
-        return torch.cat([head(part) for head, part in zip(self.heads, maps)], dim=1)
+        def take(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.detach().to(device=device, dtype=torch.float32)
+
+        with torch.no_grad():
+            self.w1 = torch.cat([take(n.conv1.weight) for n in networks]).contiguous(memory_format=layout)
+            self.b1 = torch.cat([take(n.conv1.bias) for n in networks])
+            self.heads = [
+                (
+                    take(n.conv2.weight).contiguous(memory_format=layout), take(n.conv2.bias),
+                    take(n.fc1.weight).t().contiguous(), take(n.fc1.bias),
+                    take(n.fc2.weight).t().contiguous(), take(n.fc2.bias),
+                    take(n.out.weight).reshape(-1).contiguous(), take(n.out.bias),
+                )
+                for n in networks
+            ]
+        self.layout = layout
+
+    def _conv_relu(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dilation: int) -> torch.Tensor:
+        if self.fused:
+            return torch.ops.mkldnn._convolution_pointwise(
+                x, weight, bias, [0, 0], [1, 1], [dilation, dilation], 1, "relu", [], "")
+        return F.conv2d(x, weight, bias, dilation=dilation).relu_()
+
+    @staticmethod
+    def _max4(x: torch.Tensor, step: int) -> torch.Tensor:
+        # 2x2 max-pool with stride 1 and the given dilation: the max of four shifted views.
+        a = torch.maximum(x[:, :, :-step, :-step], x[:, :, step:, :-step])
+        b = torch.maximum(x[:, :, :-step, step:], x[:, :, step:, step:])
+        return torch.maximum(a, b)
+
+    def __call__(self, tile: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
+        x = tile[None].contiguous(memory_format=self.layout)
+        maps = self._conv_relu(x, self.w1, self.b1, 1)
+        rows = inside.reshape(-1).nonzero().squeeze(1)
+        logits = []
+        for k, (w2, b2, f1w, f1b, f2w, f2b, ow, ob) in enumerate(self.heads):
+            pooled = self._max4(maps[:, _C1 * k:_C1 * (k + 1)], 1).contiguous(memory_format=self.layout)
+            features = self._max4(self._conv_relu(pooled, w2, b2, 2), 2)
+            # [1, 128, h, w] -> the region voxels' 128 features, one row per voxel
+            features = features[0].permute(1, 2, 0).reshape(-1, _C2).index_select(0, rows)
+            hidden = torch.addmm(f1b, features, f1w).relu_()
+            hidden = torch.addmm(f2b, hidden, f2w).relu_()
+            logits.append(torch.addmv(ob, hidden, ow))
+        return torch.stack(logits)
 
 
 def region_boxes(region: np.ndarray) -> list[tuple[int, int, int, int, int]]:
@@ -99,15 +146,15 @@ def dense_probabilities(
     *,
     norm: InputNorm = InputNorm(),
     device: str = "cpu",
-    tile_voxels: int = 40_000,
+    tile_voxels: int = 60_000,
 ) -> dict[str, np.ndarray]:
     """Foreground probability of every region voxel for each network; 0 outside the region.
 
     hu: `[z, y, x]` HU on the analysis grid. region: bool mask of the same shape (the analysis
     region: intracranial minus CSF). Returns name -> float32 array shaped like `hu`.
     Only the region's extent is computed: per slice, row tiles of about `tile_voxels` output voxels
-    (memory stays bounded, about 4 kB per voxel for four networks), each cut to the columns where
-    the region lies in those rows.
+    (memory stays bounded, about 3 kB per tile voxel for four networks), each cut to the columns
+    where the region lies in those rows.
 
     >>> hu = np.full((1, 6, 6), 30.0, np.float32); region = np.zeros((1, 6, 6), bool); region[0, 2, 3] = True
     >>> p = dense_probabilities(hu, region, {"a": PatchCNN()})
@@ -123,7 +170,7 @@ def dense_probabilities(
     probabilities = {name: np.zeros(hu.shape, dtype=np.float32) for name in names}
     if not names or not region.any():
         return probabilities
-    stack = DenseStack([networks[name] for name in names]).to(torch_device).eval()
+    dense = DenseNetworks([networks[name] for name in names], torch_device)
     before, after = PATCH_CENTER, PATCH_SIZE - 1 - PATCH_CENTER
     normed = norm.apply(hu)
     padded = np.pad(normed, ((1, 1), (before, after), (before, after)), mode="edge")  # z replicate
@@ -137,16 +184,16 @@ def dense_probabilities(
             rows_per_tile = max(1, tile_voxels // (x1 - x0))
             for t0 in range(y0, y1, rows_per_tile):
                 t1 = min(y1, t0 + rows_per_tile)
-                inside = region[z, t0:t1]
-                cols = np.flatnonzero(inside.any(axis=0))
+                cols = np.flatnonzero(region[z, t0:t1].any(axis=0))
                 if cols.size == 0:
                     continue
                 c0, c1 = int(cols[0]), int(cols[-1]) + 1  # the region's columns in these rows only
+                inside = region[z, t0:t1, c0:c1]
                 # Padded z index z + 1 is slice z. Output row v reads padded rows v .. v + 15 only
                 # (floor pooling drops patch rows 16-18), so a tile needs SEEN_SIZE - 1 extra rows.
-                tile = padded[z:z + 3, t0:t1 + SEEN_SIZE - 1, c0:c1 + SEEN_SIZE - 1]
-                logits = stack(torch.from_numpy(np.ascontiguousarray(tile))[None].to(torch_device))
-                prob = torch.sigmoid(logits[0]).to("cpu").numpy()
+                tile = torch.from_numpy(np.ascontiguousarray(padded[z:z + 3, t0:t1 + SEEN_SIZE - 1, c0:c1 + SEEN_SIZE - 1]))
+                prob = torch.sigmoid(dense(tile.to(torch_device), torch.from_numpy(inside).to(torch_device)))
+                prob = prob.to("cpu").numpy()
                 for i, name in enumerate(names):
-                    probabilities[name][z, t0:t1, c0:c1] = np.where(inside[:, c0:c1], prob[i], 0.0)
+                    probabilities[name][z, t0:t1, c0:c1][inside] = prob[i]
     return probabilities
