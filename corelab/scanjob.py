@@ -42,7 +42,8 @@ class ScanResult:
     measurements: volumes (mL) and density (HU) of `labels`; intracranial_ml on the analysis grid.
     acquisition_datetime: the DICOM scan time, if any; flags: sentences from preprocessing;
     notes: sentences from reading (series choice, resampling); qc_png: the QC image.
-    scan_sha256: checksum of the input file(s); seconds: processing time.
+    scan_sha256: checksum of the input file(s); seconds: processing time; stage_seconds: that time
+    per stage (read, preprocess, cnn, measure, qc), in the order they ran.
     """
 
     index: int
@@ -63,6 +64,7 @@ class ScanResult:
     seconds: float = 0.0
     modality: str = ""
     series_uid: str = field(default="")
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def internal_error(error: BaseException) -> str:
@@ -70,6 +72,23 @@ def internal_error(error: BaseException) -> str:
     # One line whatever the exception held (some carry tracebacks or multi-line details).
     message = " ".join(str(error).split()).rstrip(".") or "no message"
     return f"Internal error while processing this scan: {type(error).__name__}: {message}."
+
+
+class _Stopwatch:
+    """Wall seconds per named stage: `lap(name)` closes the stage that ran since the last lap."""
+
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.stages: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.stages[name] = round(now - self.last, 4)
+        self.last = now
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.start
 
 
 @contextlib.contextmanager
@@ -105,26 +124,33 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
     from corelab.scans import read_scan
     from corelab.segment import segment
 
-    start = time.perf_counter()
+    clock = _Stopwatch()
     try:
         sha = scan_sha256(job.scan)
         vol = read_scan(job.scan, series_uid=job.series_uid or None)
+        clock.lap("read")
         grid = to_analysis_grid(vol, method.grid)
         regions = analysis_region(grid.array, grid.spacing, method)
+        clock.lap("preprocess")
         labels_grid = segment(grid.array, regions.region, models, device=device)
+        clock.lap("cnn")
         labels = np.ascontiguousarray(labels_to_input_grid(labels_grid, grid, vol), dtype=np.uint8)
         measurements = measure_labels(labels, vol.array, vol.spacing)
         intracranial_ml = float(np.count_nonzero(regions.intracranial)) * grid.voxel_ml
+        clock.lap("measure")
         title = (
             f"{job.patient_id}   infarct {measurements.infarct_ml:.1f} mL"
             + (f"   {measurements.hypodensity_class}" if measurements.hypodensity_class else "")
         )
         qc = png_bytes(qc_figure(vol.array, labels, vol.spacing, title=title))
+        clock.lap("qc")
     except CorelabError as error:
-        return ScanResult(job.index, job.patient_id, "failed", str(error), seconds=time.perf_counter() - start)
+        return ScanResult(job.index, job.patient_id, "failed", str(error), seconds=clock.total,
+                          stage_seconds=clock.stages)
     except Exception as error:  # noqa: BLE001 - any other failure is named in its row; the batch goes on
         return ScanResult(
-            job.index, job.patient_id, "failed", internal_error(error), seconds=time.perf_counter() - start
+            job.index, job.patient_id, "failed", internal_error(error), seconds=clock.total,
+            stage_seconds=clock.stages,
         )
     return ScanResult(
         index=job.index,
@@ -141,7 +167,8 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         notes=tuple(vol.meta.notes),
         qc_png=qc,
         scan_sha256=sha,
-        seconds=time.perf_counter() - start,
+        seconds=clock.total,
+        stage_seconds=clock.stages,
         modality=vol.meta.modality,
         series_uid=vol.meta.series_uid,
     )
