@@ -28,7 +28,7 @@ overhead that this module removes:
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from corelab.model import PATCH_CENTER, PATCH_SIZE, SEEN_SIZE, InputNorm, PatchCNN, resolve_device
 
-__all__ = ["DenseNetworks", "dense_probabilities", "region_boxes", "dense_flops_per_voxel"]
+__all__ = ["DenseNetworks", "dense_probabilities", "region_boxes", "region_tiles", "dense_flops_per_voxel"]
 
 # conv1 maps per network, conv2 maps, dense widths: the paper's architecture (corelab.model).
 _C1, _C2, _FC = 64, 128, 256
@@ -139,6 +139,26 @@ def region_boxes(region: np.ndarray) -> list[tuple[int, int, int, int, int]]:
     return boxes
 
 
+def region_tiles(region: np.ndarray, *, tile_voxels: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """The tiles that dense inference computes: (z, y0, y1, x0, x1) output boxes, end exclusive.
+
+    Per slice, the region's rows in runs of about `tile_voxels / box width` rows, each run cut to
+    the columns where the region lies in those rows. The convolutions cover each box plus a halo;
+    the region's holes (CSF) inside a box are computed too, which `benchmarks/speed.py` reports.
+
+    >>> r = np.zeros((1, 4, 6), bool); r[0, 0, 0] = r[0, 3, 5] = True
+    >>> list(region_tiles(r, tile_voxels=12))
+    [(0, 0, 2, 0, 1), (0, 2, 4, 5, 6)]
+    """
+    for z, y0, y1, x0, x1 in region_boxes(region):
+        rows_per_tile = max(1, tile_voxels // (x1 - x0))
+        for t0 in range(y0, y1, rows_per_tile):
+            t1 = min(y1, t0 + rows_per_tile)
+            cols = np.flatnonzero(region[z, t0:t1].any(axis=0))
+            if cols.size:
+                yield z, t0, t1, int(cols[0]), int(cols[-1]) + 1
+
+
 def dense_probabilities(
     hu: np.ndarray,
     region: np.ndarray,
@@ -180,20 +200,13 @@ def dense_probabilities(
     padded[:, :, :before] = pad_value
     padded[:, :, -after:] = pad_value
     with torch.inference_mode():
-        for z, y0, y1, x0, x1 in region_boxes(region):
-            rows_per_tile = max(1, tile_voxels // (x1 - x0))
-            for t0 in range(y0, y1, rows_per_tile):
-                t1 = min(y1, t0 + rows_per_tile)
-                cols = np.flatnonzero(region[z, t0:t1].any(axis=0))
-                if cols.size == 0:
-                    continue
-                c0, c1 = int(cols[0]), int(cols[-1]) + 1  # the region's columns in these rows only
-                inside = region[z, t0:t1, c0:c1]
-                # Padded z index z + 1 is slice z. Output row v reads padded rows v .. v + 15 only
-                # (floor pooling drops patch rows 16-18), so a tile needs SEEN_SIZE - 1 extra rows.
-                tile = torch.from_numpy(np.ascontiguousarray(padded[z:z + 3, t0:t1 + SEEN_SIZE - 1, c0:c1 + SEEN_SIZE - 1]))
-                prob = torch.sigmoid(dense(tile.to(torch_device), torch.from_numpy(inside).to(torch_device)))
-                prob = prob.to("cpu").numpy()
-                for i, name in enumerate(names):
-                    probabilities[name][z, t0:t1, c0:c1][inside] = prob[i]
+        for z, t0, t1, c0, c1 in region_tiles(region, tile_voxels=tile_voxels):
+            inside = region[z, t0:t1, c0:c1]
+            # Padded z index z + 1 is slice z. Output row v reads padded rows v .. v + 15 only
+            # (floor pooling drops patch rows 16-18), so a tile needs SEEN_SIZE - 1 extra rows.
+            tile = torch.from_numpy(np.ascontiguousarray(padded[z:z + 3, t0:t1 + SEEN_SIZE - 1, c0:c1 + SEEN_SIZE - 1]))
+            prob = torch.sigmoid(dense(tile.to(torch_device), torch.from_numpy(inside).to(torch_device)))
+            prob = prob.to("cpu").numpy()
+            for i, name in enumerate(names):
+                probabilities[name][z, t0:t1, c0:c1][inside] = prob[i]
     return probabilities
