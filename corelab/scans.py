@@ -26,6 +26,7 @@ from corelab.scans_dicom import MAX_VOXELS, is_dicom_file, read_dicom
 from corelab.scans_errors import (
     EmptyFolderError,
     InconsistentSeriesError,
+    MaskGridError,
     MaskOutsideScanError,
     MaskValuesError,
     NoDicomImagesError,
@@ -80,6 +81,7 @@ __all__ = [
     "SliceGapError",
     "MaskValuesError",
     "MaskOutsideScanError",
+    "MaskGridError",
 ]
 
 
@@ -191,10 +193,19 @@ def read_mask(path: str | Path, *, like: Volume | None = None) -> Volume:
 def mask_onto(mask: Volume, like: Volume) -> Volume:
     """A label mask on ``like``'s grid: unchanged when the geometry is the same, else resampled
     nearest neighbour (labels are never blended). Raises `MaskOutsideScanError` when the mask does
-    not overlap ``like`` at all.
+    not overlap ``like`` at all, and `MaskGridError` when it has ``like``'s voxel counts but other
+    voxel sizes (mm): a mask saved without its scan's geometry (e.g. from an array with 1 mm
+    default spacing), which resampling would silently shrink or stretch into a wrong volume.
     """
     if same_geometry(mask, like):
         return replace(mask, spacing=like.spacing, origin=like.origin, direction=like.direction)
+    if mask.array.shape == like.array.shape and not np.allclose(mask.spacing, like.spacing, rtol=0.01):
+        shown = lambda spacing: " x ".join(f"{s:g}" for s in spacing)  # noqa: E731
+        raise MaskGridError(
+            f"The mask {mask.meta.source or ''} has the scan's {' x '.join(map(str, like.array.shape))} voxels"
+            f" but voxels of {shown(mask.spacing)} mm instead of {shown(like.spacing)} mm, so it was probably"
+            " saved without the scan's geometry and cannot be placed on the scan."
+        )
     if not _overlaps(mask, like):
         raise MaskOutsideScanError(
             f"The mask {mask.meta.source or ''} lies entirely outside the scan it belongs to; "

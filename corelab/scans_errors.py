@@ -23,6 +23,7 @@ __all__ = [
     "SliceGapError",
     "MaskValuesError",
     "MaskOutsideScanError",
+    "MaskGridError",
 ]
 
 
@@ -80,3 +81,7 @@ class MaskValuesError(ScanError):
 
 class MaskOutsideScanError(ScanError):
     """A mask's extent does not overlap the scan it should be resampled onto."""
+
+
+class MaskGridError(ScanError):
+    """A mask has the scan's voxel grid but other voxel sizes: its geometry was lost on saving."""

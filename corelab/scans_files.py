@@ -56,7 +56,9 @@ def check_hu_plausible(array: np.ndarray, *, source: str) -> None:
 
 
 def as_label_array(array: np.ndarray, *, source: str) -> np.ndarray:
-    """Whole-number labels as uint8 (values 0..255) or int32; anything else is a `MaskValuesError`.
+    """Whole-number labels as uint8 (values 0..255) or int32; anything else is a `MaskValuesError`:
+    NaN, fractions (probabilities), negative values, or more than 256 distinct values (the last two
+    mean an image, e.g. the scan itself, was given as a mask).
 
     >>> as_label_array(np.array([0.0, 1.0, 4.0]), source="m").dtype
     dtype('uint8')
@@ -70,6 +72,18 @@ def as_label_array(array: np.ndarray, *, source: str) -> np.ndarray:
         )
     if array.size == 0 or (rounded.min() >= 0 and rounded.max() <= 255):
         return rounded.astype(np.uint8)
+    if rounded.min() < 0:
+        raise MaskValuesError(
+            f"The mask {source} holds negative values (lowest {rounded.min():.0f}), so it is an image, not a"
+            " label mask."
+        )
+    # Counted only past 255 (rare), where the cost of np.unique is worth it.
+    distinct = len(np.unique(rounded))
+    if distinct > 256:
+        raise MaskValuesError(
+            f"The mask {source} holds {distinct} different values up to {rounded.max():.0f},"
+            " so it is an image, not a label mask."
+        )
     return rounded.astype(np.int32)
 
 
