@@ -396,11 +396,13 @@ def _read_csv(path: Path) -> tuple[list[Any], list[tuple[int, list[Any]]]]:
     except UnicodeDecodeError:
         text = path.read_text(encoding="latin-1")
     try:
-        dialect = csv.Sniffer().sniff(text.splitlines()[0] if text.strip() else ",", delimiters=",;\t")
+        delimiter = csv.Sniffer().sniff(text.splitlines()[0] if text.strip() else ",", delimiters=",;\t").delimiter
     except csv.Error:
-        dialect = csv.excel
+        delimiter = ","
+    # Only the delimiter is sniffed: on a header line without quotes the sniffer also guesses
+    # doublequote=False, which would split a quoted cell holding "" (a spreadsheet's escaped quote).
     # Every cell stays text: a patient id "007" must not become the number 7.
-    lines = list(csv.reader(io.StringIO(text), dialect))
+    lines = list(csv.reader(io.StringIO(text), csv.excel, delimiter=delimiter))
     rows = [(i + 1, [c if c.strip() else None for c in cells]) for i, cells in enumerate(lines)]
     rows = [(n, v) for n, v in rows if not _blank(v)]
     if not rows:

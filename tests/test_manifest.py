@@ -255,3 +255,13 @@ def test_dates_in_the_future_are_row_errors_and_a_day_of_clock_difference_is_not
     path.write_text("patient_id,scan,onset,scan_time\nP4,scans/a.nii.gz,2024-03-10T20:00+14:00,2024-03-10T22:00Z\n")
     row = read_manifest(path, now=dt.datetime(2024, 3, 9, 8, 0, tzinfo=dt.timezone.utc)).rows[0]
     assert "scan_time" in row.error and "onset" not in row.error
+
+
+def test_quoted_cells_with_commas_and_doubled_quotes_are_read_whole(scans):
+    # As a spreadsheet saves a cell holding quotes and commas; the header has no quotes to sniff from.
+    path = scans / "m.csv"
+    path.write_text('patient_id,scan,site\nP1,scans/a.nii.gz,"Rotterdam, ""EMC"""\n')
+    row = read_manifest(path).rows[0]
+    assert row.extra == (("site", 'Rotterdam, "EMC"'),) and row.error == ""
+    (scans / "s.csv").write_text('patient_id;scan;site\nP1;scans/a.nii.gz;"a;""b"""\n')
+    assert read_manifest(scans / "s.csv").rows[0].extra == (("site", 'a;"b"'),)
