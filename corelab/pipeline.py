@@ -321,12 +321,13 @@ def _inputs(out: Path, manifest: Manifest, outcomes: dict[int, dict[str, Any]]) 
     rows = []
     for index, row in enumerate(manifest.rows):
         outcome = outcomes.get(index, {})
+        has_record = "record_version" in outcome  # rows refused by the manifest check have none
         rows.append({
             "patient_id": row.patient_id,
             "scan": str(row.scan) if row.scan else "",
             "scan_sha256": outcome.get("scan_sha256", ""),
             "status": outcome.get("status", "failed"),
-            "record": _record_path(out, row.patient_id).relative_to(out).as_posix() if "record_version" in outcome else "",
+            "record": _record_path(out, row.patient_id).relative_to(out).as_posix() if has_record else "",
         })
     return rows
 
