@@ -81,8 +81,10 @@ def folder_checksums(folder: str | Path) -> dict[str, object]:
     sha256}}``; the summary ``sha256`` hashes each relative path with its file's sha256 in sorted
     order, so a changed, added, removed or renamed file changes it.
 
-    >>> import tempfile; tmp = Path(tempfile.mkdtemp()); _ = (tmp / "a.txt").write_text("a")
-    >>> summary = folder_checksums(tmp)
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "a.txt").write_text("a")
+    ...     summary = folder_checksums(tmp)
     >>> summary["n_files"], summary["files"]["a.txt"][:12]
     (1, 'ca978112ca1b')
     """
