@@ -30,7 +30,7 @@ from typing import Any
 
 from corelab.config import TimingWindow
 from corelab.errors import ManifestError
-from corelab.manifest_ids import file_name_key, file_name_problem, shown_id
+from corelab.manifest_ids import file_name_key, file_name_problem, shown_id, why_same_file
 
 __all__ = [
     "ManifestRow",
@@ -338,12 +338,13 @@ def _mark_duplicates(rows: list[ManifestRow]) -> tuple[ManifestRow, ...]:
                 "each scan needs its own id."
             )
         if others:
-            listed = ", ".join(f"{g.row} ({shown_id(g.patient_id)})" for g in others)
+            listed = ", ".join(
+                f"{g.row} ({shown_id(g.patient_id)}: {why_same_file(r.patient_id, g.patient_id)})" for g in others
+            )
             plural = "rows" if len(others) > 1 else "row"
             messages.append(
-                f"patient_id {shown_id(r.patient_id)} would write the same file name as {plural} {listed} on a"
-                " case-insensitive file system (macOS, Windows) or after Unicode normalization; each scan"
-                " needs its own id."
+                f"patient_id {shown_id(r.patient_id)} would write the same file name as {plural} {listed};"
+                " each scan needs its own id."
             )
         if messages:
             r = ManifestRow(**{**r.__dict__, "error": " ".join(filter(None, [*messages, r.error]))})

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["MAX_ID_BYTES", "WINDOWS_RESERVED", "file_name_problem", "file_name_key", "shown_id"]
+__all__ = ["MAX_ID_BYTES", "WINDOWS_RESERVED", "file_name_problem", "file_name_key", "why_same_file", "shown_id"]
 
 MAX_ID_BYTES = 200
 
@@ -101,3 +101,17 @@ def file_name_key(patient_id: str) -> str:
     # NFKC, then case folding, then NFKC again: Unicode's canonical caseless matching (D145),
     # since folding can undo a normalization ("\u0345" folds to a letter that composes).
     return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", patient_id).casefold())
+
+
+def why_same_file(a: str, b: str) -> str:
+    """How two different ids with one `file_name_key` differ, in words for the error sentence.
+
+    >>> why_same_file("P001", "p001")
+    'differs only in upper/lower case, which macOS and Windows file names ignore'
+    """
+    nfc = unicodedata.normalize("NFC", a), unicodedata.normalize("NFC", b)
+    if nfc[0] == nfc[1]:
+        return "the same letters stored in another Unicode form, which macOS file names treat as equal"
+    if nfc[0].casefold() == nfc[1].casefold():
+        return "differs only in upper/lower case, which macOS and Windows file names ignore"
+    return "equal once Unicode compatibility forms (such as full-width letters) and case are folded"

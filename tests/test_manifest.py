@@ -181,11 +181,13 @@ def test_ids_equal_up_to_case_or_unicode_form_fail_both_rows_naming_the_other(sc
     composed, decomposed = "Jos\u00e9", "Jose\u0301"  # NFC and NFD of the same name
     rows = _ids_manifest(scans, ["P001", "p001", composed, "X1", decomposed, "\uff30\uff10\uff10\uff12", "P002"])
     errors = {r.row: r.error for r in rows}
-    assert "would write the same file name as row 3 ('p001')" in errors[2]
-    assert "would write the same file name as row 2 ('P001')" in errors[3]
-    assert "same file name as row 6" in errors[4] and "same file name as row 4" in errors[6]
+    assert "would write the same file name as row 3 ('p001': differs only in upper/lower case," in errors[2]
+    assert "would write the same file name as row 2 ('P001': differs only in upper/lower case," in errors[3]
+    assert "as row 6 ('Jose\u0301': the same letters stored in another Unicode form" in errors[4]
+    assert "as row 4 ('Jos\u00e9': the same letters stored in another Unicode form" in errors[6]
     # full-width "ＰＯＯ２" is P002 under NFKC
-    assert "same file name as row 8 ('P002')" in errors[7] and "same file name as row 7" in errors[8]
+    assert "same file name as row 8 ('P002': equal once Unicode compatibility forms" in errors[7]
+    assert "same file name as row 7" in errors[8]
     assert errors[5] == ""
     for error in (e for e in errors.values() if e):
         assert error.endswith(".") and "\n" not in error and error.count("patient_id") == 1
@@ -193,8 +195,9 @@ def test_ids_equal_up_to_case_or_unicode_form_fail_both_rows_naming_the_other(sc
 
 def test_exact_and_case_duplicates_together_are_both_named(scans):
     rows = _ids_manifest(scans, ["A1", "A1", "a1"])
-    assert "appears in rows 2, 3" in rows[0].error and "same file name as row 4 ('a1')" in rows[0].error
-    assert "same file name as rows 2 ('A1'), 3 ('A1')" in rows[2].error and "appears" not in rows[2].error
+    assert "appears in rows 2, 3" in rows[0].error and "same file name as row 4 ('a1': " in rows[0].error
+    assert "same file name as rows 2 ('A1': differs" in rows[2].error and ", 3 ('A1': differs" in rows[2].error
+    assert "appears" not in rows[2].error
 
 
 @pytest.mark.parametrize(
