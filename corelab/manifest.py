@@ -4,10 +4,12 @@ The manifest's columns are fixed by DESIGN.md: ``patient_id`` and ``scan`` are r
 ``onset``, ``scan_time`` and ``series_uid`` are optional; every other column is carried through to
 the outputs unchanged. Header names are matched without regard to case or surrounding spaces.
 
-A problem with one row (empty or duplicate id, scan path that does not exist, a date that cannot be
-read) never stops the batch: the row keeps its place and carries a one-sentence ``error``, and the
-pipeline writes it as a ``failed`` row. Only a manifest that cannot be used at all (unreadable,
-required column missing, no rows) raises `ManifestError`.
+A problem with one row (empty or duplicate id, an id that is not a safe file name or names the same
+file as another row's on macOS or Windows, see `corelab.manifest_ids`; a scan path that does not
+exist; a date that cannot be read or lies in the future) never stops the batch: the row keeps its
+place and carries a one-sentence ``error``, and the pipeline writes it as a ``failed`` row. Only a
+manifest that cannot be used at all (unreadable, required column missing, no rows) raises
+`ManifestError`.
 
 Date-times and time zones:
     ISO 8601 text ("2024-03-01T14:30", "2024-03-01 14:30:00", "2024-03-01T14:30+01:00",

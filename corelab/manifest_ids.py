@@ -80,7 +80,10 @@ def file_name_problem(patient_id: str) -> str:
     # ignores spaces before that dot.
     stem = patient_id.split(".", 1)[0].rstrip(" ").upper()
     if stem in WINDOWS_RESERVED:
-        return f"{who} is a name Windows reserves for a device ({stem}), so its files cannot be written; use another id."
+        return (
+            f"{who} is a name Windows reserves for a device ({stem}), so its files cannot be written;"
+            " use another id."
+        )
     size = len(patient_id.encode("utf-8"))
     if size > MAX_ID_BYTES:
         return (

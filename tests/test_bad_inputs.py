@@ -9,34 +9,34 @@ by dicom_factory.py.
 
 Catalogue (case -> expected behaviour -> test here; where the reader's details are covered too):
 
-====================================  =====================================================  ===========================
-case                                  behaviour                                              also covered in
-====================================  =====================================================  ===========================
-DICOM series with one slice missing   ok: gap interpolated to an even grid, noted            test_scans.py (one missing)
-DICOM series with two slices missing  failed: "... mm gap ... too much to interpolate"       test_scans.py (gap refused)
-truncated DICOM file                  failed: names the file, "truncated or corrupt"         test_scans.py (3 cut points)
-MR series                             failed: "holds MR images, not a CT"                    test_scans.py, test_pipeline.py
-uneven slice spacing                  ok: resampled onto an even grid, noted                 test_scans_steps.py
-tilted (gantry) series                ok: tilt corrected by in-plane shifts, noted           test_scans.py (sphere stays)
-2D image                              failed: "single 2D image"                              test_scans.py (DICOM, file)
-NIfTI header claiming a huge size     failed before allocating: "claims ... voxels"          test_scans.py (.mha, DICOM)
-empty folder                          failed: "is empty"                                     test_scans.py
-non-existent path                     failed: "does not exist"                               test_manifest.py
-folder with several series            ok: soft-kernel axial CT chosen, choice noted          test_scans.py (rules)
-duplicate patient id                  both rows failed: "appears in rows"                    test_manifest.py
-ids equal up to case / Unicode form   both rows failed: "would write the same file name"     test_manifest.py (NFC/NFKC)
-id that is a Windows device name      failed: "Windows reserves"                             test_manifest.py (all rules)
-onset after scan                      ok, in_window empty, flag "after the scan time"        test_manifest.py
-unparseable date                      failed: "is not a date-time corelab can read"          test_manifest.py
-date in the future                    failed: "is in the future"                             test_manifest.py
-patient id holding a formula          failed (not a file name); written inert in csv/xlsx    test_pipeline.py (extra col)
-manifest missing a required column    CLI exit 2, one sentence, no results folder            test_manifest.py
-manifest missing the onset column     rows ok, window unknown and flagged                    -
-empty manifest (no bytes / no rows)   CLI exit 2, one sentence, no results folder            test_manifest.py
-reference mask on another grid        resampled and used when the geometry is real;          test_compare.py (coarse),
-                                      refused in one sentence when it lost its geometry      test_scans_masks.py
-reference mask that is not binary     0/255 counts as infarct; probabilities refused         test_scans_masks.py
-====================================  =====================================================  ===========================
+====================================  ===================================================  =========================
+case                                  behaviour                                            also covered in tests/
+====================================  ===================================================  =========================
+DICOM series with one slice missing   ok: gap interpolated to an even grid, noted          test_scans (one missing)
+DICOM series with two slices missing  failed: "... mm gap ... too much to interpolate"     test_scans (gap refused)
+truncated DICOM file                  failed: names the file, "truncated or corrupt"       test_scans (3 cut points)
+MR series                             failed: "holds MR images, not a CT"                  test_scans, test_pipeline
+uneven slice spacing                  ok: resampled onto an even grid, noted               test_scans_steps
+tilted (gantry) series                ok: tilt corrected by in-plane shifts, noted         test_scans (sphere stays)
+2D image                              failed: "single 2D image"                            test_scans (DICOM, file)
+NIfTI header claiming a huge size     failed before allocating: "claims ... voxels"        test_scans (.mha, DICOM)
+empty folder                          failed: "is empty"                                   test_scans
+non-existent path                     failed: "does not exist"                             test_manifest
+folder with several series            ok: soft-kernel axial CT chosen, choice noted        test_scans (rules)
+duplicate patient id                  both rows failed: "appears in rows"                  test_manifest
+ids equal up to case / Unicode form   both rows failed: "would write the same file name"   test_manifest (NFC/NFKC)
+id that is a Windows device name      failed: "Windows reserves"                           test_manifest (all rules)
+onset after scan                      ok, in_window empty, flag "after the scan time"      test_manifest
+unparseable date                      failed: "is not a date-time corelab can read"        test_manifest
+date in the future                    failed: "is in the future"                           test_manifest
+patient id holding a formula          failed (not a file name); written inert in csv/xlsx  test_pipeline (extra col)
+manifest missing a required column    CLI exit 2, one sentence, no results folder          test_manifest
+manifest missing the onset column     rows ok, window unknown and flagged                  -
+empty manifest (no bytes / no rows)   CLI exit 2, one sentence, no results folder          test_manifest
+reference mask on another grid        resampled and used when the geometry is real;        test_compare (coarse),
+                                      refused in one sentence when it lost its geometry    test_scans_masks
+reference mask that is not binary     0/255 counts as infarct; probabilities refused       test_scans_masks
+====================================  ===================================================  =========================
 """
 
 from __future__ import annotations
