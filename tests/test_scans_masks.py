@@ -41,8 +41,9 @@ def test_mask_with_the_scans_voxel_counts_but_default_1mm_spacing_is_refused(tmp
 def test_same_voxel_counts_with_spacing_rounded_in_the_header_is_the_same_grid(tmp_path):
     labels = np.zeros((4, 8, 8), np.uint8)
     labels[1, 2:4, 2:4] = 1
-    # 0.5 mm written as 0.5001 mm (a float32 round trip in some tools): well within 1%, resampled, kept.
-    path = _write(tmp_path / "ok.nii.gz", labels, (5.0, 0.5001, 0.5001))
+    # 0.5 mm written as 0.502 mm (rounded by an exporting tool): within 1%, so resampled, not refused;
+    # nearest neighbour over 8 voxels lands every centre in its own voxel.
+    path = _write(tmp_path / "ok.nii.gz", labels, (5.0, 0.502, 0.502))
     np.testing.assert_array_equal(read_mask(path, like=_scan()).array, labels)
 
 
