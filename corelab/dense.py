@@ -15,11 +15,11 @@ the machine's matrix-product rate as a oneDNN convolution with channels-last map
 overhead that this module removes:
 
 - the four first convolutions are stacked into one (one read of the input, 256 maps);
-- ReLU is fused into both convolutions where PyTorch's oneDNN build offers it
-  (`torch.ops.mkldnn._convolution_pointwise`); elsewhere (CUDA, builds without oneDNN) the plain
-  convolution is followed by an in-place ReLU, the same arithmetic;
-- max-pools are element-wise maxima of four shifted views (ReLU and max commute, so the order of
-  ReLU and pooling does not change a value);
+- ReLU is fused into the convolutions and dense layers where PyTorch's oneDNN build offers it
+  (`torch.ops.mkldnn._convolution_pointwise`, `_linear_pointwise`); elsewhere (CUDA, builds without
+  oneDNN) the plain layer is followed by an in-place ReLU, the same arithmetic;
+- max-pools are element-wise maxima of shifted views, separably over x then y (ReLU and max
+  commute, so the order of ReLU and pooling does not change a value);
 - the dense layers (a third of the arithmetic) run as matrix products on the voxels of the
   analysis region only: the convolutions must cover the region's bounding box, but a voxel outside
   the region gets probability 0 whatever the network says, so its dense layers are skipped. This
@@ -85,8 +85,8 @@ class DenseNetworks:
             self.heads = [
                 (
                     take(n.conv2.weight).contiguous(memory_format=layout), take(n.conv2.bias),
-                    take(n.fc1.weight).t().contiguous(), take(n.fc1.bias),
-                    take(n.fc2.weight).t().contiguous(), take(n.fc2.bias),
+                    take(n.fc1.weight).contiguous(), take(n.fc1.bias),
+                    take(n.fc2.weight).contiguous(), take(n.fc2.bias),
                     take(n.out.weight).reshape(-1).contiguous(), take(n.out.bias),
                 )
                 for n in networks
@@ -100,11 +100,16 @@ class DenseNetworks:
         return F.conv2d(x, weight, bias, dilation=dilation).relu_()
 
     @staticmethod
-    def _max4(x: torch.Tensor, step: int) -> torch.Tensor:
-        # 2x2 max-pool with stride 1 and the given dilation: the max of four shifted views.
-        a = torch.maximum(x[:, :, :-step, :-step], x[:, :, step:, :-step])
-        b = torch.maximum(x[:, :, :-step, step:], x[:, :, step:, step:])
-        return torch.maximum(a, b)
+    def _max2x2(x: torch.Tensor, step: int) -> torch.Tensor:
+        # 2x2 max-pool with stride 1 and dilation `step`, separably: over x, then over y. Two
+        # maxima of contiguous-row views; measured 6x faster than four strided views at once.
+        across = torch.maximum(x[:, :, :, :-step], x[:, :, :, step:])
+        return torch.maximum(across[:, :, :-step], across[:, :, step:])
+
+    def _linear_relu(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu", [], "")
+        return F.linear(x, weight, bias).relu_()
 
     def __call__(self, tile: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
         x = tile[None].contiguous(memory_format=self.layout)
@@ -112,12 +117,11 @@ class DenseNetworks:
         rows = inside.reshape(-1).nonzero().squeeze(1)
         logits = []
         for k, (w2, b2, f1w, f1b, f2w, f2b, ow, ob) in enumerate(self.heads):
-            pooled = self._max4(maps[:, _C1 * k:_C1 * (k + 1)], 1).contiguous(memory_format=self.layout)
-            features = self._max4(self._conv_relu(pooled, w2, b2, 2), 2)
+            pooled = self._max2x2(maps[:, _C1 * k:_C1 * (k + 1)], 1).contiguous(memory_format=self.layout)
+            features = self._max2x2(self._conv_relu(pooled, w2, b2, 2), 2)
             # [1, 128, h, w] -> the region voxels' 128 features, one row per voxel
             features = features[0].permute(1, 2, 0).reshape(-1, _C2).index_select(0, rows)
-            hidden = torch.addmm(f1b, features, f1w).relu_()
-            hidden = torch.addmm(f2b, hidden, f2w).relu_()
+            hidden = self._linear_relu(self._linear_relu(features, f1w, f1b), f2w, f2b)
             logits.append(torch.addmv(ob, hidden, ow))
         return torch.stack(logits)
 
