@@ -34,10 +34,20 @@ from corelab.scans_volume import ScanMeta, Volume
 
 __all__ = ["MAX_VOXELS", "read_dicom", "read_headers", "is_dicom_file"]
 
-# 2**30 voxels is 4 GiB as float32. The largest real head CTs (1024 x 1024 matrix, ~1000 thin
-# slices) stay just under it; corrupt or hostile headers claim far more. Checked before any pixels
-# are read, so a bad header cannot exhaust a worker's memory.
-MAX_VOXELS = 2**30
+# The memory bound of one worker is 3 GiB. Its measured peak (benchmarks/speed.py, section 4;
+# torch 2.13, 2 threads) is 1.45 GiB for a 512 x 512 x 32 scan, 2.19 GiB for 512 x 512 x 320 and
+# 3.23 GiB for 512 x 512 x 640: about 1.4 GiB plus 13 bytes per input voxel. 2**27 voxels
+# (512 x 512 x 512, or 1024 x 1024 x 128) keeps a worker under about 2.9 GiB, so larger scans are
+# refused from their headers, before any pixels are read; the sentence says what to do instead.
+MAX_VOXELS = 2**27
+
+
+def too_large(what: str) -> ScanTooLargeError:
+    """The error for a scan over `MAX_VOXELS`; `what` says what its header claims."""
+    return ScanTooLargeError(
+        f"{what}, more than the {MAX_VOXELS:,} voxels that keep a corelab worker within 3 GiB of memory;"
+        f" export the series with thicker slices (the method measures on 5 mm slabs)."
+    )
 
 _TAGS = {
     "0008|0008": "ImageType",
@@ -152,10 +162,7 @@ def _header_records(path: Path) -> list[SliceHeader]:
     except ValueError:
         raise UnreadableScanError(f"The DICOM file {path} has an unreadable image size in its header.") from None
     if float(n_frames) * rows * cols > MAX_VOXELS:
-        raise ScanTooLargeError(
-            f"The DICOM file {path} claims {n_frames} frames of {rows} x {cols} pixels,"
-            f" more than the {MAX_VOXELS:,} voxels any real head CT has."
-        )
+        raise too_large(f"The DICOM file {path} claims {n_frames} frames of {rows} x {cols} pixels")
     if n_frames > 1:
         frames = _frame_geometry(path, n_frames, tags)
     else:
@@ -326,10 +333,7 @@ def _check_usable(path: Path, series: list[SliceHeader], *, as_labels: bool) -> 
     first = series[0]
     n_voxels = float(len(series)) * first.rows * first.cols
     if n_voxels > MAX_VOXELS:
-        raise ScanTooLargeError(
-            f"The DICOM series in {path} claims {len(series)} images of {first.rows} x {first.cols} pixels,"
-            f" more than the {MAX_VOXELS:,} voxels any real head CT has."
-        )
+        raise too_large(f"The DICOM series in {path} claims {len(series)} images of {first.rows} x {first.cols} pixels")
     if first.tag("SamplesPerPixel") not in ("", "1"):
         raise NotCTError(f"The DICOM series in {path} holds colour images, not a CT.")
     if not as_labels:

@@ -60,7 +60,7 @@ class NoHUCalibrationError(ScanError):
 
 
 class ScanTooLargeError(ScanError):
-    """The header claims more voxels than any real head CT has; refused before allocating memory."""
+    """The header claims more voxels than a worker can process within its memory bound; refused before reading pixels."""
 
 
 class SeriesNotFoundError(ScanError):

@@ -14,13 +14,12 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from corelab.scans_dicom import MAX_VOXELS
+from corelab.scans_dicom import MAX_VOXELS, too_large
 from corelab.scans_errors import (
     MaskValuesError,
     NoHUCalibrationError,
     NotCTError,
     NotVolumeError,
-    ScanTooLargeError,
     UnreadableScanError,
 )
 from corelab.scans_volume import ScanMeta, Volume, from_sitk
@@ -142,10 +141,7 @@ def read_image_file(path: Path, *, as_labels: bool = False) -> Volume:
         ) from None
     size = tuple(int(s) for s in reader.GetSize())
     if int(np.prod(size, dtype=np.float64)) > MAX_VOXELS:
-        raise ScanTooLargeError(
-            f"The header of {path} claims {' x '.join(map(str, size))} voxels,"
-            f" more than the {MAX_VOXELS:,} any real head CT has."
-        )
+        raise too_large(f"The header of {path} claims {' x '.join(map(str, size))} voxels")
     if reader.GetNumberOfComponents() != 1:
         kind = "mask" if as_labels else "CT"
         components = reader.GetNumberOfComponents()

@@ -385,6 +385,21 @@ def test_absurd_header_size_is_refused_before_reading(tmp_path):
         read_scan(header)
 
 
+def test_scan_over_the_worker_memory_bound_is_refused_and_says_what_to_do(tmp_path):
+    # 512 x 512 x 513 is one slice over MAX_VOXELS (2**27): measured, it would take a worker past 3 GiB.
+    header = tmp_path / "thin.mha"
+    header.write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 512 512 513\nElementType = MET_SHORT\n"
+        "ElementSpacing = 0.4 0.4 0.3\nElementDataFile = LOCAL\n"
+    )
+    with pytest.raises(ScanTooLargeError, match=r"512 x 512 x 513 voxels.*3 GiB.*thicker slices .*slabs\.$"):
+        read_scan(header)
+    header.write_text(header.read_text().replace("512 512 513", "512 512 512"))
+    with pytest.raises(ScanError) as error:  # within the bound: refused only because the pixels are missing
+        read_scan(header)
+    assert not isinstance(error.value, ScanTooLargeError)
+
+
 def test_absurd_dicom_image_size_is_refused(tmp_path):
     written = write_ct_series(tmp_path / "ct", head(shape=(3, 8, 8)), (5.0, 1.0, 1.0))
     for path in written.files:
