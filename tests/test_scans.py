@@ -392,7 +392,7 @@ def test_scan_over_the_worker_memory_bound_is_refused_and_says_what_to_do(tmp_pa
         "ObjectType = Image\nNDims = 3\nDimSize = 512 512 513\nElementType = MET_SHORT\n"
         "ElementSpacing = 0.4 0.4 0.3\nElementDataFile = LOCAL\n"
     )
-    with pytest.raises(ScanTooLargeError, match=r"512 x 512 x 513 voxels.*3 GiB.*thicker slices .*slabs\.$"):
+    with pytest.raises(ScanTooLargeError, match=r"512 x 512 x 513 voxels.*3 GiB.*thicker slices .*slabs\)\.$"):
         read_scan(header)
     header.write_text(header.read_text().replace("512 512 513", "512 512 512"))
     with pytest.raises(ScanError) as error:  # within the bound: refused only because the pixels are missing
