@@ -53,6 +53,7 @@ OUTPUT_COLUMNS = (
     "status",
     "error",
     "flags",
+    "read_notes",
     "onset",
     "scan_time",
     "scan_time_source",
@@ -241,7 +242,7 @@ def _norm(name: Any) -> str:
 
 
 def _extra_name(name: str) -> str:
-    return f"manifest_{name}" if name.lower() in OUTPUT_COLUMNS or name.lower() in ("flags",) else name
+    return f"manifest_{name}" if name.lower() in OUTPUT_COLUMNS else name
 
 
 def _column_map(header: list[Any], path: Path) -> dict[str, int]:

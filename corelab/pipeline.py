@@ -239,6 +239,7 @@ def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params
             acquisition_datetime=result.acquisition_datetime.isoformat() if result.acquisition_datetime else None,
             flags=list(result.flags),
             notes=list(result.notes),
+            stage_seconds=dict(result.stage_seconds),
         )
     write_record(_record_path(out, row.patient_id), record)
     return record
@@ -288,6 +289,9 @@ def _table_row(row: ManifestRow, outcome: dict[str, Any], models, method: Method
             mask=outcome["mask"],
             qc=outcome["qc"],
             scan_sha256=outcome["scan_sha256"],
+            # What reading did to the scan (series chosen, tilt corrected, slices interpolated),
+            # in the table so a reviewer sees it without opening records/<patient_id>.json.
+            read_notes=" ".join(n.strip() for n in outcome.get("notes", []) if n and n.strip()),
         )
         flags += [timing.flag] if timing.flag else []
         flags += outcome.get("flags", [])

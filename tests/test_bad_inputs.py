@@ -181,6 +181,7 @@ def _ok_with_note(catalogue, pid: str, *words: str) -> dict:
     notes = " ".join(catalogue["records"][pid]["notes"])
     for word in words:
         assert word in notes, (word, notes)
+        assert word in row["read_notes"], (word, row["read_notes"])  # the table shows it too
     return row
 
 

@@ -98,6 +98,10 @@ def test_end_to_end_outputs_read_back_and_volumes_equal_mask_counts(tmp_path, mo
     assert run["parameters"]["method"]["grid"]["pixel_mm"] == 1.5
     records = sorted(p.name for p in (out / "records").iterdir())
     assert records == sorted(f"{pid}.json" for pid in table["patient_id"])
+    record = json.loads((out / "records" / "P001.json").read_text())
+    stages = record["stage_seconds"]
+    assert list(stages) == ["read", "preprocess", "cnn", "measure", "qc"]
+    assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= record["seconds"] + 0.01
 
 
 def test_bad_rows_fail_or_are_flagged_and_the_rest_go_on(tmp_path, models, capfd):
