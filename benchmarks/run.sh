@@ -7,8 +7,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 models=${CORELAB_MODELS:-models}
 echo "== preprocessing speed (512x512x32 phantom and 3 synth patients)"
 python benchmarks/preprocess_speed.py --synth 3
-echo "== dense vs patch-wise inference, four CNNs on one 512x512x32 scan"
-python benchmarks/dense_speed.py --models "$models"
+echo "== speed: stages of one 512x512x32 scan, dense vs patch-wise, GFLOP/s vs matmul peak, memory, scans/hour"
+python benchmarks/speed.py --models "$models" --threads 2 --trial-scans "${CORELAB_TRIAL_SCANS:-20}" \
+    --json benchmarks/speed-latest.json
 echo "== accuracy on held-out synthetic patients (seeds never used for training), paper's Table 1 layout"
 # The shipped weights were trained on `corelab synth --seed 1000`; the test seed must differ.
 python benchmarks/accuracy.py --models "$models" --n-test "${CORELAB_N_TEST:-20}" --test-seed 424242 \
