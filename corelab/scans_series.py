@@ -85,10 +85,14 @@ class SeriesSummary:
     study_uid: str = ""
 
     def describe(self) -> str:
-        """Short text for notes and error messages, e.g. "1.2.3 (CT, 'Head 5mm', kernel H30s, 24 slices)"."""
+        """Short text for notes and error messages, e.g. "1.2.3 (CT, kernel H30s, 24 images)".
+
+        The SeriesDescription is left out on purpose: it is free text typed at the scanner and may
+        hold anything, and notes reach volumes.csv (read_notes), which leaves the core lab.
+        """
         kernel = f", kernel {self.kernel}" if self.kernel else ""
         modality = self.modality or "no modality"
-        return f"{self.series_uid} ({modality}, '{self.description}'{kernel}, {self.n_slices} images)"
+        return f"{self.series_uid} ({modality}{kernel}, {self.n_slices} images)"
 
     @property
     def is_volume(self) -> bool:

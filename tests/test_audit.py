@@ -41,6 +41,7 @@ PHI = {
     "PatientID": "MRN123456",
     "InstitutionName": "Secret Hospital",
     "AccessionNumber": "ACC999",
+    "SeriesDescription": "Head 5mm Doe^Jane",  # free text at the scanner can hold a name too
 }
 # Searched case-insensitively in text, plus other spellings of the same values.
 NEEDLES = ("Doe^Jane", "Jane", "Doe Jane", "19450101", "1945-01-01", "01/01/1945", "MRN123456", "Secret Hospital",

@@ -149,7 +149,8 @@ def test_soft_thin_axial_series_is_chosen_and_the_choice_is_noted(tmp_path):
     assert volume.array.shape == (21, 16, 16) and volume.spacing[0] == 2.0
     notes = " ".join(volume.meta.notes)
     assert "chosen from 5 series" in notes
-    assert f"{uids['scout']} (CT, 'Topogram', 2 images): localizer" in notes
+    assert f"{uids['scout']} (CT, 2 images): localizer" in notes
+    assert "Topogram" not in notes  # free-text SeriesDescription never reaches the outputs
     assert "sharp kernel" in notes and "fewer slices" in notes
 
 
