@@ -217,6 +217,7 @@ def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params
         "model_checksums": dict(models.checksums),
         "parameters_sha256": _params_sha(params),
         "seconds": round(result.seconds, 2),
+        "scan_sha256": result.scan_sha256,
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         "host": socket.gethostname(),
     }
@@ -227,7 +228,6 @@ def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params
         atomic_write_bytes(out / qc_rel, result.qc_png)
         m = result.measurements
         record.update(
-            scan_sha256=result.scan_sha256,
             series_uid=result.series_uid,
             modality=result.modality,
             mask=mask_rel,

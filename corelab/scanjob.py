@@ -125,6 +125,7 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
     from corelab.segment import segment
 
     clock = _Stopwatch()
+    sha = ""  # kept for failed scans too: the audit trail names the exact input that failed
     try:
         sha = scan_sha256(job.scan)
         vol = read_scan(job.scan, series_uid=job.series_uid or None)
@@ -146,11 +147,11 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         clock.lap("qc")
     except CorelabError as error:
         return ScanResult(job.index, job.patient_id, "failed", str(error), seconds=clock.total,
-                          stage_seconds=clock.stages)
+                          stage_seconds=clock.stages, scan_sha256=sha)
     except Exception as error:  # noqa: BLE001 - any other failure is named in its row; the batch goes on
         return ScanResult(
             job.index, job.patient_id, "failed", internal_error(error), seconds=clock.total,
-            stage_seconds=clock.stages,
+            stage_seconds=clock.stages, scan_sha256=sha,
         )
     return ScanResult(
         index=job.index,

@@ -223,6 +223,10 @@ def test_truncated_dicom_file_fails_naming_the_file(catalogue):
 
 def test_mr_series_fails(catalogue):
     _failed_with(_row(catalogue, "MR"), "holds MR images, not a CT")
+    # the audit trail still names the exact input that failed
+    from corelab.outputs import scan_sha256
+
+    assert catalogue["records"]["MR"]["scan_sha256"] == scan_sha256(catalogue["folder"] / "dicom" / "mr")
 
 
 def test_uneven_slice_spacing_is_resampled(catalogue):
