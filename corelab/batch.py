@@ -23,7 +23,7 @@ from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.scanjob import ScanJob, ScanResult, internal_error, process_scan, torch_settings
 
-__all__ = ["ExecutorSpec", "run_serial", "run_dask", "worker_models"]
+__all__ = ["ExecutorSpec", "run_serial", "run_dask", "worker_models", "lost_scan"]
 
 # One ModelSet per (folder, device) per process: loading re-reads and re-verifies the weights, and a
 # dask worker keeps serving scans of the same batch.
@@ -81,6 +81,22 @@ def run_serial(
             on_result(process_scan(job, models, device=device, method=method))
 
 
+def lost_scan(job: ScanJob, error: BaseException) -> ScanResult:
+    """The failed result of a scan whose dask task raised instead of returning a ScanResult.
+
+    >>> from distributed import KilledWorker
+    >>> lost_scan(ScanJob(0, "P1", "p1.nii.gz"), KilledWorker("corelab-x-0", None, 3)).error[:40]
+    'The worker processing this scan died on '
+    """
+    if type(error).__name__ == "KilledWorker":
+        # dask retried the scan on fresh workers and each died: out of memory (the nanny kills a
+        # worker over its limit) or a crash in a native library. Other scans are not affected.
+        return ScanResult(job.index, job.patient_id, "failed",
+                          "The worker processing this scan died on every try (out of memory or a crash in a "
+                          "native library); the scan was not processed.")
+    return ScanResult(job.index, job.patient_id, "failed", internal_error(error))
+
+
 def run_dask(
     jobs: list[ScanJob],
     *,
@@ -121,7 +137,7 @@ def run_dask(
             try:
                 result = future.result()
             except Exception as error:  # noqa: BLE001 - a lost worker fails this scan only
-                result = ScanResult(job.index, job.patient_id, "failed", internal_error(error))
+                result = lost_scan(job, error)
             on_result(result)
             future.release()
     finally:
