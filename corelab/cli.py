@@ -66,13 +66,23 @@ def run(
     models: Annotated[
         Optional[Path], typer.Option("--models", help="Model folder.", show_default="the shipped models/")
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="CNN arithmetic: float32 (exact), or bfloat16, an approximation about 5x faster on CPUs "
+                 "with AMX/AVX512-BF16 that changes volumes slightly (measured in benchmarks/speed.py).",
+        ),
+    ] = "float32",
 ) -> None:
     """Segment every scan of MANIFEST; write volumes.csv/.xlsx, masks/, qc/ and run.json."""
+    from corelab.config import Method
     from corelab.pipeline import run_batch
 
     with _errors_as_exit():
         summary = run_batch(
-            manifest, out_dir=out, workers=workers, scheduler=scheduler, device=device, models_dir=models
+            manifest, out_dir=out, workers=workers, scheduler=scheduler, device=device, models_dir=models,
+            method=Method(precision=precision),
         )
     typer.echo(str(summary))
 

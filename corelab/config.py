@@ -71,9 +71,16 @@ class TimingWindow:
 
 @dataclass(frozen=True)
 class Method:
-    """All method parameters in one frozen object, passed down from the CLI."""
+    """All method parameters in one frozen object, passed down from the CLI.
+
+    precision: the CNNs' arithmetic. "float32" (default) computes the trained networks exactly (to
+    rounding). "bfloat16" is an approximation, off unless asked for: inputs and weights rounded to
+    8-bit mantissas, about 5x faster on CPUs with AMX or AVX512-BF16 (much slower on CPUs without
+    them); its effect on volumes is measured by benchmarks/speed.py.
+    """
 
     grid: GridParams = field(default_factory=GridParams)
     intracranial: IntracranialParams = field(default_factory=IntracranialParams)
     csf: CSFParams = field(default_factory=CSFParams)
     window: TimingWindow = field(default_factory=TimingWindow)
+    precision: str = "float32"

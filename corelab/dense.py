@@ -34,12 +34,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from corelab.errors import ModelError
 from corelab.model import PATCH_CENTER, PATCH_SIZE, SEEN_SIZE, InputNorm, PatchCNN, resolve_device
 
-__all__ = ["DenseNetworks", "dense_probabilities", "region_boxes", "region_tiles", "dense_flops_per_voxel"]
+__all__ = ["DenseNetworks", "dense_probabilities", "region_boxes", "region_tiles", "dense_flops_per_voxel",
+           "PRECISIONS", "PrecisionError"]
 
 # conv1 maps per network, conv2 maps, dense widths: the paper's architecture (corelab.model).
 _C1, _C2, _FC = 64, 128, 256
+# The CNNs' arithmetic (`corelab.config.Method.precision`): float32 is the default and exact to
+# rounding; bfloat16 is an opt-in approximation for CPUs with AMX / AVX512-BF16.
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class PrecisionError(ModelError):
+    """The requested CNN precision is not one corelab offers."""
+
+
+def _dtype(precision: str) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise PrecisionError(f"Unknown CNN precision {precision!r}; use {' or '.join(PRECISIONS)}.")
+    return PRECISIONS[precision]
 
 
 def dense_flops_per_voxel(networks: int = 1) -> int:
@@ -65,19 +80,21 @@ class DenseNetworks:
 
     Input row v + i is patch row i of output voxel v (i = 0..15; patch rows 16-18 are never seen).
     `__call__(tile, inside)` returns the logits of the voxels where `inside` (`[h, w]` bool) is
-    true, in row-major order.
+    true, in row-major order, as float32. `dtype` is the arithmetic (float32, or bfloat16 as an
+    opt-in approximation).
     """
 
-    def __init__(self, networks: Sequence[PatchCNN], device: torch.device) -> None:
+    def __init__(self, networks: Sequence[PatchCNN], device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         if len(networks) == 0:
             raise ValueError("DenseNetworks needs at least one network")
         self.device = device
         self.k = len(networks)
+        self.dtype = dtype
         self.fused = _fused_conv_available(device)
         layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
         def take(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.detach().to(device=device, dtype=torch.float32)
+            return tensor.detach().to(device=device, dtype=dtype)
 
         with torch.no_grad():
             self.w1 = torch.cat([take(n.conv1.weight) for n in networks]).contiguous(memory_format=layout)
@@ -112,7 +129,7 @@ class DenseNetworks:
         return F.linear(x, weight, bias).relu_()
 
     def __call__(self, tile: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-        x = tile[None].contiguous(memory_format=self.layout)
+        x = tile[None].to(self.dtype).contiguous(memory_format=self.layout)
         maps = self._conv_relu(x, self.w1, self.b1, 1)
         rows = inside.reshape(-1).nonzero().squeeze(1)
         logits = []
@@ -123,7 +140,7 @@ class DenseNetworks:
             features = features[0].permute(1, 2, 0).reshape(-1, _C2).index_select(0, rows)
             hidden = self._linear_relu(self._linear_relu(features, f1w, f1b), f2w, f2b)
             logits.append(torch.addmv(ob, hidden, ow))
-        return torch.stack(logits)
+        return torch.stack(logits).float()
 
 
 def region_boxes(region: np.ndarray) -> list[tuple[int, int, int, int, int]]:
@@ -171,6 +188,7 @@ def dense_probabilities(
     norm: InputNorm = InputNorm(),
     device: str = "cpu",
     tile_voxels: int = 60_000,
+    precision: str = "float32",
 ) -> dict[str, np.ndarray]:
     """Foreground probability of every region voxel for each network; 0 outside the region.
 
@@ -178,7 +196,8 @@ def dense_probabilities(
     region: intracranial minus CSF). Returns name -> float32 array shaped like `hu`.
     Only the region's extent is computed: per slice, row tiles of about `tile_voxels` output voxels
     (memory stays bounded, about 3 kB per tile voxel for four networks), each cut to the columns
-    where the region lies in those rows.
+    where the region lies in those rows. precision: "float32" (default) or "bfloat16" (an opt-in
+    approximation, see `corelab.config.Method`).
 
     >>> hu = np.full((1, 6, 6), 30.0, np.float32); region = np.zeros((1, 6, 6), bool); region[0, 2, 3] = True
     >>> p = dense_probabilities(hu, region, {"a": PatchCNN()})
@@ -190,11 +209,12 @@ def dense_probabilities(
     if hu.ndim != 3 or region.shape != hu.shape:
         raise ValueError(f"hu {hu.shape} and region {region.shape} must be matching [z, y, x] arrays")
     torch_device = resolve_device(device)
+    dtype = _dtype(precision)
     names = list(networks)
     probabilities = {name: np.zeros(hu.shape, dtype=np.float32) for name in names}
     if not names or not region.any():
         return probabilities
-    dense = DenseNetworks([networks[name] for name in names], torch_device)
+    dense = DenseNetworks([networks[name] for name in names], torch_device, dtype)
     before, after = PATCH_CENTER, PATCH_SIZE - 1 - PATCH_CENTER
     normed = norm.apply(hu)
     padded = np.pad(normed, ((1, 1), (before, after), (before, after)), mode="edge")  # z replicate

@@ -133,7 +133,7 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         grid = to_analysis_grid(vol, method.grid)
         regions = analysis_region(grid.array, grid.spacing, method)
         clock.lap("preprocess")
-        labels_grid = segment(grid.array, regions.region, models, device=device)
+        labels_grid = segment(grid.array, regions.region, models, device=device, precision=method.precision)
         clock.lap("cnn")
         labels = np.ascontiguousarray(labels_to_input_grid(labels_grid, grid, vol), dtype=np.uint8)
         measurements = measure_labels(labels, vol.array, vol.spacing)

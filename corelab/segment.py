@@ -61,12 +61,15 @@ def labels_from_probabilities(
     return labels
 
 
-def segment(hu: np.ndarray, region: np.ndarray, models: ModelSet, *, device: str = "cpu") -> np.ndarray:
+def segment(
+    hu: np.ndarray, region: np.ndarray, models: ModelSet, *, device: str = "cpu", precision: str = "float32"
+) -> np.ndarray:
     """Automated infarct labels on the analysis grid: uint8 `[z, y, x]`, 0 outside `region`.
 
     hu: HU (float) on the 5 mm analysis grid, `[z, y, x]`. region: bool analysis region
     (intracranial minus CSF) of the same shape. models: from `corelab.model.load_models`.
     device: "cpu" or "cuda" (CUDA without a GPU raises `CudaUnavailableError`).
+    precision: the CNNs' arithmetic, "float32" (default) or the opt-in "bfloat16" approximation.
 
     Example (on a scan read and preprocessed as in docs/INTERFACES.md):
         labels = segment(analysis.array, regions.region, load_models(), device="cpu")
@@ -79,5 +82,6 @@ def segment(hu: np.ndarray, region: np.ndarray, models: ModelSet, *, device: str
     if region.shape != hu.shape:
         raise SegmentInputError(f"The analysis region {region.shape} does not match the scan {hu.shape}.")
     region = region.astype(bool)
-    probabilities = dense_probabilities(hu, region, models.networks, norm=models.norm, device=device)
+    probabilities = dense_probabilities(hu, region, models.networks, norm=models.norm, device=device,
+                                        precision=precision)
     return labels_from_probabilities(probabilities, dict(models.cutoffs), region, hu=hu)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from corelab.dense import dense_probabilities, region_boxes
+from corelab.dense import PrecisionError, dense_probabilities, region_boxes
 from corelab.model import (
     PATCH_CENTER,
     ChecksumError,
@@ -147,6 +147,21 @@ def test_dense_equals_patchwise_at_random_voxels():
         spread.append(expected.std())
         assert (probs[name][~region] == 0).all()
     assert min(spread) > 0.05  # the comparison is on varied probabilities, not a constant
+
+
+def test_bfloat16_is_an_opt_in_approximation_close_to_float32():
+    rng = np.random.default_rng(1)
+    nets = {name: spread_net(i) for i, name in enumerate(["severe", "subtle"])}
+    hu = rng.normal(35.0, 35.0, size=(3, 30, 30)).astype(np.float32)
+    region = np.ones(hu.shape, bool)
+    exact = dense_probabilities(hu, region, nets)
+    approx = dense_probabilities(hu, region, nets, precision="bfloat16")
+    for name in nets:
+        diff = np.abs(approx[name] - exact[name])
+        assert 0 < diff.max() < 0.05  # rounded (not the float32 path), yet close
+        assert exact[name].std() > 0.05
+    with pytest.raises(PrecisionError, match="use float32 or bfloat16"):
+        dense_probabilities(hu, region, nets, precision="float16")
 
 
 def test_dense_handles_one_slice_and_empty_region():

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from dicom_factory import write_ct_series
 from pipeline_trial import SMALL_METHOD, SPACING, head_phantom, make_trial, write_model_folder
 
-from corelab.config import LABELS
+from corelab.config import LABELS, Method
 from corelab.manifest import OUTPUT_COLUMNS
 from corelab.pipeline import run_batch
 from corelab.scans import Volume, write_image
@@ -204,6 +204,8 @@ def test_unusable_options_and_manifest_stop_before_any_scan(tmp_path):
 
     with pytest.raises(BatchOptionError, match="1 or more"):
         run_batch(tmp_path / "m.csv", workers=0, progress=False)
+    with pytest.raises(BatchOptionError, match="Unknown CNN precision 'half'"):
+        run_batch(tmp_path / "m.csv", method=Method(precision="half"), progress=False)
     (tmp_path / "m.csv").write_text("id,path\nP1,a.nii.gz\n")
     with pytest.raises(ManifestError, match="no 'patient_id' or 'scan' column"):
         run_batch(tmp_path / "m.csv", progress=False)
