@@ -77,6 +77,11 @@ def evaluate(models3, single, *, n_test: int, test_seed: int, log=print) -> pd.D
         mean_hu = float(phantom.hu[infarct_only].mean()) if infarct_only.any() else math.nan
         row = {"patient": f"T{test_seed}-{i:03d}", "class": hypodensity_class(mean_hu) or ("unclassified" if infarct_only.any() else "none"),
                "reference_ml": reference.sum() * phantom.voxel_ml}
+        # What each network claims on its own (analysis grid, mL): which one over-claims.
+        grid_ml = float(np.prod(grid.spacing)) / 1000.0
+        cutoffs = {**models3.cutoffs, **single.cutoffs}
+        for name, prob in probs.items():
+            row[f"{name}_claim_ml"] = float((regions.region & (prob >= cutoffs[name])).sum()) * grid_ml
         for approach, models in (("three", models3), ("single", single)):
             use = {k: probs[k] for k in models.networks}
             labels = labels_from_probabilities(use, dict(models.cutoffs), regions.region, hu=grid.array)
@@ -86,7 +91,8 @@ def evaluate(models3, single, *, n_test: int, test_seed: int, log=print) -> pd.D
         rows.append(row)
         log(f"{row['patient']} {row['class']:<12} ref {row['reference_ml']:7.1f} mL  three {row['three_ml']:7.1f} mL "
             f"(Dice {row['three_dice']:.2f})  single {row['single_ml']:7.1f} mL (Dice {row['single_dice']:.2f})  "
-            f"{time.time() - started:.0f} s")
+            f"{time.time() - started:.0f} s\n    claims (mL): "
+            + ", ".join(f"{name} {row[f'{name}_claim_ml']:.1f}" for name in probs))
     return pd.DataFrame(rows)
 
 

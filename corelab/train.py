@@ -7,16 +7,18 @@ are marked *):
       the same architecture (`corelab.model.PatchCNN`);
     - patient split per network (`corelab.train_data.split_cohort`): up to 20 validation scans each;
     - patches only inside the analysis region; foreground = the network's lesion, background = the
-      rest of the region (hemorrhage voxels are neither for the infarct CNNs); as many background
-      as foreground patches*, half of the background "hard"*: near the lesion border, next to CSF,
-      sulci and skull, and hypodense (hyperdense for hemorrhage) mimics, and for the infarct CNNs a
-      quarter* from training patients of the other groups;
-    - augmentation of foreground patches only: sagittal flip and rotation (uniform angle*);
+      rest of the region (hemorrhage voxels are neither for the infarct CNNs); `background_ratio`
+      background patches per foreground patch*, half of the background "hard"*: near the lesion
+      border, next to CSF, sulci and skull, and hypodense (hyperdense for hemorrhage) mimics, and
+      for the infarct CNNs a quarter* from training patients of the other groups and controls;
+    - augmentation of foreground patches only: sagittal flip and rotation (quarter turns*, see
+      `corelab.patches.augment_windows`); optionally a calibration offset on every patch*;
     - Adam*, binary cross-entropy*, fixed seeds;
-    - cut-off per CNN: the probability that maximizes the mean Dice over its validation scans,
-      estimated on all (or a large sample of) lesion voxels and a stratified sample of background
-      voxels*, so no validation scan needs a full dense pass; what the CNN claims on the other
-      CNNs' validation scans counts as false positive* (see `choose_cutoff`);
+    - cut-offs (after all networks are trained, with their own seeded stream, so they do not change
+      the networks): chosen together to maximize the mean Dice of the union over all validation
+      scans, every network's and the validation controls* (see `corelab.train_cutoffs`); the
+      single-CNN baseline's cut-off on the same scans by the same rule, next to the same
+      hemorrhage CNN;
     - single-CNN baseline (`single=True`, written to `<out>/single/`): one CNN trained on every
       infarct group with the same data and recipe, shipped with the same hemorrhage CNN.
 """
@@ -34,21 +36,28 @@ import torch
 from corelab.config import Method
 from corelab.model import SINGLE_NAME, InputNorm, PatchCNN, save_models
 from corelab.patches import AUGMENT_SIZE, augment_windows, extract_patches, hard_background, sample_voxels
+from corelab.train_cutoffs import choose_cutoffs, union_dice, validation_sample
 from corelab.train_data import CohortSplit, PreparedScan, load_cohort, split_cohort
 
-__all__ = ["TrainOptions", "TrainSummary", "train_models", "fit_network", "choose_cutoff", "network_patches"]
+__all__ = ["TrainOptions", "TrainSummary", "train_models", "fit_network", "network_patches"]
 
 INFARCT_NETWORKS = ("severe", "intermediate", "subtle")
-CUTOFF_GRID = np.round(np.concatenate([np.arange(0.05, 0.95, 0.01), np.arange(0.95, 0.999, 0.002)]), 4)
 
 
 @dataclass(frozen=True)
 class TrainOptions:
     """Training parameters (defaults sized for a ~60-scan cohort in ~20-30 min on 2 CPU cores).
 
-    patches_per_class: foreground patches per network; background patches are as many.
+    patches_per_class: foreground patches per network.
+    background_ratio: background patches per foreground patch (1 = balanced, as the paper's
+        "balanced" sampling; 3 puts more of the normal brain, which is most of every scan, in front
+        of the network at the same number of lesion patches).
     epochs, batch_size, learning_rate: Adam on binary cross-entropy.
     val_scans: validation scans per network (paper: 20).
+    calibration_shift_hu: each training patch (lesion and background alike) is shifted by one HU
+        offset drawn uniformly from +-this, new every epoch*. Scanners differ in calibration by a few
+        HU; a network that must not lean on the absolute level of a whole scan learns the local
+        contrast instead. 0 = off (the paper augments only by flips and rotations).
     hard_fraction: share of background patches drawn from the hard strata.
     other_background_fraction: share of an infarct CNN's background from other groups' patients.
     val_voxels: background voxels sampled per validation scan for the cut-off (half hard, half rest);
@@ -60,9 +69,11 @@ class TrainOptions:
     """
 
     patches_per_class: int = 20_000
+    background_ratio: float = 1.0
     epochs: int = 6
     batch_size: int = 128
     learning_rate: float = 1e-3
+    calibration_shift_hu: float = 0.0
     val_scans: int = 20
     hard_fraction: float = 0.5
     other_background_fraction: float = 0.25
@@ -117,16 +128,19 @@ def network_patches(
     *,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Balanced training patches of one network: (float16 `[N, 3, 19, 19]`, float32 labels `[N]`).
+    """Training patches of one network: (float16 `[N, 3, 19, 19]`, float32 labels `[N]`).
+
+    `patches_per_class` lesion patches and `background_ratio` times as many background patches.
 
     donors: scans whose lesion is this network's foreground (and whose region gives background);
     others: training scans of other groups (background only, infarct CNNs).
     """
     n_fg = options.patches_per_class
-    n_other = int(round(n_fg * options.other_background_fraction)) if others and name in INFARCT_NETWORKS else 0
+    n_bg = int(round(n_fg * options.background_ratio))
+    n_other = int(round(n_bg * options.other_background_fraction)) if others and name in INFARCT_NETWORKS else 0
     pad = options.norm.pad_value
     patches, labels = [], []
-    for scan, fg_count, bg_count in zip(donors, _split_counts(n_fg, len(donors)), _split_counts(n_fg - n_other, len(donors))):
+    for scan, fg_count, bg_count in zip(donors, _split_counts(n_fg, len(donors)), _split_counts(n_bg - n_other, len(donors))):
         x = scan.x.astype(np.float32)
         foreground, background = _masks(scan, name)
         if foreground.any():
@@ -172,6 +186,8 @@ def fit_network(
         for start in range(0, len(order), options.batch_size):
             index = order[start:start + options.batch_size]
             x, y = x_all[index].float(), y_all[index]
+            if options.calibration_shift_hu > 0:
+                x = _shift_calibration(x, options, generator)
             logits = net(x)
             loss = loss_fn(logits, y)
             optimizer.zero_grad()
@@ -184,79 +200,14 @@ def fit_network(
     return net.eval()
 
 
-def _probabilities(net: PatchCNN, x: np.ndarray, centers: np.ndarray, norm: InputNorm) -> np.ndarray:
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(centers), 4096):
-            batch = extract_patches(x, centers[start:start + 4096], pad_value=norm.pad_value)
-            out.append(net.probability(torch.from_numpy(batch)).numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
-
-
-def _claimed_counts(
-    net: PatchCNN, scan: PreparedScan, foreground: np.ndarray, background: np.ndarray, name: str,
-    options: TrainOptions, rng: np.random.Generator,
-) -> tuple[int, np.ndarray, np.ndarray]:
-    """(|lesion|, estimated TP per cut-off, estimated FP per cut-off) of one network on one scan.
-
-    Lesion voxels: all, or `val_voxels` of them; background: stratified into hard (border, edge,
-    mimic) and the rest, each sample weighted by its stratum's size over the sample size.
-    """
-    x = scan.x.astype(np.float32)
-    hard_masks = hard_background(background, foreground=foreground, region=scan.region, hu=x,
-                                 spacing=scan.spacing, mimic_low=name != "hemorrhage")
-    hard = np.logical_or.reduce(list(hard_masks.values()))
-    tp = np.zeros(len(CUTOFF_GRID))
-    fp = np.zeros(len(CUTOFF_GRID))
-    n_lesion = int(foreground.sum())
-    if n_lesion:
-        centers = sample_voxels(foreground, min(n_lesion, options.val_voxels), rng=rng)
-        prob = _probabilities(net, x, centers, options.norm)
-        tp = (prob[None, :] >= CUTOFF_GRID[:, None]).sum(axis=1) * (n_lesion / len(centers))
-    for stratum in (hard, background & ~hard):
-        size = int(stratum.sum())
-        if size:
-            centers = sample_voxels(stratum, min(size, options.val_voxels // 2), rng=rng)
-            prob = _probabilities(net, x, centers, options.norm)
-            fp += (prob[None, :] >= CUTOFF_GRID[:, None]).sum(axis=1) * (size / len(centers))
-    return n_lesion, tp, fp
-
-
-def choose_cutoff(
-    net: PatchCNN,
-    scans: list[PreparedScan],
-    name: str,
-    options: TrainOptions,
-    *,
-    rng: np.random.Generator,
-    others: list[PreparedScan] = (),
-) -> tuple[float, float]:
-    """(cut-off, mean Dice at it) maximizing the mean per-scan Dice over the network's validation scans.
-
-    others: validation scans of the other networks. In use every CNN runs on every scan and the
-    union is the result, so the voxels this network claims on them (outside their reference
-    lesion, which is neither right nor wrong for it) are false positives too: their mean count
-    per scan is added to each own scan's false positives. Without it, a CNN tuned only on its own
-    class over-claims on the others' scans. A scan without lesion in its region scores Dice 1 when
-    nothing is claimed, else 0.
-    """
-    fp_other = np.zeros(len(CUTOFF_GRID))
-    for scan in others:
-        background = scan.region & ~scan.reference & ~scan.hemorrhage
-        fp_other += _claimed_counts(net, scan, np.zeros(background.shape, bool), background, name, options, rng)[2]
-    fp_other /= max(1, len(others))
-    dice = np.zeros((len(scans), len(CUTOFF_GRID)))
-    for i, scan in enumerate(scans):
-        foreground, background = _masks(scan, name)
-        n_lesion, tp, fp = _claimed_counts(net, scan, foreground, background, name, options, rng)
-        fp = fp + fp_other
-        denominator = n_lesion + tp + fp  # 2TP + FP + FN = |lesion| + |claimed|
-        dice[i] = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1e-9), 1.0)
-        if not n_lesion:
-            dice[i] = np.where(fp > 0, 0.0, 1.0)
-    mean = dice.mean(axis=0)
-    best = int(np.argmax(mean))
-    return float(CUTOFF_GRID[best]), float(mean[best])
+def _shift_calibration(x: torch.Tensor, options: TrainOptions, generator: torch.Generator) -> torch.Tensor:
+    """Patches `[N, 3, 19, 19]` (normalized input) each moved by one HU offset, kept in the clip range."""
+    norm = options.norm
+    shift_hu = (torch.rand(len(x), generator=generator) * 2 - 1) * options.calibration_shift_hu
+    high = (norm.clip_high_hu - norm.center_hu) / norm.scale_hu
+    # Air (the pad value) stays air: an offset moves tissue, not the clip.
+    tissue = x > norm.pad_value
+    return torch.where(tissue, (x + (shift_hu / norm.scale_hu)[:, None, None, None]).clamp(norm.pad_value, high), x)
 
 
 def train_models(
@@ -290,15 +241,15 @@ def train_models(
                             hemorrhage_hu=options.hemorrhage_hu, log=log)
         split = split_cohort(scans, val_scans=options.val_scans, rng=rng)
         names = [*INFARCT_NETWORKS, "hemorrhage"] + ([SINGLE_NAME] if single else [])
-        networks, cutoffs, dice = {}, {}, {}
-        for index, name in enumerate(names):
-            networks[name], cutoffs[name], dice[name] = _train_one(name, scans, split, options, seed=seed + index,
-                                                                   rng=rng, log=log)
+        networks = {name: _train_one(name, scans, split, options, seed=seed + index, rng=rng, log=log)
+                    for index, name in enumerate(names)}
+        cutoffs, dice = _choose_all_cutoffs(networks, scans, split, options, seed=seed, log=log)
         if synthetic is None:
             synthetic = _looks_synthetic(cohort_dir)
         training = _training_record(cohort_dir, scans, split, options, seed=seed, synthetic=synthetic, names=names)
         scores = {"validation_dice": {name: round(dice[name], 4) for name in names},
-                  "note": "mean per-scan Dice on the validation scans used to choose each cut-off (not held out)"}
+                  "note": "mean per-scan Dice of the approach's union (three CNNs or single, plus hemorrhage) "
+                          "on each network's own validation scans (not held out)"}
         four = [*INFARCT_NETWORKS, "hemorrhage"]
         save_models(out_dir, {n: networks[n] for n in four}, {n: cutoffs[n] for n in four},
                     norm=options.norm, grid=_grid(options), training=training,
@@ -320,7 +271,7 @@ def train_models(
     )
 
 
-def _train_one(name, scans, split: CohortSplit, options, *, seed, rng, log):
+def _train_one(name, scans, split: CohortSplit, options, *, seed, rng, log) -> PatchCNN:
     by_id = {scan.patient_id: scan for scan in scans}
     donors = [by_id[pid] for pid in split.train[name]]
     excluded = set(split.train[name]) | set(split.val[name])
@@ -328,12 +279,29 @@ def _train_one(name, scans, split: CohortSplit, options, *, seed, rng, log):
     patches, labels = network_patches(name, donors, others, options, rng=rng)
     log(f"{name}: {len(donors)} training scans, {int(labels.sum())} lesion and {int((labels == 0).sum())} "
         f"background patches")
-    net = fit_network(patches, labels, options, seed=seed, log=log, name=name)
-    validation = set().union(*split.val.values())
-    others = [by_id[pid] for pid in sorted(validation - set(split.val[name]))]
-    cutoff, dice = choose_cutoff(net, [by_id[pid] for pid in split.val[name]], name, options, rng=rng, others=others)
-    log(f"{name}: cut-off {cutoff:.3f}, validation Dice {dice:.3f} on {len(split.val[name])} scans")
-    return net, cutoff, dice
+    return fit_network(patches, labels, options, seed=seed, log=log, name=name)
+
+
+def _choose_all_cutoffs(networks, scans, split: CohortSplit, options, *, seed, log):
+    """Cut-offs of all networks and each network's validation Dice: the mean Dice of its approach's
+    union (three CNNs + hemorrhage, or single + hemorrhage) on that network's own validation scans."""
+    by_id = {scan.patient_id: scan for scan in scans}
+    rng = np.random.default_rng([seed, 1])
+    ids = sorted(set().union(*split.val.values(), split.controls))
+    log(f"choosing cut-offs on {len(ids)} validation scans ({len(split.controls)} controls)")
+    samples = [validation_sample(by_id[pid], networks, val_voxels=options.val_voxels, norm=options.norm, rng=rng)
+               for pid in ids]
+    four = [name for name in networks if name != SINGLE_NAME]
+    cutoffs = choose_cutoffs(samples, four)
+    if SINGLE_NAME in networks:
+        cutoffs.update(choose_cutoffs(samples, [SINGLE_NAME], fixed={"hemorrhage": cutoffs["hemorrhage"]}))
+    dice = {}
+    for name in networks:
+        approach = ([SINGLE_NAME] if name == SINGLE_NAME else [n for n in four if n != "hemorrhage"]) + ["hemorrhage"]
+        own = [sample for sample in samples if sample.patient_id in set(split.val[name])]
+        dice[name] = float(np.mean([union_dice(sample, {n: cutoffs[n] for n in approach}) for sample in own]))
+        log(f"{name}: cut-off {cutoffs[name]:.3f}, validation Dice {dice[name]:.3f} on {len(own)} scans")
+    return cutoffs, dice
 
 
 def _looks_synthetic(cohort_dir: Path) -> bool:
@@ -360,12 +328,16 @@ def _training_record(cohort_dir, scans, split, options, *, seed, synthetic, name
         "train_scans": {name: list(split.train[name]) for name in names},
         "validation_scans": {name: list(split.val[name]) for name in names},
         "patches_per_class": options.patches_per_class,
-        "background_patches": "as many as lesion patches; "
+        "background_patches": f"{options.background_ratio:g} per lesion patch; "
                               f"{options.hard_fraction:.0%} hard (lesion border, CSF/sulci/skull edge, mimics)",
-        "augmentation": "lesion patches only: sagittal flip (p=0.5) and in-plane rotation, uniform angle",
+        "augmentation": "lesion patches only: sagittal flip (p=0.5) and in-plane rotation by a multiple of 90 degrees"
+                        + (f"; all patches: calibration offset uniform +-{options.calibration_shift_hu:g} HU"
+                           if options.calibration_shift_hu > 0 else ""),
         "epochs": options.epochs,
         "optimizer": f"Adam lr {options.learning_rate}, batch {options.batch_size}, binary cross-entropy",
-        "cutoff_rule": "maximizes mean per-scan Dice on the network's validation scans, its claims on the "
-                       "other networks' validation scans counted as false positives",
+        "cutoff_rule": "chosen together (coordinate ascent) to maximize the mean per-scan Dice of the union of the "
+                       "networks over all validation scans (every network's and the validation controls); the "
+                       "single CNN's on the same scans beside the same hemorrhage CNN",
+        "validation_controls": list(split.controls),
         "hemorrhage_rule": f"truth label 4, else reference voxels >= {options.hemorrhage_hu} HU",
     }

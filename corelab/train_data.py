@@ -87,11 +87,14 @@ class CohortSplit:
     """Patient ids per network: `train[name]` (foreground donors) and `val[name]` (cut-off scans).
 
     background: training patients whose non-lesion region may serve as extra background.
+    controls: validation patients without any reference lesion; they belong to no network, so
+        every network's cut-off counts what it claims on them as false positive.
     """
 
     train: dict[str, tuple[str, ...]]
     val: dict[str, tuple[str, ...]]
     background: tuple[str, ...]
+    controls: tuple[str, ...] = ()
 
 
 def prepare_scan(
@@ -218,6 +221,10 @@ def split_cohort(
     patients with hemorrhage among the validation patients validate it (at least one is moved there
     from training when none is), the others train it. The single CNN trains on all infarct training
     patients and validates on up to `val_scans` of the validation patients.
+
+    Controls (no reference lesion at all): a quarter of them (at least one, at most `val_scans`)
+    validate every network, the rest give training background. A network run on every trial scan
+    must stay quiet on a normal brain, and only a scan with nothing to find measures that.
     """
     by_class = {name: sorted(s.patient_id for s in scans if s.hypodensity == name) for name in CLASS_RANGES_HU}
     train: dict[str, tuple[str, ...]] = {}
@@ -232,8 +239,11 @@ def split_cohort(
         order = [ids[i] for i in rng.permutation(len(ids))]
         n_val = min(val_scans, max(1, len(ids) // 4))
         val[name], train[name] = tuple(order[:n_val]), tuple(order[n_val:])
+    control_ids = sorted(s.patient_id for s in scans if not s.reference.any())
+    control_order = [control_ids[i] for i in rng.permutation(len(control_ids))]
+    controls = tuple(control_order[:min(val_scans, max(1, len(control_ids) // 4))]) if control_ids else ()
     val_all = [pid for name in by_class for pid in val[name]]
-    train_all = [s.patient_id for s in scans if s.patient_id not in set(val_all)]
+    train_all = [s.patient_id for s in scans if s.patient_id not in set(val_all) | set(controls)]
     bleeding = {s.patient_id for s in scans if (s.hemorrhage & s.region).any()}
     hem_val = [pid for pid in val_all if pid in bleeding][:val_scans]
     hem_train = [pid for pid in train_all if pid in bleeding]
@@ -249,4 +259,4 @@ def split_cohort(
     train["hemorrhage"], val["hemorrhage"] = tuple(hem_train), tuple(hem_val)
     train["single"] = tuple(pid for name in by_class for pid in train[name])
     val["single"] = tuple(val_all[:val_scans])
-    return CohortSplit(train=train, val=val, background=tuple(train_all))
+    return CohortSplit(train=train, val=val, background=tuple(train_all), controls=controls)

@@ -1,6 +1,7 @@
 """train_models on a tiny on-disk cohort, the cohort errors, and the pure training steps."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ from corelab.errors import CohortError
 from corelab.model import ChecksumError, load_models
 from corelab.patches import hard_background
 from corelab.segment import segment
-from corelab.train import TrainOptions, choose_cutoff, fit_network, train_models
+from corelab.train import TrainOptions, fit_network, train_models
+from corelab.train_cutoffs import ValidationSample, choose_cutoffs, union_dice, validation_sample
 from corelab.train_data import (
     GridMismatchError,
     MissingMaskError,
@@ -42,9 +44,10 @@ def phantom(kind: str, *, rng: np.random.Generator, hemorrhage: bool, shape=(12,
     hu += rng.normal(0, 2.0, hu.shape).astype(np.float32) * (hu == 45.0)
     hu[1:-1][r[1:-1] < 7] = 5.0  # ventricle (CSF) at the centroid
     ly, lx = cy + rng.integers(-6, 6), cx + 30 + rng.integers(-4, 4)
-    lesion = (np.hypot(y - ly, x - lx) < 14) & (z >= 4) & (z <= 7)
-    hu[lesion] = CLASS_HU[kind] + rng.normal(0, 2.0, int(lesion.sum()))
-    labels = np.where(lesion, {"severe": 1, "intermediate": 2, "subtle": 3}[kind], 0).astype(np.uint8)
+    lesion = (np.hypot(y - ly, x - lx) < 14) & (z >= 4) & (z <= 7) & (kind != "none")
+    if kind != "none":  # "none": a control, no lesion
+        hu[lesion] = CLASS_HU[kind] + rng.normal(0, 2.0, int(lesion.sum()))
+    labels = np.where(lesion, {"severe": 1, "intermediate": 2, "subtle": 3, "none": 0}[kind], 0).astype(np.uint8)
     if hemorrhage:
         blood = (np.hypot(y - ly, x - lx) < 5) & (z == 6)
         hu[blood] = 65.0
@@ -80,7 +83,7 @@ KINDS = ["severe", "severe", "intermediate", "intermediate", "subtle", "subtle"]
 
 
 def test_train_models_writes_loadable_checked_folders(tmp_path):
-    cohort = make_cohort(tmp_path / "cohort", KINDS, hemorrhage=(0, 2, 3, 5), no_truth=(5,))
+    cohort = make_cohort(tmp_path / "cohort", KINDS + ["none"], hemorrhage=(0, 2, 3, 5), no_truth=(5,))
     lines = []
     summary = train_models(cohort, tmp_path / "models", single=True, seed=1, options=TINY, log=lines.append)
     assert any("epoch 2/2" in line for line in lines)  # progress was reported
@@ -90,9 +93,10 @@ def test_train_models_writes_loadable_checked_folders(tmp_path):
     assert all(0.0 < c < 1.0 for c in models.cutoffs.values())
     assert summary.cutoffs["severe"] == models.cutoffs["severe"]
     card = json.loads((tmp_path / "models" / "card.json").read_text())
-    assert card["training"]["seed"] == 1 and card["training"]["n_scans"] == 6
+    assert card["training"]["seed"] == 1 and card["training"]["n_scans"] == 7
     assert card["training"]["classes"] == {"severe": 2, "intermediate": 2, "subtle": 2}
-    assert card["training"]["hemorrhage_labels"] == {"truth": 5, "threshold": 1}
+    assert card["training"]["hemorrhage_labels"] == {"truth": 6, "threshold": 1}
+    assert card["training"]["validation_controls"] == ["P06"]  # the one control validates every CNN
     # one validation scan per class (a quarter, at least one); validation never trains the same CNN
     for name in ("severe", "intermediate", "subtle", "hemorrhage"):
         val, train = card["training"]["validation_scans"][name], card["training"]["train_scans"][name]
@@ -170,6 +174,37 @@ def test_split_sizes_follow_the_stated_rule():
     assert len(capped.val["severe"]) == 1
 
 
+def test_controls_validate_every_network_and_the_rest_give_background():
+    scans = [_scan(f"s{i}", 18.0, i < 2) for i in range(4)] + [_scan(f"u{i}", 38.0, False) for i in range(2)]
+    scans += [_scan(f"i{i}", 27.0, False) for i in range(2)]
+    controls = [prepare_scan(f"c{i}", np.full((1, 40, 40), 40.0, np.float32), SPACING, np.ones((1, 40, 40), bool),
+                             np.zeros((1, 40, 40), bool), None) for i in range(5)]
+    split = split_cohort(scans + controls, val_scans=20, rng=np.random.default_rng(0))
+    assert len(split.controls) == 1 and split.controls[0].startswith("c")  # 5 // 4 = 1
+    assert split.controls[0] not in split.background
+    assert sum(pid.startswith("c") for pid in split.background) == 4
+    assert not any(split.controls[0] in ids for ids in (*split.train.values(), *split.val.values()))
+    one = split_cohort(scans + controls[:1], val_scans=20, rng=np.random.default_rng(0))
+    assert one.controls == ("c0",) and "c0" not in one.background
+    assert split_cohort(scans, val_scans=20, rng=np.random.default_rng(0)).controls == ()
+
+
+def test_background_ratio_sets_the_number_of_background_patches():
+    rng = np.random.default_rng(0)
+    hu = np.full((3, 80, 80), 45.0, np.float32) + rng.normal(0, 2, (3, 80, 80)).astype(np.float32)
+    reference = np.zeros(hu.shape, bool)
+    reference[:, 25:55, 25:55] = True
+    hu[reference] = 18.0
+    scan = prepare_scan("p", hu, SPACING, np.ones(hu.shape, bool), reference, np.zeros(hu.shape, bool))
+    other = prepare_scan("o", np.full(hu.shape, 40.0, np.float32), SPACING, np.ones(hu.shape, bool),
+                         np.zeros(hu.shape, bool), None)
+    from corelab.train import network_patches
+
+    options = replace(TINY, background_ratio=3.0, other_background_fraction=0.25)
+    _, labels = network_patches("severe", [scan], [other], options, rng=np.random.default_rng(1))
+    assert labels.sum() == 150 and (labels == 0).sum() == 450
+
+
 def test_hard_background_strata_hand_worked():
     background = np.ones((1, 30, 30), bool)
     foreground = np.zeros_like(background)
@@ -202,30 +237,63 @@ def test_fit_is_seeded_and_cutoff_separates_a_learnable_lesion():
     x = torch.from_numpy(patches[:8].astype(np.float32))
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
-    cutoff, dice = choose_cutoff(a, [scan], "severe", TINY, rng=np.random.default_rng(2))
-    assert 0.0 < cutoff < 1.0 and dice > 0.8
+    sample = validation_sample(scan, {"severe": a}, val_voxels=TINY.val_voxels, norm=TINY.norm,
+                               rng=np.random.default_rng(2))
+    cutoffs = choose_cutoffs([sample], ["severe"])
+    assert 0.0 < cutoffs["severe"] < 1.0 and union_dice(sample, cutoffs) > 0.8
 
 
-def test_claims_on_other_networks_scans_raise_the_cutoff():
-    """A network that also fires on another class's scan (an 18 HU mimic outside its reference)
-    must pay for it: the chosen cut-off's Dice drops. (Whether the cut-off moves depends on
-    whether the network can tell the mimic from the lesion at all; here both are 18 HU.)"""
-    rng = np.random.default_rng(0)
-    hu = np.full((3, 80, 80), 45.0, np.float32) + rng.normal(0, 2, (3, 80, 80)).astype(np.float32)
+def test_cutoffs_are_chosen_together_for_the_dice_of_the_union_hand_worked():
+    """Two scans of samples (kind 1 = lesion, weight = voxels each stands for).
+    Severe cut-off c (intermediate finds B's lesion, claims nothing on A):
+      c <= 0.70: A claims 10+10+50 -> 40/90 = 0.44; B: severe adds 100 -> 40/140 = 0.29
+      0.70 < c <= 0.75: A 1.0, B 0.29 -> 0.64;  0.75 < c <= 0.80: A 1.0, B 1.0 -> 1.0
+      0.80 < c <= 0.90: A 20/30 = 0.67, B 1.0 -> 0.83.  Best: the lowest grid value above 0.75.
+    Intermediate: <= 0.20 claims all of A; (0.20, 0.90] finds B's lesion only -> lowest is 0.21."""
+    a = ValidationSample("A", np.array([1, 1, 0, 0]), np.array([10.0, 10.0, 50.0, 50.0]),
+                         {"severe": np.array([0.9, 0.8, 0.7, 0.1]), "intermediate": np.full(4, 0.2)})
+    b = ValidationSample("B", np.array([1, 0]), np.array([20.0, 100.0]),
+                         {"severe": np.array([0.3, 0.75]), "intermediate": np.array([0.9, 0.1])})
+    cutoffs = choose_cutoffs([a, b], ["severe", "intermediate"])
+    assert cutoffs == {"severe": 0.76, "intermediate": 0.21}
+    assert union_dice(a, cutoffs) == pytest.approx(1.0) and union_dice(b, cutoffs) == pytest.approx(1.0)
+    assert union_dice(b, {"severe": 0.7, "intermediate": 0.21}) == pytest.approx(40 / 140)
+
+
+def test_a_control_switches_off_a_network_that_cannot_tell_lesion_from_brain():
+    """A real PatchCNN whose output layer is zeroed says 0.555 for every voxel. Hand-worked
+    (region 3x80x80 = 19200 voxels, lesion 3x30x30 = 2700): on its own scan alone, claiming
+    everything is best, 2*2700 / (2700 + 19200) = 0.2466 (the old per-network rule's trap). With a
+    control (Dice 1 when nothing is claimed, else 0): (0.2466 + 0) / 2 < (0 + 1) / 2, so it is off."""
+    from corelab.model import PatchCNN
+
+    net = PatchCNN().eval()
+    with torch.no_grad():
+        net.out.weight.zero_()
+        net.out.bias.fill_(float(np.log(0.555 / 0.445)))
+    hu = np.full((3, 80, 80), 45.0, np.float32)
     reference = np.zeros(hu.shape, bool)
     reference[:, 25:55, 25:55] = True
-    own_hu = hu.copy()
-    own_hu[reference] = 18.0
-    own = prepare_scan("own", own_hu, SPACING, np.ones(hu.shape, bool), reference, np.zeros(hu.shape, bool))
-    mimic_hu = hu.copy()
-    mimic_hu[:, 10:70, 10:70] = 18.0  # hypodense, but not this scan's reference lesion
-    other_ref = np.zeros(hu.shape, bool)
-    other_ref[:, 0:3, 0:3] = True
-    other = prepare_scan("other", mimic_hu, SPACING, np.ones(hu.shape, bool), other_ref, np.zeros(hu.shape, bool))
-    from corelab.train import network_patches
+    own = prepare_scan("own", hu, SPACING, np.ones(hu.shape, bool), reference, np.zeros(hu.shape, bool))
+    control = prepare_scan("c", hu, SPACING, np.ones(hu.shape, bool), np.zeros(hu.shape, bool), None)
+    samples = [validation_sample(scan, {"severe": net}, val_voxels=30_000, norm=TINY.norm, rng=np.random.default_rng(2))
+               for scan in (own, control)]  # all lesion voxels sampled, weights give the rest
+    assert samples[0].weight.sum() == pytest.approx(19200) and (samples[0].kind == 1).sum() == 2700
+    alone = choose_cutoffs(samples[:1], ["severe"])["severe"]
+    assert alone < 0.555 and union_dice(samples[0], {"severe": alone}) == pytest.approx(2 * 2700 / 21900)
+    both = choose_cutoffs(samples, ["severe"])["severe"]
+    assert both > 0.555 and union_dice(samples[0], {"severe": both}) == 0.0 and union_dice(samples[1], {"severe": both}) == 1.0
 
-    patches, labels = network_patches("severe", [own], [], TINY, rng=np.random.default_rng(1))
-    net = fit_network(patches, labels, TINY, seed=3, log=lambda _: None)
-    alone = choose_cutoff(net, [own], "severe", TINY, rng=np.random.default_rng(2))
-    paid = choose_cutoff(net, [own], "severe", TINY, rng=np.random.default_rng(2), others=[other])
-    assert paid[1] < alone[1] - 0.2
+def test_calibration_shift_moves_tissue_by_one_offset_per_patch_and_leaves_air():
+    from corelab.model import InputNorm
+    from corelab.train import _shift_calibration
+
+    norm = InputNorm()
+    x = torch.full((200, 3, 19, 19), (40.0 - norm.center_hu) / norm.scale_hu)
+    x[:, :, 0, :] = norm.pad_value  # a row of air
+    out = _shift_calibration(x, replace(TINY, calibration_shift_hu=4.0), torch.Generator().manual_seed(0))
+    shift_hu = (out[:, :, 5:, :] - x[:, :, 5:, :]) * norm.scale_hu
+    per_patch = shift_hu.flatten(1)
+    assert torch.allclose(per_patch, per_patch[:, :1].expand_as(per_patch), atol=1e-4)  # one offset a patch
+    assert per_patch.abs().max() <= 4.0 + 1e-4 and per_patch[:, 0].std() > 1.5  # +-4 HU, spread (uniform: 2.3)
+    assert torch.equal(out[:, :, 0, :], x[:, :, 0, :])
