@@ -18,8 +18,12 @@ wall times on a shared machine grow with it:
    projected to the region; the ratio, and the max |difference| of the probabilities on the sample.
 4. Peak memory of one worker: a fresh process runs `process_scan` on a 512 x 512 x 64 scan (the same
    head with 2.5 mm slices) and reports its peak resident set size.
-5. Scans per hour: a `corelab synth` trial of `--trial-scans` patients run by `corelab.pipeline.run_batch`
-   with 1 worker x `--threads` torch threads, then `--threads` workers x 1 thread.
+5. The opt-in bfloat16 arithmetic (`--precision bfloat16`) on the same scan: CNN seconds, max
+   |probability difference| and the labels' agreement with float32 (Dice of the infarct, voxels
+   whose label changes, volume change).
+6. Scans per hour: a `corelab synth` trial of `--trial-scans` patients run by `corelab.pipeline.run_batch`
+   with 1 worker x `--threads` torch threads, then `--threads` workers x 1 thread; then the latter
+   with bfloat16, and each scan's infarct volume against float32's.
 
 Uses the shipped weights (or `--models`); speed does not depend on the weights' values.
 """
@@ -162,15 +166,41 @@ def peak_memory_mib(scan: Path, models_dir: str, *, threads: int, device: str) -
     return int(kib) / 1024
 
 
-def trial_rate(folder: Path, models_dir: str, *, workers: int, threads: int, device: str) -> tuple[float, int]:
-    """(seconds, ok scans) for `run_batch` over the trial in `folder`, fresh output folder."""
+def bfloat16_effect(hu, region, models, *, device: str) -> dict[str, float]:
+    """CNN seconds of both precisions on one scan and how much bfloat16 changes probabilities and labels."""
+    from corelab.dense import dense_probabilities
+    from corelab.segment import labels_from_probabilities
+
+    out: dict[str, float] = {}
+    labels, probs = {}, {}
+    for precision in ("float32", "bfloat16"):
+        start = time.perf_counter()
+        probs[precision] = dense_probabilities(hu, region, dict(models.networks), norm=models.norm, device=device,
+                                               precision=precision)
+        out[f"{precision}_s"] = time.perf_counter() - start
+        labels[precision] = labels_from_probabilities(probs[precision], dict(models.cutoffs), region, hu=hu)
+    a, b = labels["float32"] > 0, labels["bfloat16"] > 0
+    out.update(
+        max_prob_diff=max(float(np.abs(probs["float32"][n] - probs["bfloat16"][n]).max()) for n in probs["float32"]),
+        infarct_dice=2.0 * float((a & b).sum()) / max(1, int(a.sum() + b.sum())),
+        changed_voxels=int((labels["float32"] != labels["bfloat16"]).sum()),
+        infarct_voxels_float32=int(a.sum()),
+        volume_change_percent=100.0 * (int(b.sum()) - int(a.sum())) / max(1, int(a.sum())),
+    )
+    return out
+
+
+def trial_rate(folder: Path, models_dir: str, *, workers: int, threads: int, device: str,
+               precision: str = "float32") -> tuple[float, int, Path]:
+    """(seconds, ok scans, output folder) for `run_batch` over the trial in `folder`, fresh output folder."""
+    from corelab.config import Method
     from corelab.pipeline import run_batch
 
-    out = Path(tempfile.mkdtemp(prefix=f"corelab-speed-w{workers}-"))
+    out = Path(tempfile.mkdtemp(prefix=f"corelab-speed-w{workers}-{precision}-"))
     start = time.perf_counter()
     summary = run_batch(folder / "manifest.xlsx", out_dir=out, models_dir=models_dir, workers=workers,
-                        threads=threads, device=device, progress=False)
-    return time.perf_counter() - start, summary.n_ok
+                        threads=threads, device=device, progress=False, method=Method(precision=precision))
+    return time.perf_counter() - start, summary.n_ok, out
 
 
 def main() -> None:
@@ -235,18 +265,38 @@ def main() -> None:
     figures["peak_memory_mib_512x512x64"] = round(mib)
     print(f"\n4. peak memory of one worker on a 512x512x64 scan: {mib:.0f} MiB")
 
+    torch.set_num_threads(args.threads)
+    effect = bfloat16_effect(hu, region, models, device=args.device)
+    figures["bfloat16_scan"] = {k: round(v, 4) for k, v in effect.items()}
+    print(f"\n5. bfloat16 (opt-in) on the same scan: CNNs {effect['bfloat16_s']:.1f} s vs float32 "
+          f"{effect['float32_s']:.1f} s ({effect['float32_s'] / effect['bfloat16_s']:.1f}x); max |probability "
+          f"difference| {effect['max_prob_diff']:.3f}; infarct Dice vs float32 {effect['infarct_dice']:.4f}, "
+          f"{effect['changed_voxels']} voxels relabelled, volume {effect['volume_change_percent']:+.2f}%")
+
     if args.trial_scans:
+        import pandas as pd
+
         from corelab.synth import make_trial
 
         trial = work / "trial"
         make_trial(trial, n=args.trial_scans, seed=20261127)
-        print(f"\n5. a {args.trial_scans}-scan synthetic trial (corelab synth --seed 20261127):")
-        for workers, threads in ((1, args.threads), (args.threads, 1)):
-            seconds, ok = trial_rate(trial, models_dir, workers=workers, threads=threads, device=args.device)
-            figures[f"trial_w{workers}_t{threads}"] = {"seconds": round(seconds, 1), "ok": ok,
-                                                       "scans_per_hour": round(3600 * args.trial_scans / seconds)}
-            print(f"   {workers} worker(s) x {threads} thread(s): {seconds:.0f} s, "
-                  f"{3600 * args.trial_scans / seconds:.0f} scans/hour ({ok} ok)")
+        print(f"\n6. a {args.trial_scans}-scan synthetic trial (corelab synth --seed 20261127):")
+        outs = {}
+        for workers, threads, precision in ((1, args.threads, "float32"), (args.threads, 1, "float32"),
+                                            (args.threads, 1, "bfloat16")):
+            seconds, ok, outs[precision] = trial_rate(trial, models_dir, workers=workers, threads=threads,
+                                                      device=args.device, precision=precision)
+            rate = 3600 * args.trial_scans / seconds
+            figures[f"trial_w{workers}_t{threads}_{precision}"] = {"seconds": round(seconds, 1), "ok": ok,
+                                                                   "scans_per_hour": round(rate)}
+            print(f"   {workers} worker(s) x {threads} thread(s), {precision}: {seconds:.0f} s, "
+                  f"{rate:.0f} scans/hour ({ok} ok)")
+        volumes = {p: pd.read_csv(o / "volumes.csv").set_index("patient_id")["infarct_ml"] for p, o in outs.items()}
+        change = (volumes["bfloat16"] - volumes["float32"]).abs()
+        figures["bfloat16_trial_abs_ml_change"] = {"median": round(float(change.median()), 3),
+                                                   "max": round(float(change.max()), 3)}
+        print(f"   bfloat16 vs float32 infarct volume per scan: median |change| {change.median():.2f} mL, "
+              f"max {change.max():.2f} mL (float32 median volume {volumes['float32'].median():.1f} mL)")
     print(f"\nload average {os.getloadavg()[0]:.2f} at the end")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
