@@ -35,10 +35,10 @@ from corelab.scans_volume import ScanMeta, Volume
 __all__ = ["MAX_VOXELS", "read_dicom", "read_headers", "is_dicom_file"]
 
 # The memory bound of one worker is 3 GiB. Its measured peak (benchmarks/speed.py, section 4;
-# torch 2.13, 2 threads) is 1.45 GiB for a 512 x 512 x 32 scan, 2.19 GiB for 512 x 512 x 320 and
-# 3.23 GiB for 512 x 512 x 640: about 1.4 GiB plus 13 bytes per input voxel. 2**27 voxels
-# (512 x 512 x 512, or 1024 x 1024 x 128) keeps a worker under about 2.9 GiB, so larger scans are
-# refused from their headers, before any pixels are read; the sentence says what to do instead.
+# torch 2.13, 2 threads, oneDNN cache capped as corelab/__init__.py does) is 1.6-1.7 GiB for a
+# 512 x 512 x 32 or x 64 scan and 2.85 GiB for 512 x 512 x 512: about 1.6 GiB plus 10 bytes per
+# input voxel. So scans over 2**27 voxels (512 x 512 x 512, or 1024 x 1024 x 128) are refused from
+# their headers, before any pixels are read; the sentence says what to do instead.
 MAX_VOXELS = 2**27
 
 
