@@ -35,11 +35,12 @@ from corelab.scans_volume import ScanMeta, Volume
 __all__ = ["MAX_VOXELS", "read_dicom", "read_headers", "is_dicom_file"]
 
 # The memory bound of one worker is 3 GiB. Its measured peak (benchmarks/speed.py, section 4;
-# torch 2.13, 2 threads, oneDNN cache capped as corelab/__init__.py does) is 1.6-1.7 GiB for a
-# 512 x 512 x 32 or x 64 scan and 2.85 GiB for 512 x 512 x 512: about 1.6 GiB plus 10 bytes per
-# input voxel. So scans over 2**27 voxels (512 x 512 x 512, or 1024 x 1024 x 128) are refused from
-# their headers, before any pixels are read; the sentence says what to do instead.
-MAX_VOXELS = 2**27
+# torch 2.13, 2 threads, oneDNN cache capped as corelab/__init__.py does) is 1.6-2.1 GiB for a
+# 512 x 512 x 64 scan (it varies by up to 0.5 GiB between runs of the same scan) and 2.9 GiB for
+# 512 x 512 x 512: about 1.7 GiB plus 10.4 bytes per input voxel. So scans over 100 million voxels
+# (512 x 512 x 381; about 2.5 GiB, leaving room for that variation) are refused from their
+# headers, before any pixels are read; the sentence says what to do instead.
+MAX_VOXELS = 100_000_000
 
 
 def too_large(what: str) -> ScanTooLargeError:

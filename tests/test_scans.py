@@ -387,15 +387,15 @@ def test_absurd_header_size_is_refused_before_reading(tmp_path):
 
 
 def test_scan_over_the_worker_memory_bound_is_refused_and_says_what_to_do(tmp_path):
-    # 512 x 512 x 513 is one slice over MAX_VOXELS (2**27): measured, it would take a worker past 3 GiB.
+    # 512 x 512 x 382 is one slice over MAX_VOXELS (100 million voxels, about 2.5 GiB measured).
     header = tmp_path / "thin.mha"
     header.write_text(
-        "ObjectType = Image\nNDims = 3\nDimSize = 512 512 513\nElementType = MET_SHORT\n"
+        "ObjectType = Image\nNDims = 3\nDimSize = 512 512 382\nElementType = MET_SHORT\n"
         "ElementSpacing = 0.4 0.4 0.3\nElementDataFile = LOCAL\n"
     )
-    with pytest.raises(ScanTooLargeError, match=r"512 x 512 x 513 voxels.*3 GiB.*thicker slices .*slabs\)\.$"):
+    with pytest.raises(ScanTooLargeError, match=r"512 x 512 x 382 voxels.*3 GiB.*thicker slices .*slabs\)\.$"):
         read_scan(header)
-    header.write_text(header.read_text().replace("512 512 513", "512 512 512"))
+    header.write_text(header.read_text().replace("512 512 382", "512 512 381"))
     with pytest.raises(ScanError) as error:  # within the bound: refused only because the pixels are missing
         read_scan(header)
     assert not isinstance(error.value, ScanTooLargeError)
