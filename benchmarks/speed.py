@@ -255,7 +255,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     ratio = dense_vs_patchwise(hu, region, models, sample=args.sample, device=args.device, seed=args.seed)
-    figures["dense_vs_patchwise"] = {k: round(v, 3) if isinstance(v, float) else v for k, v in ratio.items()}
+    figures["dense_vs_patchwise"] = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in ratio.items()}
     print(f"\n3. dense {ratio['dense_s']:.1f} s vs patch-wise {ratio['patchwise_s']:.0f} s (projected from "
           f"{ratio['sampled']} voxels): {ratio['patchwise_s'] / ratio['dense_s']:.1f}x; "
           f"max |difference| {ratio['max_diff']:.1e}")
@@ -267,7 +267,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     effect = bfloat16_effect(hu, region, models, device=args.device)
-    figures["bfloat16_scan"] = {k: round(v, 4) for k, v in effect.items()}
+    figures["bfloat16_scan"] = {k: float(f"{v:.4g}") for k, v in effect.items()}
     print(f"\n5. bfloat16 (opt-in) on the same scan: CNNs {effect['bfloat16_s']:.1f} s vs float32 "
           f"{effect['float32_s']:.1f} s ({effect['float32_s'] / effect['bfloat16_s']:.1f}x); max |probability "
           f"difference| {effect['max_prob_diff']:.3f}; infarct Dice vs float32 {effect['infarct_dice']:.4f}, "
