@@ -189,13 +189,18 @@ def test_controls_validate_every_network_and_the_rest_give_background():
     assert split_cohort(scans, val_scans=20, rng=np.random.default_rng(0)).controls == ()
 
 
-def test_background_ratio_sets_the_number_of_background_patches():
+def _square_lesion_scan():
+    """A 3 x 80 x 80 scan at 45 +- 2 HU with a 30 x 30 severe lesion (18 HU) as its reference."""
     rng = np.random.default_rng(0)
     hu = np.full((3, 80, 80), 45.0, np.float32) + rng.normal(0, 2, (3, 80, 80)).astype(np.float32)
     reference = np.zeros(hu.shape, bool)
     reference[:, 25:55, 25:55] = True
     hu[reference] = 18.0
-    scan = prepare_scan("p", hu, SPACING, np.ones(hu.shape, bool), reference, np.zeros(hu.shape, bool))
+    return hu, prepare_scan("p", hu, SPACING, np.ones(hu.shape, bool), reference, np.zeros(hu.shape, bool))
+
+
+def test_background_ratio_sets_the_number_of_background_patches():
+    hu, scan = _square_lesion_scan()
     other = prepare_scan("o", np.full(hu.shape, 40.0, np.float32), SPACING, np.ones(hu.shape, bool),
                          np.zeros(hu.shape, bool), None)
     from corelab.train import network_patches
@@ -222,12 +227,7 @@ def test_hard_background_strata_hand_worked():
 
 
 def test_fit_is_seeded_and_cutoff_separates_a_learnable_lesion():
-    rng = np.random.default_rng(0)
-    hu = np.full((3, 80, 80), 45.0, np.float32) + rng.normal(0, 2, (3, 80, 80)).astype(np.float32)
-    reference = np.zeros(hu.shape, bool)
-    reference[:, 25:55, 25:55] = True
-    hu[reference] = 18.0
-    scan = prepare_scan("p", hu, SPACING, np.ones(hu.shape, bool), reference, np.zeros(hu.shape, bool))
+    hu, scan = _square_lesion_scan()
     from corelab.train import network_patches
 
     patches, labels = network_patches("severe", [scan], [], TINY, rng=np.random.default_rng(1))
