@@ -72,7 +72,8 @@ def dense_flops_per_voxel(networks: int = 1) -> int:
 def _fused_conv_available(device: torch.device) -> bool:
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
-    return hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    # Both fused ops or neither: builds differ in which oneDNN ops they register.
+    return all(hasattr(torch.ops.mkldnn, op) for op in ("_convolution_pointwise", "_linear_pointwise"))
 
 
 class DenseNetworks:
