@@ -9,7 +9,6 @@ its presence says the scan's outputs are complete, which is what a rerun checks 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -22,6 +21,7 @@ import pandas as pd
 
 from corelab.checksums import file_sha256
 from corelab.manifest import OUTPUT_COLUMNS
+from corelab.provenance import folder_checksums
 from corelab.tables import neutralize_frame
 
 __all__ = [
@@ -94,15 +94,7 @@ def scan_sha256(path: str | Path) -> str:
     path = Path(path)
     if path.is_file():
         return file_sha256(path)
-    digest = hashlib.sha256()
-    files = sorted(
-        (p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)),
-        key=lambda p: p.relative_to(path).as_posix(),
-    )
-    for file in files:
-        digest.update(file.relative_to(path).as_posix().encode("utf-8") + b"\0")
-        digest.update(bytes.fromhex(file_sha256(file)))
-    return digest.hexdigest()
+    return str(folder_checksums(path)["sha256"])  # the one listing and digest rule for folders
 
 
 def _json_default(value: Any) -> Any:
