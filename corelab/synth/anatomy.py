@@ -97,7 +97,7 @@ def draw_anatomy(rng: np.random.Generator, *, atrophy: float | None = None) -> A
 
 def draw_tissue_hu(rng: np.random.Generator) -> TissueHU:
     """Draw one patient's tissue HU inside the literature ranges (see module docstring)."""
-    gm = float(rng.uniform(37.5, 42.0))
+    gm = float(rng.uniform(37.5, 44.0))
     wm = float(gm - rng.uniform(7.5, 10.5))  # grey-white contrast of about 8-10 HU
     return TissueHU(
         gm=gm,

@@ -193,7 +193,7 @@ def drop_weight(rng, infarct, hypodensity, mid, spacing) -> np.ndarray:
     w = np.zeros(infarct.shape, dtype=np.float32)
     if not infarct.any():
         return w
-    border = {"severe": (0.8, 1.8), "intermediate": (1.5, 3.0), "subtle": (2.5, 4.5)}[hypodensity]
+    border = {"severe": (0.8, 1.8), "intermediate": (1.5, 3.0), "subtle": (1.0, 2.0)}[hypodensity]
     border_mm = rng.uniform(*border)
     het = rng.uniform(0.12, 0.3)
     box = ndi.find_objects(infarct.astype(np.uint8))[0]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from corelab.config import LABELS
+from corelab.config import CLASS_RANGES_HU, LABELS
 from corelab.errors import CorelabError
 from corelab.scans import Volume
 from corelab.synth import anatomy, lesions, physics
@@ -87,6 +87,17 @@ class Phantom:
         return float(np.prod(self.spacing)) / 1000.0
 
 
+SUBTLE_ATTEMPTS = 8  # brains drawn for a subtle patient before its scan is read as calibrated high
+
+
+class _TooDark(Exception):
+    """This brain reads too dark for a subtle infarct: the class's mean HU is out of reach."""
+
+    def __init__(self, scanner: Scanner) -> None:
+        super().__init__("subtle infarct out of reach")
+        self.scanner = scanner
+
+
 def make_patient(
     seed: int | tuple[int, ...],
     *,
@@ -101,6 +112,13 @@ def make_patient(
     (controls 10%, classes in the paper's proportions). matrix: in-plane size (512 as scanners;
     128 for fast tests, same field of view). thin_slices: 0.5-1.5 mm slices instead of 5 mm.
 
+    A subtle infarct's mean must read >= 32 HU while staying 2-5 HU below the brain it replaced,
+    which a dark brain on a dark scanner cannot give. Such a patient is drawn again (another brain
+    and infarct, same scanner), as a trial's subtle infarcts are those of brains that read bright
+    enough; the scanner's calibration is never shifted for the class (it would tell the class from
+    the whole scan's brightness). Only after `SUBTLE_ATTEMPTS` dark brains is the scan read as from
+    a scanner calibrated high (`PatientTruth.hu_offset` says by how much).
+
     >>> p = make_patient(1, matrix=64, hypodensity="severe")
     >>> p.hu.shape[1:], p.truth.hypodensity, 14 <= p.truth.mean_hu < 22
     ((64, 64), 'severe', True)
@@ -110,6 +128,22 @@ def make_patient(
     if hypodensity not in (None, "none", *CLASSES):
         raise SynthError(f"Unknown hypodensity class {hypodensity!r}; use severe, intermediate, subtle or none.")
     seeds = seed if isinstance(seed, tuple) else (int(seed),)
+    for attempt in range(SUBTLE_ATTEMPTS):
+        try:
+            return _draw_patient(
+                seeds if attempt == 0 else (*seeds, 7727, attempt), matrix=matrix, thin_slices=thin_slices,
+                hypodensity=hypodensity, scanner=scanner, may_lift=attempt == SUBTLE_ATTEMPTS - 1,
+            )
+        except _TooDark as dark:
+            hypodensity, scanner = "subtle", dark.scanner
+    raise AssertionError("unreachable: the last attempt may lift the calibration")
+
+
+def _draw_patient(
+    seeds: tuple[int, ...], *, matrix: int, thin_slices: bool, hypodensity: str | None, scanner: Scanner | None,
+    may_lift: bool,
+) -> Phantom:
+    """One draw of `make_patient`; raises `_TooDark` for an unreachable subtle infarct unless ``may_lift``."""
     # Separate streams, so the drawn parameters do not depend on the matrix size.
     rng, field_rng, noise_rng = (np.random.default_rng(c) for c in np.random.SeedSequence(list(seeds)).spawn(3))
     if scanner is None:
@@ -188,7 +222,14 @@ def make_patient(
             hu[hem] = (rng.uniform(55, 80) + 8 * fine[hem]).astype(np.float32)
         infarct &= ~hem
         weight = lesions.drop_weight(rng, infarct, hypodensity, mid, grid.spacing)
-        deficit = np.where(infarct, FLUID_HU - hu, 0.0).astype(np.float32)
+        if hypodensity == "subtle":
+            # A subtle infarct shows as loss of grey-white differentiation (insular ribbon,
+            # obscured lentiform nucleus): grey matter falls towards white matter, which itself
+            # loses only 1.5-3 HU. The phantom scales this pattern to the drawn contrast.
+            loss = float(rng.uniform(1.5, 3.0))
+            deficit = np.where(infarct, -(np.clip(hu - thu.wm, 0.0, None) + loss), 0.0).astype(np.float32)
+        else:
+            deficit = np.where(infarct, FLUID_HU - hu, 0.0).astype(np.float32)
 
     tissue = _pure_tissue(lab, sub_z=grid.sub_z, step_xy=grid.step_xy)
     bone = (lab == T.BONE) | (lab == T.DIPLOE) | (lab == T.CALC)
@@ -225,24 +266,26 @@ def make_patient(
         low_t, high_t = lesions.CLASS_TARGET_HU[hypodensity]
         target = float(rng.uniform(low_t, high_t))
         if hypodensity == "subtle":
-            # A subtle infarct is only 1.5-4 HU below the tissue it replaced. Where this brain
-            # reads too dark for that, the scan is read as from a scanner calibrated up to 4 HU
-            # high (real sites differ by that much); the rest is taken from the contrast.
-            contrast = rng.uniform(1.5, 4.0)
-            lift = float(np.clip(target + contrast - m0, 0.0, 4.0))
-            offset, m0 = offset + lift, m0 + lift
-            target = max(min(target, m0 - contrast), low_t - 0.5)
-        if m1 < 0 and (target - m0) / m1 > 1.2:
+            # The mean follows from the brain it replaced: 2-5 HU below it, inside [32, 44).
+            floor = CLASS_RANGES_HU["subtle"][0] + 0.8  # noise must not carry it out
+            contrast = float(rng.uniform(2.5, 6.0))
+            room = m0 - floor
+            if room < 2.0:
+                if not may_lift:
+                    raise _TooDark(scanner)
+                lift = 2.0 - room  # the last resort (see make_patient): read as calibrated high
+                offset, m0, room = offset + lift, m0 + lift, 2.0
+            target = float(np.clip(m0 - min(contrast, room), floor, 43.0))
+        if hypodensity != "subtle" and m1 < 0 and (target - m0) / m1 > 1.2:
             # A thin or haemorrhage-speckled infarct whose soft border cannot carry the drop:
             # sharpen the border rather than push the core far below fluid.
             drop_out = _project_in_box(np.minimum(1.8 * weight, 1.5) * deficit, lesion_box, grid)
             m1 = float(drop_out[in_class].mean()) * gain
         alpha = float(np.clip((target - m0) / m1, 0.05, 1.6)) if m1 < 0 else 0.0
-        if hypodensity == "subtle" and m0 + alpha * m1 < low_t - 0.5:
-            # Rare: a dark brain (e.g. leukoaraiosis around the infarct) that even 4 HU of
-            # calibration does not lift into the class; lift just enough, at most 4 HU more.
-            extra = min(low_t - 0.5 - (m0 + alpha * m1), 4.0)
-            offset, target = offset + extra, m0 + alpha * m1 + extra
+        if hypodensity == "subtle":
+            # At most all of the grey-white contrast is lost; a mostly white-matter infarct then
+            # reads a little above its target, still inside the class.
+            alpha = min(alpha, 1.3)
     del weight, deficit
     slice_mm = grid.out_spacing[0]
     noise_sd = float(rng.uniform(*scanner.noise_sd_hu)) * float(np.sqrt(5.0 / slice_mm))
