@@ -28,6 +28,7 @@ overhead that this module removes:
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -55,6 +56,41 @@ def _dtype(precision: str) -> torch.dtype:
     if precision not in PRECISIONS:
         raise PrecisionError(f"Unknown CNN precision {precision!r}; use {' or '.join(PRECISIONS)}.")
     return PRECISIONS[precision]
+
+
+@contextmanager
+def _ieee_float32(device: torch.device) -> Iterator[None]:
+    """On CUDA, float32 convolutions and matrix products in full float32 (no TF32) while inside.
+
+    PyTorch lets cuDNN convolutions use TF32 by default (10-bit mantissas on Ampere and later),
+    which moves probabilities by ~1e-3 from the CPU's; corelab's float32 means float32 on every
+    device. The flags are process-global, so they are set only for the CUDA path and restored
+    exactly on exit (another thread's CUDA work in the same process would see them meanwhile).
+    CPU: no-op.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    # torch >= 2.9 reads the per-operator setting for convolutions; older builds the legacy flag.
+    conv, field, off = (cudnn.conv, "fp32_precision", "ieee") if hasattr(cudnn, "conv") else (cudnn, "allow_tf32", False)
+    saved_conv = getattr(conv, field)
+    try:
+        # cuBLAS matmuls are float32 unless someone asked for TF32 ("high"/"medium"); only then is
+        # the setting changed, through the one call that keeps torch's legacy and per-operator
+        # matmul flags consistent (torch checks that they agree on every CUDA matmul).
+        matmul = torch.get_float32_matmul_precision()
+    except RuntimeError:  # flags already mixed by the caller; every CUDA matmul would raise anyway
+        matmul = "highest"
+    try:
+        setattr(conv, field, off)
+        if matmul != "highest":
+            torch.set_float32_matmul_precision("highest")
+        yield
+    finally:
+        setattr(conv, field, saved_conv)
+        if matmul != "highest":
+            torch.set_float32_matmul_precision(matmul)
 
 
 def dense_flops_per_voxel(networks: int = 1) -> int:
@@ -198,7 +234,8 @@ def dense_probabilities(
     Only the region's extent is computed: per slice, row tiles of about `tile_voxels` output voxels
     (memory stays bounded, about 3 kB per tile voxel for four networks), each cut to the columns
     where the region lies in those rows. precision: "float32" (default) or "bfloat16" (an opt-in
-    approximation, see `corelab.config.Method`).
+    approximation, see `corelab.config.Method`). On CUDA, float32 runs without TF32 (flags restored
+    on return), so CUDA and CPU probabilities agree to float32 rounding.
 
     >>> hu = np.full((1, 6, 6), 30.0, np.float32); region = np.zeros((1, 6, 6), bool); region[0, 2, 3] = True
     >>> p = dense_probabilities(hu, region, {"a": PatchCNN()})
@@ -224,7 +261,7 @@ def dense_probabilities(
     padded[:, -after:, :] = pad_value
     padded[:, :, :before] = pad_value
     padded[:, :, -after:] = pad_value
-    with torch.inference_mode():
+    with torch.inference_mode(), _ieee_float32(torch_device):
         for z, t0, t1, c0, c1 in region_tiles(region, tile_voxels=tile_voxels):
             inside = region[z, t0:t1, c0:c1]
             # Padded z index z + 1 is slice z. Output row v reads padded rows v .. v + 15 only
