@@ -26,7 +26,7 @@ are marked *):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -39,7 +39,7 @@ from corelab.patches import AUGMENT_SIZE, augment_windows, extract_patches, hard
 from corelab.train_cutoffs import choose_cutoffs, union_dice, validation_sample
 from corelab.train_data import CohortSplit, PreparedScan, load_cohort, split_cohort
 
-__all__ = ["TrainOptions", "TrainSummary", "train_models", "fit_network", "network_patches"]
+__all__ = ["TrainOptions", "TrainSummary", "train_models", "fit_network", "network_patches", "validation_loss"]
 
 INFARCT_NETWORKS = ("severe", "intermediate", "subtle")
 
@@ -171,11 +171,18 @@ def fit_network(
     seed: int,
     log: Callable[[str], None] = print,
     name: str = "",
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> PatchCNN:
-    """Train one `PatchCNN` on patches (`[N, 3, 19, 19]`) and 0/1 labels; returns it in eval mode."""
+    """Train one `PatchCNN` on patches (`[N, 3, 19, 19]`) and 0/1 labels; returns it in eval mode.
+
+    validation: patches and labels from validation scans. Given, the loss on them is logged after
+    every epoch and the weights of the epoch with the lowest validation loss are returned (early
+    stopping: more epochs can then only help or be ignored, never overfit the returned network).
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     net = PatchCNN()
+    best: tuple[float, int, dict] | None = None
     optimizer = torch.optim.Adam(net.parameters(), lr=options.learning_rate)
     x_all, y_all = torch.from_numpy(patches), torch.from_numpy(labels)
     loss_fn = torch.nn.BCEWithLogitsLoss()
@@ -196,8 +203,31 @@ def fit_network(
             total += float(loss.detach()) * len(index)
             correct += int(((logits > 0).float() == y).sum())
             seen += len(index)
-        log(f"{name}: epoch {epoch + 1}/{options.epochs} loss {total / seen:.4f} patch accuracy {correct / seen:.3f}")
+        line = f"{name}: epoch {epoch + 1}/{options.epochs} loss {total / seen:.4f} patch accuracy {correct / seen:.3f}"
+        if validation is not None and len(validation[1]):
+            val_loss = validation_loss(net, *validation)
+            line += f", validation loss {val_loss:.4f}"
+            if best is None or val_loss < best[0]:
+                best = (val_loss, epoch + 1, {key: value.clone() for key, value in net.state_dict().items()})
+        log(line)
+    if best is not None:
+        net.load_state_dict(best[2])
+        log(f"{name}: keeping epoch {best[1]} (lowest validation loss {best[0]:.4f})")
     return net.eval()
+
+
+def validation_loss(net: PatchCNN, patches: np.ndarray, labels: np.ndarray, *, batch_size: int = 2048) -> float:
+    """Mean binary cross-entropy of ``net`` on patches (`[N, 3, 19, 19]`) and 0/1 labels, without training."""
+    was_training = net.training
+    net.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for start in range(0, len(labels), batch_size):
+            x = torch.from_numpy(patches[start:start + batch_size]).float()
+            y = torch.from_numpy(labels[start:start + batch_size])
+            total += float(torch.nn.functional.binary_cross_entropy_with_logits(net(x), y, reduction="sum"))
+    net.train(was_training)
+    return total / len(labels)
 
 
 def _shift_calibration(x: torch.Tensor, options: TrainOptions, generator: torch.Generator) -> torch.Tensor:
@@ -279,7 +309,14 @@ def _train_one(name, scans, split: CohortSplit, options, *, seed, rng, log) -> P
     patches, labels = network_patches(name, donors, others, options, rng=rng)
     log(f"{name}: {len(donors)} training scans, {int(labels.sum())} lesion and {int((labels == 0).sum())} "
         f"background patches")
-    return fit_network(patches, labels, options, seed=seed, log=log, name=name)
+    # Validation patches come from the network's own validation scans (never trained on), drawn as
+    # the training patches are, a fifth as many, from a stream of their own.
+    val_donors = [by_id[pid] for pid in split.val[name]]
+    validation = None
+    if val_donors:
+        val_options = replace(options, patches_per_class=max(1, options.patches_per_class // 5))
+        validation = network_patches(name, val_donors, [], val_options, rng=np.random.default_rng([seed, 7]))
+    return fit_network(patches, labels, options, seed=seed, log=log, name=name, validation=validation)
 
 
 def _choose_all_cutoffs(networks, scans, split: CohortSplit, options, *, seed, log):
@@ -334,6 +371,7 @@ def _training_record(cohort_dir, scans, split, options, *, seed, synthetic, name
                         + (f"; all patches: calibration offset uniform +-{options.calibration_shift_hu:g} HU"
                            if options.calibration_shift_hu > 0 else ""),
         "epochs": options.epochs,
+        "early_stopping": "weights of the epoch with the lowest loss on patches of the network's validation scans",
         "optimizer": f"Adam lr {options.learning_rate}, batch {options.batch_size}, binary cross-entropy",
         "cutoff_rule": "chosen together (coordinate ascent) to maximize the mean per-scan Dice of the union of the "
                        "networks over all validation scans (every network's and the validation controls); the "

@@ -297,3 +297,19 @@ def test_calibration_shift_moves_tissue_by_one_offset_per_patch_and_leaves_air()
     assert torch.allclose(per_patch, per_patch[:, :1].expand_as(per_patch), atol=1e-4)  # one offset a patch
     assert per_patch.abs().max() <= 4.0 + 1e-4 and per_patch[:, 0].std() > 1.5  # +-4 HU, spread (uniform: 2.3)
     assert torch.equal(out[:, :, 0, :], x[:, :, 0, :])
+
+
+def test_fit_keeps_the_epoch_with_the_lowest_validation_loss():
+    hu, scan = _square_lesion_scan()
+    from corelab.train import network_patches, validation_loss
+
+    patches, labels = network_patches("severe", [scan], [], TINY, rng=np.random.default_rng(1))
+    val_patches, val_labels = network_patches("severe", [scan], [], TINY, rng=np.random.default_rng(9))
+    lines: list[str] = []
+    options = replace(TINY, epochs=4, learning_rate=3e-3)
+    net = fit_network(patches, labels, options, seed=3, log=lines.append, validation=(val_patches, val_labels))
+    logged = [float(line.rsplit("validation loss ", 1)[1]) for line in lines if ", validation loss" in line]
+    assert len(logged) == 4
+    kept = int(lines[-1].split("keeping epoch ")[1].split()[0])
+    assert logged[kept - 1] == min(logged)
+    assert validation_loss(net, val_patches, val_labels) == pytest.approx(min(logged), abs=1e-4)
