@@ -272,7 +272,9 @@ def save_models(
     return card_path
 
 
-_CARD_SUMMARY_KEYS = ("cohort", "synthetic", "seed", "n_scans", "classes", "hemorrhage_labels", "patches_per_class", "epochs")
+_CARD_SUMMARY_KEYS = (
+    "cohort", "synthetic", "seed", "n_scans", "classes", "hemorrhage_labels", "patches_per_class", "epochs", "early_stopping",
+)
 
 
 def _markdown_card(card: Mapping, version: str) -> str:
@@ -288,7 +290,7 @@ def _markdown_card(card: Mapping, version: str) -> str:
         "the network sees a 16x16 window at offsets -8..+7 around the voxel.",
         f"- HU handling: clip to [{card['hu_input']['clip_low_hu']}, {card['hu_input']['clip_high_hu']}] HU, "
         f"then (HU - {card['hu_input']['center_hu']}) / {card['hu_input']['scale_hu']}.",
-        "- Cut-offs (chosen on validation scans to maximize mean Dice): "
+        f"- Cut-offs ({training.get('cutoff_rule', 'chosen on validation scans to maximize Dice')}): "
         + ", ".join(f"{name} {value:.3f}" for name, value in card["cutoffs"].items()) + ".",
         "- Training data: "
         + "; ".join(f"{key} {json.dumps(training[key], default=str)}" for key in _CARD_SUMMARY_KEYS if key in training)
