@@ -232,7 +232,13 @@ def case_check(case: dict, networks, cutoffs: dict[str, float], *, norm: InputNo
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     for precision in ("float32", "bfloat16"):
-        median, times, probs = timed_dense(hu, region, networks, norm=norm, device=device, precision=precision, repeats=repeats)
+        try:
+            median, times, probs = timed_dense(hu, region, networks, norm=norm, device=device, precision=precision,
+                                               repeats=repeats)
+        except Exception as error:  # noqa: BLE001 - one precision failing must not hide the other's numbers
+            out["precisions"][precision] = {"error": f"{type(error).__name__}: {error}",
+                                            "passed": False if precision == "float32" else None}
+            continue
         rows, union = compare_to_reference(probs, region, cutoffs, case["reference"], case["sample"])
         out["precisions"][precision] = {
             "median_s": median, "times_s": times, "voxels_per_s": int(region.sum()) / median, **union,
@@ -334,6 +340,9 @@ def print_report(result: dict) -> None:
               + (f", peak GPU {case['peak_gpu_mib']:.0f} MiB" if "peak_gpu_mib" in case else ""))
         print(f"   {'precision':9} {'network':12} {'count_ref':>9} {'count':>9} {'rel':>9} {'sum rel':>9} {'flipped':>7} {'max|dp|':>9}")
         for precision, p in case["precisions"].items():
+            if "error" in p:
+                print(f"   {precision}: ERROR {p['error']}")
+                continue
             for row in p["networks"]:
                 print(f"   {precision:9} {row['name']:12} {row['count_ref']:9d} {row['count']:9d} {row['count_rel_diff']:9.1e} "
                       f"{row['sum_rel_diff']:9.1e} {row['flipped']:7d} {row['sample_max_abs_diff']:9.1e}")
@@ -341,7 +350,9 @@ def print_report(result: dict) -> None:
             print(f"   {precision}: median {p['median_s']:.3f} s ({p['voxels_per_s'] / 1e6:.2f} M region voxels/s), union "
                   f"{p['union']} vs {p['union_ref']} voxels, labels differ {p['labels_differ']} -> {verdict}")
     tf32 = result.get("tf32")
-    if tf32:
+    if tf32 and "error" in tf32:
+        print(f"3. TF32 effect: ERROR {tf32['error']}")
+    elif tf32:
         print(f"3. conv2 vs CPU, relative: PyTorch default {tf32['default_rel_diff']:.1e}, corelab's float32 {tf32['corelab_rel_diff']:.1e}")
     print(f"total {result['seconds']:.1f} s -> {'PASS' if result['passed'] else 'FAIL'}")
 
@@ -365,7 +376,7 @@ def run(device: str, *, small: bool, models_dir: Path | None, skip_shipped: bool
             case = small_case(load_models(models_dir)) if small else load_case(CASE_PATH)
             if not small and case["meta"]["models_version"] != models.version:
                 raise RuntimeError(f"the case's reference used models {case['meta']['models_version']}, not {models.version}")
-            result["shipped"] = {"models_version": models.version, **case_check(
+            result["shipped"] = {"models_version": models.version, "case_meta": case["meta"], **case_check(
                 case, models.networks, dict(models.cutoffs), norm=models.norm, device=device, repeats=repeats)}
         except Exception as error:  # noqa: BLE001 - as above
             result["shipped"] = {"error": f"{type(error).__name__}: {error}"}
@@ -395,10 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(make_case(CASE_PATH, models_dir=args.models, seed=args.seed, hypodensity="intermediate"), indent=1))
         return 0
     result = run(args.device, small=args.small, models_dir=args.models, skip_shipped=args.skip_shipped, repeats=args.repeats)
-    print_report(result)
-    if args.out:
+    if args.out:  # written before the table, so the numbers survive a failure while printing
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "cuda_check.json").write_text(json.dumps(result, indent=1) + "\n")
+    print_report(result)
     return 0 if result["passed"] else 1
 
 
