@@ -58,14 +58,15 @@ def icc_a1(auto: pd.Series, reference: pd.Series) -> float:
     return float(types["ICC(A,1)"] if "ICC(A,1)" in types.index else types["ICC2"])
 
 
-def evaluate(models3, single, *, n_test: int, test_seed: int, log=print) -> pd.DataFrame:
-    """One row per test patient: class, reference and automated volumes (mL) and Dice per approach."""
+def evaluate(models3, single, *, n_test: int, test_seed: int, first: int = 0, log=print) -> pd.DataFrame:
+    """One row per test patient (`make_patient((test_seed, i))` for first <= i < first + n_test): class,
+    reference and automated volumes (mL) and Dice per approach."""
     from corelab.preprocess import analysis_region, labels_to_input_grid, to_analysis_grid
     from corelab.synth.phantom import make_patient
 
     networks = {**models3.networks, **{k: v for k, v in single.networks.items() if k == "single"}}
     rows = []
-    for i in range(n_test):
+    for i in range(first, first + n_test):
         started = time.time()
         phantom = make_patient((test_seed, i), matrix=512)
         volume = phantom.volume()
@@ -122,11 +123,19 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=20)
     parser.add_argument("--test-seed", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--first", type=int, default=0,
+                        help="first test patient index (split one cohort over several processes)")
     parser.add_argument("--csv", type=Path, default=None, help="write per-patient results here")
-    parser.add_argument("--from-csv", type=Path, default=None, help="only print the table of an earlier --csv")
+    parser.add_argument("--from-csv", type=Path, nargs="+", default=None,
+                        help="only print the table of earlier --csv files (joined)")
+    parser.add_argument("--record-card", type=Path, default=None,
+                        help="with --from-csv: write the table into this model folder's cards (and single/)")
     args = parser.parse_args()
     if args.from_csv:
-        print_table(pd.read_csv(args.from_csv))
+        results = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
+        print_table(results)
+        if args.record_card:
+            record_in_cards(args.record_card, results, test_seed=args.test_seed)
         return
     torch.set_num_threads(args.threads)
 
@@ -141,7 +150,7 @@ def main() -> None:
     models3 = load_models(folder)
     single = load_models(folder / "single")
     print(f"models {models3.version} (single: {single.version}); test cohort: {args.n_test} phantoms, seed {args.test_seed}")
-    results = evaluate(models3, single, n_test=args.n_test, test_seed=args.test_seed)
+    results = evaluate(models3, single, n_test=args.n_test, test_seed=args.test_seed, first=args.first)
     if args.csv:
         results.to_csv(args.csv, index=False)
     print_table(results)
@@ -158,6 +167,46 @@ def print_table(results: pd.DataFrame) -> None:
     if len(controls):
         print(f"\ncontrols (no infarct, not in the table): n={len(controls)}, automated volume "
               f"three-CNN {controls['three_ml'].mean():.1f} mL, single {controls['single_ml'].mean():.1f} mL (mean)")
+
+def held_out_record(results: pd.DataFrame, *, test_seed: int) -> dict:
+    """Table 1 and the controls' false volumes as the card's `scores.held_out` entry."""
+    def number(value):
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 2)
+
+    table = table1(results)
+    controls = results[results["class"] == "none"]
+    record = {
+        "cohort": f"{len(results)} in-memory phantoms, corelab.synth.make_patient(({test_seed}, i)), never used for training",
+        "command": "python benchmarks/accuracy.py --models models --n-test N --test-seed "
+                   f"{test_seed} --threads 1 --csv F; then --from-csv F ... --record-card models",
+    }
+    for approach, label in (("three_cnn", "Three-CNNs approach"), ("single_cnn", "Single CNN approach")):
+        part = {}
+        for row in table[table["approach"] == label].itertuples(index=False):
+            key = "all" if row[1] == "All infarctions" else row[1].lower()
+            part[key] = {"icc_a1": number(row[2]), "dice_mean": number(row[3]), "dice_sd": number(row[4]), "n": int(row.n)}
+        prefix = approach.split("_")[0]
+        part["control_false_ml"] = [round(float(v), 1) for v in controls[f"{prefix}_ml"]]
+        record[approach] = part
+    return record
+
+
+def record_in_cards(folder: Path, results: pd.DataFrame, *, test_seed: int) -> None:
+    """Write the held-out record and a one-sentence verdict into `folder` and `folder/single` cards."""
+    from corelab.model import record_held_out
+
+    record = held_out_record(results, test_seed=test_seed)
+    three, single = record["three_cnn"]["all"], record["single_cnn"]["all"]
+    headline = (f"**Held-out accuracy on unseen synthetic phantoms is below the targets** (three-CNN: ICC(A,1) "
+                f"{three['icc_a1']}, Dice {three['dice_mean']} ± {three['dice_sd']}, n = {three['n']}; single CNN: "
+                f"ICC(A,1) {single['icc_a1']}, Dice {single['dice_mean']}; control scans got "
+                f"{', '.join(f'{v:g}' for v in record['three_cnn']['control_false_ml'])} mL): do not use these weights "
+                "to measure infarcts. Retrain with `corelab train` on your own reads.")
+    for sub in (folder, folder / "single"):
+        if (sub / "card.json").is_file():
+            record_held_out(sub, record, headline=headline)
+    print(f"held-out scores recorded in {folder}/card.json and MODEL_CARD.md")
+
 
 if __name__ == "__main__":
     main()

@@ -42,6 +42,7 @@ from corelab.config import GridParams
 from corelab.errors import ModelError
 
 __all__ = [
+    "record_held_out",
     "PATCH_SIZE",
     "PATCH_CENTER",
     "SEEN_SIZE",
@@ -277,12 +278,30 @@ _CARD_SUMMARY_KEYS = (
 )
 
 
+def record_held_out(folder: str | Path, held_out: Mapping, *, headline: str) -> None:
+    """Write held-out scores into a model folder's card.json (``scores.held_out``) and MODEL_CARD.md.
+
+    headline: one or two sentences that MODEL_CARD.md puts first, after "Research use only." (the
+    verdict a reader must see). The weights and their checksums are not touched.
+    """
+    card_path = Path(folder) / "card.json"
+    if not card_path.is_file():
+        raise ModelFolderError(f"{folder} has no card.json to record held-out scores in.")
+    card = json.loads(card_path.read_text())
+    card["scores"] = {**card.get("scores", {}), "held_out": dict(held_out)}
+    card["headline"] = headline
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    (Path(folder) / "MODEL_CARD.md").write_text(
+        _markdown_card(card, _version_string(card["version"], card["weights_sha256"])))
+
+
 def _markdown_card(card: Mapping, version: str) -> str:
     training = card.get("training", {})
     lines = [
         f"# corelab model `{version}`",
         "",
         "**Not validated on patients.** Research use only."
+        + (f" {card['headline']}" if card.get("headline") else "")
         + (" Trained on synthetic phantom CTs only." if training.get("synthetic") else ""),
         "",
         f"- Method: {card['method']}; kind: {card['kind']}; networks: {', '.join(card['networks'])}.",

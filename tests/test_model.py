@@ -218,3 +218,19 @@ def test_cuda_request_without_gpu_is_a_named_error():
         with pytest.raises(CudaUnavailableError):
             resolve_device("cuda")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_held_out_scores_are_recorded_without_touching_the_weights(tmp_path):
+    from corelab.model import record_held_out
+
+    nets = {name: spread_net(i) for i, name in enumerate(["severe", "intermediate", "subtle", "hemorrhage"])}
+    save_models(tmp_path, nets, {name: 0.5 for name in nets}, training={"synthetic": True})
+    version = load_models(tmp_path).version
+    record_held_out(tmp_path, {"three_cnn": {"all": {"icc_a1": 0.42, "n": 7}}}, headline="**Below target** (ICC 0.42).")
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["scores"]["held_out"]["three_cnn"]["all"]["icc_a1"] == 0.42
+    lines = (tmp_path / "MODEL_CARD.md").read_text().splitlines()
+    assert lines[2].startswith("**Not validated on patients.** Research use only. **Below target** (ICC 0.42).")
+    assert load_models(tmp_path).version == version  # checksums still verify, same weights
+    with pytest.raises(ModelFolderError):
+        record_held_out(tmp_path / "nowhere", {}, headline="x")
