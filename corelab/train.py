@@ -52,12 +52,15 @@ class TrainOptions:
     background_ratio: background patches per foreground patch (1 = balanced, as the paper's
         "balanced" sampling; 3 puts more of the normal brain, which is most of every scan, in front
         of the network at the same number of lesion patches).
-    epochs, batch_size, learning_rate: Adam on binary cross-entropy.
+    epochs, batch_size, learning_rate: Adam on binary cross-entropy; the epoch with the lowest loss on
+        validation patches is kept (on 100 synthetic scans it was epoch 7-11 of 12).
     val_scans: validation scans per network (paper: 20).
     calibration_shift_hu: each training patch (lesion and background alike) is shifted by one HU
         offset drawn uniformly from +-this, new every epoch*. Scanners differ in calibration by a few
         HU; a network that must not lean on the absolute level of a whole scan learns the local
-        contrast instead. 0 = off (the paper augments only by flips and rotations).
+        contrast instead. 0 = off (the paper augments only by flips and rotations). 3 HU by default:
+        on 100 synthetic scans it matched 0 in validation Dice and halved the volume claimed on a
+        held-out control (53 vs 102 mL).
     hard_fraction: share of background patches drawn from the hard strata.
     other_background_fraction: share of an infarct CNN's background from other groups' patients.
     val_voxels: background voxels sampled per validation scan for the cut-off (half hard, half rest);
@@ -70,10 +73,10 @@ class TrainOptions:
 
     patches_per_class: int = 20_000
     background_ratio: float = 1.0
-    epochs: int = 6
+    epochs: int = 12
     batch_size: int = 128
     learning_rate: float = 1e-3
-    calibration_shift_hu: float = 0.0
+    calibration_shift_hu: float = 3.0
     val_scans: int = 20
     hard_fraction: float = 0.5
     other_background_fraction: float = 0.25
