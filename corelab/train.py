@@ -46,7 +46,7 @@ INFARCT_NETWORKS = ("severe", "intermediate", "subtle")
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Training parameters (defaults sized for a ~60-scan cohort in ~20-30 min on 2 CPU cores).
+    """Training parameters (defaults sized for a ~100-scan cohort: about 25 min on one CPU core).
 
     patches_per_class: foreground patches per network.
     background_ratio: background patches per foreground patch (1 = balanced, as the paper's
