@@ -58,7 +58,18 @@ def icc_a1(auto: pd.Series, reference: pd.Series) -> float:
     return float(types["ICC(A,1)"] if "ICC(A,1)" in types.index else types["ICC2"])
 
 
-def evaluate(models3, single, *, n_test: int, test_seed: int, first: int = 0, log=print) -> pd.DataFrame:
+def _without_small_parts(mask: np.ndarray, min_voxels: float) -> np.ndarray:
+    """``mask`` without its 26-connected parts of fewer than ``min_voxels`` voxels."""
+    from scipy import ndimage as ndi
+
+    parts, _ = ndi.label(mask, structure=np.ones((3, 3, 3), bool))
+    sizes = np.bincount(parts.ravel())
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[parts]
+
+
+def evaluate(models3, single, *, n_test: int, test_seed: int, first: int = 0, min_component_ml=(), log=print) -> pd.DataFrame:
     """One row per test patient (`make_patient((test_seed, i))` for first <= i < first + n_test): class,
     reference and automated volumes (mL) and Dice per approach."""
     from corelab.preprocess import analysis_region, labels_to_input_grid, to_analysis_grid
@@ -89,6 +100,11 @@ def evaluate(models3, single, *, n_test: int, test_seed: int, first: int = 0, lo
             auto = labels_to_input_grid(labels, grid, volume) > 0
             row[f"{approach}_ml"] = auto.sum() * phantom.voxel_ml
             row[f"{approach}_dice"] = dice(auto, reference)
+            for ml in min_component_ml:  # experiment: drop connected parts smaller than ml
+                kept = _without_small_parts(labels > 0, ml / grid_ml)
+                auto = labels_to_input_grid(kept.astype(np.uint8), grid, volume) > 0
+                row[f"{approach}_cc{ml:g}_ml"] = auto.sum() * phantom.voxel_ml
+                row[f"{approach}_cc{ml:g}_dice"] = dice(auto, reference)
         rows.append(row)
         log(f"{row['patient']} {row['class']:<12} ref {row['reference_ml']:7.1f} mL  three {row['three_ml']:7.1f} mL "
             f"(Dice {row['three_dice']:.2f})  single {row['single_ml']:7.1f} mL (Dice {row['single_dice']:.2f})  "
@@ -101,7 +117,10 @@ def table1(results: pd.DataFrame) -> pd.DataFrame:
     """The paper's Table 1: ICC(A,1), Dice mean and SD, n, per class and overall, both approaches."""
     infarcts = results[results["class"].isin(CLASSES)]
     out = []
-    for approach, label in (("three", "Three-CNNs approach"), ("single", "Single CNN approach")):
+    approaches = [("three", "Three-CNNs approach"), ("single", "Single CNN approach")]
+    approaches += [(column[:-3], f"{column.split('_')[0]} parts>={column.split('_')[1][2:]} mL")
+                   for column in results.columns if "_cc" in column and column.endswith("_ml")]
+    for approach, label in approaches:
         groups = [(name.capitalize(), infarcts[infarcts["class"] == name]) for name in CLASSES]
         groups.append(("All infarctions", infarcts))
         for name, part in groups:
@@ -123,6 +142,8 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=20)
     parser.add_argument("--test-seed", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--min-component-ml", type=float, nargs="*", default=[],
+                        help="experiment: also score each approach without connected parts smaller than these mL")
     parser.add_argument("--first", type=int, default=0,
                         help="first test patient index (split one cohort over several processes)")
     parser.add_argument("--csv", type=Path, default=None, help="write per-patient results here")
@@ -150,7 +171,8 @@ def main() -> None:
     models3 = load_models(folder)
     single = load_models(folder / "single")
     print(f"models {models3.version} (single: {single.version}); test cohort: {args.n_test} phantoms, seed {args.test_seed}")
-    results = evaluate(models3, single, n_test=args.n_test, test_seed=args.test_seed, first=args.first)
+    results = evaluate(models3, single, n_test=args.n_test, test_seed=args.test_seed, first=args.first,
+                       min_component_ml=args.min_component_ml)
     if args.csv:
         results.to_csv(args.csv, index=False)
     print_table(results)
@@ -166,7 +188,8 @@ def print_table(results: pd.DataFrame) -> None:
     controls = results[results["class"] == "none"]
     if len(controls):
         print(f"\ncontrols (no infarct, not in the table): n={len(controls)}, automated volume "
-              f"three-CNN {controls['three_ml'].mean():.1f} mL, single {controls['single_ml'].mean():.1f} mL (mean)")
+              f"three-CNN {controls['three_ml'].mean():.1f} mL, single {controls['single_ml'].mean():.1f} mL (mean)"
+              + "".join(f", {c[:-3]} {controls[c].mean():.1f} mL" for c in results.columns if "_cc" in c and c.endswith("_ml")))
 
 def held_out_record(results: pd.DataFrame, *, test_seed: int) -> dict:
     """Table 1 and the controls' false volumes as the card's `scores.held_out` entry."""
