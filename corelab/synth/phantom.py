@@ -112,7 +112,7 @@ def make_patient(
     (controls 10%, classes in the paper's proportions). matrix: in-plane size (512 as scanners;
     128 for fast tests, same field of view). thin_slices: 0.5-1.5 mm slices instead of 5 mm.
 
-    A subtle infarct's mean must read >= 32 HU while staying 2-5 HU below the brain it replaced,
+    A subtle infarct's mean must read >= 32 HU while staying 2-6 HU below the brain it replaced,
     which a dark brain on a dark scanner cannot give. Such a patient is drawn again (another brain
     and infarct, same scanner), as a trial's subtle infarcts are those of brains that read bright
     enough; the scanner's calibration is never shifted for the class (it would tell the class from
@@ -266,7 +266,7 @@ def _draw_patient(
         low_t, high_t = lesions.CLASS_TARGET_HU[hypodensity]
         target = float(rng.uniform(low_t, high_t))
         if hypodensity == "subtle":
-            # The mean follows from the brain it replaced: 2-5 HU below it, inside [32, 44).
+            # The mean follows from the brain it replaced: 2-6 HU below it, inside [32, 44).
             floor = CLASS_RANGES_HU["subtle"][0] + 0.8  # noise must not carry it out
             contrast = float(rng.uniform(2.5, 6.0))
             room = m0 - floor
@@ -283,8 +283,8 @@ def _draw_patient(
             m1 = float(drop_out[in_class].mean()) * gain
         alpha = float(np.clip((target - m0) / m1, 0.05, 1.6)) if m1 < 0 else 0.0
         if hypodensity == "subtle":
-            # At most all of the grey-white contrast is lost; a mostly white-matter infarct then
-            # reads a little above its target, still inside the class.
+            # Grey matter falls at most a little below white matter (1.3x the pattern); a mostly
+            # white-matter infarct then reads a little above its target, still inside the class.
             alpha = min(alpha, 1.3)
     del weight, deficit
     slice_mm = grid.out_spacing[0]
