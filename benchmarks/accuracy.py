@@ -4,7 +4,8 @@
     python benchmarks/accuracy.py --train-dir trial/ --out /tmp/m  # train first (single included), then evaluate
 
 Test cohort: `corelab.synth.make_patient((test_seed, i))` for i < n_test, other seeds than any
-`corelab synth --seed S` trial (those use (S, i) with S small; the default test seed is 1000), drawn
+`corelab synth --seed S` trial (those use (S, i); the shipped weights were trained on S = 1000, the
+default test seed is 424242), drawn
 with the trial's class mix; made in memory, not written. Reference: the phantom's truth labels
 (nonzero = infarct, hemorrhage included, as the paper's reference). Class: `hypodensity_class` of
 the reference's mean HU without hemorrhage voxels, on the scan's grid. Controls (no infarct) are left
@@ -33,6 +34,8 @@ from corelab.model import load_models
 from corelab.segment import labels_from_probabilities
 
 CLASSES = ("severe", "intermediate", "subtle")
+# The accuracy targets of the CNN issue: overall ICC(A,1) and mean Dice per class, three-CNN approach.
+TARGETS = {"icc_a1": 0.95, "dice": {"severe": 0.80, "intermediate": 0.75, "subtle": 0.60}}
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -140,7 +143,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("accuracy-models"), help="where to write trained models")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--n-test", type=int, default=20)
-    parser.add_argument("--test-seed", type=int, default=1000)
+    parser.add_argument("--test-seed", type=int, default=424242)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-component-ml", type=float, nargs="*", default=[],
                         help="experiment: also score each approach without connected parts smaller than these mL")
@@ -191,6 +194,7 @@ def print_table(results: pd.DataFrame) -> None:
               f"three-CNN {controls['three_ml'].mean():.1f} mL, single {controls['single_ml'].mean():.1f} mL (mean)"
               + "".join(f", {c[:-3]} {controls[c].mean():.1f} mL" for c in results.columns if "_cc" in c and c.endswith("_ml")))
 
+
 def held_out_record(results: pd.DataFrame, *, test_seed: int) -> dict:
     """Table 1 and the controls' false volumes as the card's `scores.held_out` entry."""
     def number(value):
@@ -220,11 +224,15 @@ def record_in_cards(folder: Path, results: pd.DataFrame, *, test_seed: int) -> N
 
     record = held_out_record(results, test_seed=test_seed)
     three, single = record["three_cnn"]["all"], record["single_cnn"]["all"]
-    headline = (f"**Held-out accuracy on unseen synthetic phantoms is below the targets** (three-CNN: ICC(A,1) "
+    met = (three["icc_a1"] or 0) >= TARGETS["icc_a1"] and all(
+        (record["three_cnn"].get(name, {}).get("dice_mean") or 0) >= dice for name, dice in TARGETS["dice"].items())
+    verdict = "meets the targets" if met else "is below the targets"
+    headline = (f"**Held-out accuracy on unseen synthetic phantoms {verdict}** (three-CNN: ICC(A,1) "
                 f"{three['icc_a1']}, Dice {three['dice_mean']} ± {three['dice_sd']}, n = {three['n']}; single CNN: "
                 f"ICC(A,1) {single['icc_a1']}, Dice {single['dice_mean']}; control scans got "
-                f"{', '.join(f'{v:g}' for v in record['three_cnn']['control_false_ml'])} mL): do not use these weights "
-                "to measure infarcts. Retrain with `corelab train` on your own reads.")
+                f"{', '.join(f'{v:g}' for v in record['three_cnn']['control_false_ml'])} mL)"
+                + ("." if met else ": do not use these weights to measure infarcts.")
+                + " Retrain with `corelab train` on your own reads.")
     for sub in (folder, folder / "single"):
         if (sub / "card.json").is_file():
             record_held_out(sub, record, headline=headline)
