@@ -63,10 +63,14 @@ def overlay_labels(gray: np.ndarray, labels: np.ndarray, *, alpha: float = 0.5) 
     return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
 
 
-def choose_slices(labels: np.ndarray, *, n: int = 4) -> list[int]:
+def choose_slices(labels: np.ndarray, *, n: int = 4, tail: float = 0.025) -> list[int]:
     """Up to ``n`` axial slice indices, ascending: spread over the labelled slices (always
     including the one with the most labelled voxels), then evenly spaced slices through the middle
     of the scan when fewer slices carry labels.
+
+    The spread leaves out end slices that together hold at most ``tail`` of the labelled voxels at
+    either end: a few stray voxels at the skull base or vertex would otherwise take two of the
+    rows a reviewer needs for the lesion.
 
     >>> lab = np.zeros((10, 2, 2), np.uint8); lab[7] = 1; lab[2, 0, 0] = 3
     >>> choose_slices(lab, n=3)
@@ -77,6 +81,11 @@ def choose_slices(labels: np.ndarray, *, n: int = 4) -> list[int]:
     per_slice = (labels > 0).reshape(depth, -1).sum(axis=1)
     labelled = [int(i) for i in np.flatnonzero(per_slice)]
     if len(labelled) > n:
+        counts = per_slice[labelled]
+        low = int(np.searchsorted(np.cumsum(counts), tail * counts.sum(), side="right"))
+        high = len(labelled) - int(np.searchsorted(np.cumsum(counts[::-1]), tail * counts.sum(), side="right"))
+        if high - low >= n:
+            labelled = labelled[low:high]
         # Spread over the lesion's extent rather than n neighbouring slices of its widest part.
         picks = [labelled[int(round(k))] for k in np.linspace(0, len(labelled) - 1, n)]
         largest = int(np.argmax(per_slice))

@@ -43,6 +43,10 @@ def test_choose_slices_prefers_labelled_then_middle():
     wide[4:17, 0, 0] = 2  # a lesion over slices 4..16, widest on slice 9
     wide[9] = 2
     assert choose_slices(wide, n=4) == [4, 9, 12, 16]  # spread 4, 8, 12, 16 with 8 -> widest 9
+    stray = np.zeros((30, 20, 20), np.uint8)
+    stray[10:19, 5:15, 5:15] = 2  # the lesion: 100 voxels on each of slices 10..18
+    stray[2, 0, 0] = stray[27, 0, 0] = 1  # one stray voxel at the skull base and one at the vertex
+    assert choose_slices(stray, n=4) == [10, 13, 15, 18]
 
 
 def test_qc_png_reads_back_with_labels_drawn():
