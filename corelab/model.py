@@ -274,7 +274,7 @@ def save_models(
 
 
 _CARD_SUMMARY_KEYS = (
-    "cohort", "synthetic", "seed", "n_scans", "classes", "hemorrhage_labels", "patches_per_class", "epochs", "early_stopping",
+    "cohort", "cohort_generator", "synthetic", "seed", "n_scans", "classes", "hemorrhage_labels", "patches_per_class", "epochs", "early_stopping",
 )
 
 
@@ -312,7 +312,8 @@ def _markdown_card(card: Mapping, version: str) -> str:
         f"- Cut-offs ({training.get('cutoff_rule', 'chosen on validation scans to maximize Dice')}): "
         + ", ".join(f"{name} {value:.3f}" for name, value in card["cutoffs"].items()) + ".",
         "- Training data: "
-        + "; ".join(f"{key} {json.dumps(training[key], default=str)}" for key in _CARD_SUMMARY_KEYS if key in training)
+        + "; ".join(f"{key} {json.dumps(training[key], default=str)}" for key in _CARD_SUMMARY_KEYS
+                    if training.get(key) is not None)
         + " (scan lists and the full recipe are in card.json).",
     ]
     if card.get("scores"):

@@ -25,6 +25,7 @@ are marked *):
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -358,8 +359,11 @@ def _grid(options: TrainOptions) -> dict:
 
 
 def _training_record(cohort_dir, scans, split, options, *, seed, synthetic, names) -> dict:
+    generator = cohort_dir / "synth.json"  # written by `corelab synth` (corelab.synth.trial.GENERATOR_FILE)
     return {
-        "cohort": str(cohort_dir.resolve()),
+        # The folder's name, not its path: a card travels to other machines and says nothing of this one.
+        "cohort": cohort_dir.resolve().name,
+        "cohort_generator": json.loads(generator.read_text()) if generator.is_file() else None,
         "synthetic": bool(synthetic),
         "seed": seed,
         "n_scans": len(scans),

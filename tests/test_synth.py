@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import math
 
 import numpy as np
@@ -68,6 +69,9 @@ def test_layout_and_summary(trial, truth, manifest):
         for sub in ("truth", "manual", "manual_b", "tissue"):
             assert (trial.out_dir / sub / f"{pid}.nii.gz").exists()
     assert set(truth.hypodensity) == {"severe", "intermediate", "subtle", "none"}
+    generator = json.loads((trial.out_dir / "synth.json").read_text())
+    assert generator["seed"] == SEED and generator["n"] == N_TRIAL and generator["matrix"] == 128
+    assert generator["command"].startswith("corelab.synth.make_trial(")  # 128 pixels: not a command-line trial
 
 
 def test_every_scan_reads_back_with_tissue_hu_in_range(trial, manifest):

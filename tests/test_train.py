@@ -94,6 +94,8 @@ def test_train_models_writes_loadable_checked_folders(tmp_path):
     assert summary.cutoffs["severe"] == models.cutoffs["severe"]
     card = json.loads((tmp_path / "models" / "card.json").read_text())
     assert card["training"]["seed"] == 1 and card["training"]["n_scans"] == 7
+    # the folder's name, not this machine's path; no generator record for a cohort not made by synth
+    assert card["training"]["cohort"] == "cohort" and card["training"]["cohort_generator"] is None
     assert card["training"]["classes"] == {"severe": 2, "intermediate": 2, "subtle": 2}
     assert card["training"]["hemorrhage_labels"] == {"truth": 6, "threshold": 1}
     assert card["training"]["validation_controls"] == ["P06"]  # the one control validates every CNN

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import math
 import re
 import time
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from corelab import __version__
 from corelab.scans import write_image
 from corelab.synth.dicom_write import derived_uid, write_dicom_series
 from corelab.synth.phantom import CLASSES, Phantom, SynthError, make_patient
@@ -34,7 +36,9 @@ from corelab.synth.readers import manual_read
 from corelab.synth.scanner import draw_scanner
 from corelab.synth import lesions
 
-__all__ = ["TrialSummary", "make_trial", "TRUTH_COLUMNS", "MANIFEST_COLUMNS"]
+__all__ = ["TrialSummary", "make_trial", "TRUTH_COLUMNS", "MANIFEST_COLUMNS", "GENERATOR_FILE"]
+
+GENERATOR_FILE = "synth.json"  # how the trial was made (command, seed, size, corelab version)
 
 MANIFEST_COLUMNS = ("patient_id", "scan", "onset", "scan_time", "series_uid", "site")
 TRUTH_COLUMNS = (
@@ -133,6 +137,16 @@ def make_trial(
     truth_csv = out / "truth.csv"
     pd.DataFrame(truth_rows, columns=list(TRUTH_COLUMNS)).to_csv(truth_csv, index=False, float_format="%.3f")
     n_nifti = sum(1 for r in rows if r["scan"].endswith(".nii.gz"))
+    # What made this trial, for whoever trains on it (the model card names it).
+    # Without the folder's name: the same seed gives the same bytes wherever the trial is written.
+    if matrix == 512 and n_sites == 4:  # what the command line can make
+        command = f"corelab synth OUT_DIR --n {n} --seed {int(seed)}" + (" --thin-slices" if thin_slices else "")
+    else:
+        command = (f"corelab.synth.make_trial(OUT_DIR, n={n}, seed={int(seed)}, thin_slices={thin_slices}, "
+                   f"matrix={matrix}, n_sites={n_sites})")
+    generator = {"command": command, "n": n, "seed": int(seed), "matrix": matrix, "thin_slices": thin_slices,
+                 "n_sites": n_sites, "corelab": __version__}
+    (out / GENERATOR_FILE).write_text(json.dumps(generator, indent=2) + "\n")
     return TrialSummary(
         out_dir=out,
         manifest=manifest,
