@@ -39,7 +39,7 @@ from corelab.errors import ModelError
 from corelab.model import PATCH_CENTER, PATCH_SIZE, SEEN_SIZE, InputNorm, PatchCNN, resolve_device
 
 __all__ = ["DenseNetworks", "dense_probabilities", "region_boxes", "region_tiles", "dense_flops_per_voxel",
-           "PRECISIONS", "PrecisionError"]
+           "PRECISIONS", "PrecisionError", "precision_dtype"]
 
 # conv1 maps per network, conv2 maps, dense widths: the paper's architecture (corelab.model).
 _C1, _C2, _FC = 64, 128, 256
@@ -52,7 +52,8 @@ class PrecisionError(ModelError):
     """The requested CNN precision is not one corelab offers."""
 
 
-def _dtype(precision: str) -> torch.dtype:
+def precision_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a CNN precision name ("float32", "bfloat16"); `PrecisionError` for others."""
     if precision not in PRECISIONS:
         raise PrecisionError(f"Unknown CNN precision {precision!r}; use {' or '.join(PRECISIONS)}.")
     return PRECISIONS[precision]
@@ -247,7 +248,7 @@ def dense_probabilities(
     if hu.ndim != 3 or region.shape != hu.shape:
         raise ValueError(f"hu {hu.shape} and region {region.shape} must be matching [z, y, x] arrays")
     torch_device = resolve_device(device)
-    dtype = _dtype(precision)
+    dtype = precision_dtype(precision)
     names = list(networks)
     probabilities = {name: np.zeros(hu.shape, dtype=np.float32) for name in names}
     if not names or not region.any():

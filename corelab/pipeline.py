@@ -30,7 +30,7 @@ from typing import Any
 
 from corelab.batch import ExecutorSpec, run_dask, run_serial
 from corelab.config import Method
-from corelab.dense import PRECISIONS
+from corelab.dense import PrecisionError, precision_dtype
 from corelab.errors import CorelabError
 from corelab.manifest import Manifest, ManifestRow, imaging_window, read_manifest
 from corelab.outputs import atomic_write_bytes, atomic_write_text, file_sha256, read_record, scan_sha256, write_mask
@@ -99,8 +99,10 @@ def run_batch(
 
     if workers < 1 or (threads is not None and threads < 1):
         raise BatchOptionError(f"Workers and threads must be 1 or more, not {workers} and {threads}.")
-    if method.precision not in PRECISIONS:
-        raise BatchOptionError(f"Unknown CNN precision {method.precision!r}; use {' or '.join(PRECISIONS)}.")
+    try:  # before any scan: a typo must not fail every row one by one
+        precision_dtype(method.precision)
+    except PrecisionError as error:
+        raise BatchOptionError(str(error)) from error
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.perf_counter()
     manifest = read_manifest(manifest_path)
