@@ -359,7 +359,9 @@ def _grid(options: TrainOptions) -> dict:
 
 
 def _training_record(cohort_dir, scans, split, options, *, seed, synthetic, names) -> dict:
-    generator = cohort_dir / "synth.json"  # written by `corelab synth` (corelab.synth.trial.GENERATOR_FILE)
+    from corelab.synth.trial import GENERATOR_FILE  # here: training needs no phantom code otherwise
+
+    generator = cohort_dir / GENERATOR_FILE
     return {
         # The folder's name, not its path: a card travels to other machines and says nothing of this one.
         "cohort": cohort_dir.resolve().name,
