@@ -31,7 +31,7 @@ import torch
 from corelab.dense import dense_probabilities
 from corelab.measure import hypodensity_class
 from corelab.model import load_models
-from corelab.segment import labels_from_probabilities
+from corelab.segment import labels_from_probabilities, smooth_probabilities
 
 CLASSES = ("severe", "intermediate", "subtle")
 # The accuracy targets of the CNN issue: overall ICC(A,1) and mean Dice per class, three-CNN approach.
@@ -95,11 +95,12 @@ def evaluate(models3, single, *, n_test: int, test_seed: int, first: int = 0, mi
         # What each network claims on its own (analysis grid, mL): which one over-claims.
         grid_ml = float(np.prod(grid.spacing)) / 1000.0
         cutoffs = {**models3.cutoffs, **single.cutoffs}
-        for name, prob in probs.items():
+        for name, prob in smooth_probabilities(probs, regions.region, models3.smoothing_px).items():
             row[f"{name}_claim_ml"] = float((regions.region & (prob >= cutoffs[name])).sum()) * grid_ml
         for approach, models in (("three", models3), ("single", single)):
             use = {k: probs[k] for k in models.networks}
-            labels = labels_from_probabilities(use, dict(models.cutoffs), regions.region, hu=grid.array)
+            labels = labels_from_probabilities(use, dict(models.cutoffs), regions.region, hu=grid.array,
+                                               smoothing_px=models.smoothing_px)
             auto = labels_to_input_grid(labels, grid, volume) > 0
             row[f"{approach}_ml"] = auto.sum() * phantom.voxel_ml
             row[f"{approach}_dice"] = dice(auto, reference)

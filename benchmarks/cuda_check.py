@@ -17,7 +17,8 @@ from a source tree that is not installed, on machines without SimpleITK or pydic
    `corelab run` does it (`to_analysis_grid` with the models' grid, `analysis_region`), HU rounded
    to int16, and what the CPU computed from exactly that input in float32 with the shipped models:
    per network the voxels at or above its cut-off (as packed bits), the probability sums, the
-   probabilities at 20 000 sampled region voxels, and the label map (`corelab.segment` rules).
+   probabilities at 20 000 sampled region voxels, and the label map (`corelab.segment` rules,
+   unsmoothed: the model card's smoothing runs on the CPU after the networks, whatever the device).
    The device run times four-network dense inference (one warm-up, median of 3, synchronized) in
    float32 and bfloat16 and compares each to the CPU float32 reference. float32 passes when, per
    network, the sampled probabilities differ by < 1e-4, the sums by < 1e-5 (relative) and at most
@@ -117,7 +118,7 @@ def equivalence(device: str, *, shape=(4, 96, 96), n_voxels: int = 500, seed: in
     corners = np.array([inside.min(axis=0), inside.max(axis=0)])
     corners = corners[region[tuple(corners.T)]]  # the bounding box's corners, where they lie in the region
     voxels = np.concatenate([inside[rng.choice(len(inside), min(n_voxels, len(inside)), replace=False)], corners])
-    patches = torch.from_numpy(extract_patches(norm.apply(hu), voxels, pad_value=norm.pad_value))
+    patches = torch.from_numpy(extract_patches(norm.apply(hu, region), voxels, pad_value=norm.pad_value))
     worst, outside_nonzero, spread = 0.0, 0, []
     with torch.no_grad():
         for name, net in nets.items():

@@ -133,7 +133,7 @@ def dense_vs_patchwise(hu, region, models, *, sample: int, device: str, seed: in
     dense_s = time.perf_counter() - start
     voxels = np.argwhere(region)
     voxels = voxels[np.random.default_rng(seed).choice(len(voxels), size=min(sample, len(voxels)), replace=False)]
-    x, torch_device, worst = norm.apply(hu), resolve_device(device), 0.0
+    x, torch_device, worst = norm.apply(hu, region), resolve_device(device), 0.0
     start = time.perf_counter()
     with torch.inference_mode():
         for first in range(0, len(voxels), 4096):

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from corelab.errors import ModelError
 from corelab.model import PATCH_CENTER, PATCH_SIZE, SEEN_SIZE, InputNorm, PatchCNN, resolve_device
 
-__all__ = ["DenseNetworks", "dense_probabilities", "region_boxes", "region_tiles", "dense_flops_per_voxel",
+__all__ = ["DenseNetworks", "dense_probabilities", "dense_probabilities_from_input", "region_boxes", "region_tiles", "dense_flops_per_voxel",
            "PRECISIONS", "PrecisionError", "precision_dtype"]
 
 # conv1 maps per network, conv2 maps, dense widths: the paper's architecture (corelab.model).
@@ -247,17 +247,36 @@ def dense_probabilities(
     region = np.asarray(region, dtype=bool)
     if hu.ndim != 3 or region.shape != hu.shape:
         raise ValueError(f"hu {hu.shape} and region {region.shape} must be matching [z, y, x] arrays")
+    return dense_probabilities_from_input(norm.apply(hu, region), region, networks, pad_value=norm.pad_value,
+                                          device=device, tile_voxels=tile_voxels, precision=precision)
+
+
+def dense_probabilities_from_input(
+    x: np.ndarray,
+    region: np.ndarray,
+    networks: Mapping[str, PatchCNN],
+    *,
+    pad_value: float,
+    device: str = "cpu",
+    tile_voxels: int = 60_000,
+    precision: str = "float32",
+) -> dict[str, np.ndarray]:
+    """`dense_probabilities` on input already normalized (`InputNorm.apply`), e.g. a training cohort's
+    stored scans; `pad_value` is the norm's value of air, used outside the image."""
+    x = np.asarray(x, dtype=np.float32)
+    region = np.asarray(region, dtype=bool)
+    if x.ndim != 3 or region.shape != x.shape:
+        raise ValueError(f"input {x.shape} and region {region.shape} must be matching [z, y, x] arrays")
     torch_device = resolve_device(device)
     dtype = precision_dtype(precision)
     names = list(networks)
-    probabilities = {name: np.zeros(hu.shape, dtype=np.float32) for name in names}
+    probabilities = {name: np.zeros(x.shape, dtype=np.float32) for name in names}
     if not names or not region.any():
         return probabilities
     dense = DenseNetworks([networks[name] for name in names], torch_device, dtype)
     before, after = PATCH_CENTER, PATCH_SIZE - 1 - PATCH_CENTER
-    normed = norm.apply(hu)
-    padded = np.pad(normed, ((1, 1), (before, after), (before, after)), mode="edge")  # z replicate
-    pad_value = np.float32(norm.pad_value)
+    padded = np.pad(x, ((1, 1), (before, after), (before, after)), mode="edge")  # z replicate
+    pad_value = np.float32(pad_value)
     padded[:, :before, :] = pad_value
     padded[:, -after:, :] = pad_value
     padded[:, :, :before] = pad_value

@@ -21,6 +21,8 @@ extractor in corelab (training, patch-wise and dense inference) uses this placem
 HU handling (`InputNorm`, recorded in card.json): clip to [-20, 100] HU, a window that keeps CSF,
 every infarct class (14-44 HU), brain and fresh blood (50-90 HU) apart while bone and air saturate,
 then (HU - 40) / 30, so values lie in [-2, 2]. Padding outside the image uses the value of air.
+Weights trained by `corelab train` first shift each scan so the median HU of its analysis region is
+`BRAIN_REFERENCE_HU` (35); cards without `brain_reference_hu` mean absolute HU (see `InputNorm`).
 """
 
 from __future__ import annotations
@@ -82,24 +84,55 @@ class ChecksumError(ModelError):
     """A weights file does not match the sha256 recorded in card.json."""
 
 
+# Median HU of a scan's analysis region that brain-referenced input moves every scan to (about the
+# median of a normal brain on a calibrated scanner: 33-35 HU on the synthetic phantoms).
+BRAIN_REFERENCE_HU = 35.0
+
+
 @dataclass(frozen=True)
 class InputNorm:
-    """HU to network input: clip to [clip_low_hu, clip_high_hu], then (HU - center_hu) / scale_hu.
+    """HU to network input: [shift to the brain reference,] clip to [clip_low_hu, clip_high_hu], then
+    (HU - center_hu) / scale_hu.
+
+    brain_reference_hu: None = absolute HU, as the paper. A number: each scan is first shifted by one
+        offset so that the median HU of its analysis region (intracranial minus CSF) equals this
+        value. Scanners differ in calibration by a few HU and patients' brains by a few more; a subtle
+        infarct is only 2-6 HU below the brain it replaced, so the networks then see each brain
+        against its own level (the scan's calibration and the patient's grey matter cancel) instead
+        of an absolute HU that varies as much as the lesion's contrast. The median is robust to
+        lesions: a 300 mL infarct 20 HU below a 1300 mL brain moves it by about 2 HU.
 
     >>> InputNorm().apply(np.array([-1000.0, 40.0, 70.0, 500.0])).tolist()
     [-2.0, 0.0, 1.0, 2.0]
+    >>> brain = np.array([44.0, 44.0, 46.0, 0.0]); region = np.array([True, True, True, False])
+    >>> [round(float(v), 3) for v in InputNorm(brain_reference_hu=40.0).apply(brain, region)]  # median 44: -4 HU
+    [0.0, 0.0, 0.067, -1.467]
     """
 
     clip_low_hu: float = -20.0
     clip_high_hu: float = 100.0
     center_hu: float = 40.0
     scale_hu: float = 30.0
+    brain_reference_hu: float | None = None
 
-    def apply(self, hu: np.ndarray) -> np.ndarray:
+    def apply(self, hu: np.ndarray, region: np.ndarray | None = None) -> np.ndarray:
+        """Network input from HU; `region` (bool, shaped like `hu`) is needed with a brain reference."""
+        hu = np.asarray(hu, dtype=np.float32)
+        shift = self.brain_shift(hu, region)
         return normalize_hu(
-            hu, clip_low_hu=self.clip_low_hu, clip_high_hu=self.clip_high_hu,
-            center_hu=self.center_hu, scale_hu=self.scale_hu,
+            hu + np.float32(shift) if shift else hu, clip_low_hu=self.clip_low_hu,
+            clip_high_hu=self.clip_high_hu, center_hu=self.center_hu, scale_hu=self.scale_hu,
         )
+
+    def brain_shift(self, hu: np.ndarray, region: np.ndarray | None) -> float:
+        """HU added to the scan before clipping: brain_reference_hu minus the region's median HU
+        (0 without a brain reference, or when the region is empty)."""
+        if self.brain_reference_hu is None:
+            return 0.0
+        if region is None or np.shape(region) != np.shape(hu):
+            raise ValueError("A brain-referenced input needs the analysis region, shaped like the scan.")
+        inside = np.asarray(hu)[np.asarray(region, dtype=bool)]
+        return float(self.brain_reference_hu - np.median(inside)) if inside.size else 0.0
 
     @property
     def pad_value(self) -> float:
@@ -181,6 +214,12 @@ class ModelSet:
         return GridParams(**{key: float(recorded[key]) for key in ("slice_mm", "pixel_mm") if key in recorded})
 
     @property
+    def smoothing_px(self) -> float:
+        """In-plane Gaussian sigma, in analysis-grid pixels, of the probability smoothing the cut-offs
+        were chosen with (card "postprocess"; cards without it: 0, no smoothing)."""
+        return _smoothing_mm(self.card) / self.grid.pixel_mm
+
+    @property
     def is_single(self) -> bool:
         """True for the single-CNN baseline folder."""
         return SINGLE_NAME in self.networks
@@ -207,9 +246,13 @@ def default_models_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "models"
 
 
-def _version_string(card_version: str, checksums: Mapping[str, str]) -> str:
+def _version_string(card: Mapping) -> str:
+    """Card version + 8 hex digits over the weights' checksums, the cut-offs and the smoothing: the
+    same weights cut or smoothed otherwise give other volumes, so they are another version."""
+    checksums = card["weights_sha256"]
     joined = "".join(f"{name}:{checksums[name]}" for name in sorted(checksums))
-    return f"{card_version}+{hashlib.sha256(joined.encode()).hexdigest()[:8]}"
+    joined += json.dumps({"cutoffs": card["cutoffs"], "smoothing_mm": _smoothing_mm(card)}, sort_keys=True)
+    return f"{card['version']}+{hashlib.sha256(joined.encode()).hexdigest()[:8]}"
 
 
 def save_models(
@@ -222,9 +265,12 @@ def save_models(
     training: Mapping | None = None,
     scores: Mapping | None = None,
     version: str | None = None,
+    smoothing_mm: float = 0.0,
 ) -> Path:
     """Write `<name>.pt` weights, card.json and MODEL_CARD.md into `folder`; returns card.json's path.
 
+    smoothing_mm: in-plane Gaussian sigma the probability maps are smoothed with before the cut-offs
+        (the cut-offs were chosen with it; see `corelab.segment.smooth_probabilities`).
     grid: the analysis grid, e.g. {"slice_mm": 5.0, "pixel_mm": 0.45}.
     training: what the networks were trained on (cohort, synthetic or not, seed, sizes, options).
     scores: held-out or validation scores to record, e.g. {"validation_dice": {...}}.
@@ -257,8 +303,9 @@ def save_models(
             "outside_image": "padded with the normalized value of air",
         },
         "analysis_grid": dict(grid or {"slice_mm": 5.0, "pixel_mm": 0.45}),
-        "hu_input": {**asdict(norm), "rule": "clip to [clip_low_hu, clip_high_hu], then (HU - center_hu) / scale_hu"},
+        "hu_input": {**asdict(norm), "rule": _NORM_RULE if norm.brain_reference_hu is None else _BRAIN_RULE + _NORM_RULE},
         "cutoffs": {name: float(cutoffs[name]) for name in networks},
+        "postprocess": {"smoothing_mm": float(smoothing_mm), "rule": _SMOOTHING_RULE},
         "labels": {"severe": 1, "intermediate": 2, "subtle": 3, "hemorrhage": 4},
         "precedence": "hemorrhage > subtle > intermediate > severe",
         "training": dict(training or {}),
@@ -269,7 +316,7 @@ def save_models(
     }
     card_path = folder / "card.json"
     card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
-    (folder / "MODEL_CARD.md").write_text(_markdown_card(card, _version_string(card_version, checksums)))
+    (folder / "MODEL_CARD.md").write_text(_markdown_card(card, _version_string(card)))
     return card_path
 
 
@@ -292,7 +339,7 @@ def record_held_out(folder: str | Path, held_out: Mapping, *, headline: str) -> 
     card["headline"] = headline
     card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
     (Path(folder) / "MODEL_CARD.md").write_text(
-        _markdown_card(card, _version_string(card["version"], card["weights_sha256"])))
+        _markdown_card(card, _version_string(card)))
 
 
 def _markdown_card(card: Mapping, version: str) -> str:
@@ -307,8 +354,13 @@ def _markdown_card(card: Mapping, version: str) -> str:
         f"- Method: {card['method']}; kind: {card['kind']}; networks: {', '.join(card['networks'])}.",
         "- Input: 19x19 patch, 3 slices (z-1, z, z+1) of the 5 mm analysis grid as channels; "
         "the network sees a 16x16 window at offsets -8..+7 around the voxel.",
-        f"- HU handling: clip to [{card['hu_input']['clip_low_hu']}, {card['hu_input']['clip_high_hu']}] HU, "
+        "- HU handling: "
+        + (f"each scan shifted so the median HU of its analysis region is {card['hu_input']['brain_reference_hu']}, "
+           if card["hu_input"].get("brain_reference_hu") is not None else "")
+        + f"clip to [{card['hu_input']['clip_low_hu']}, {card['hu_input']['clip_high_hu']}] HU, "
         f"then (HU - {card['hu_input']['center_hu']}) / {card['hu_input']['scale_hu']}.",
+        f"- Probability maps smoothed in-plane before the cut-offs: Gaussian sigma {_smoothing_mm(card):g} mm "
+        "(0 = none), averaged over the analysis region only.",
         f"- Cut-offs ({training.get('cutoff_rule', 'chosen on validation scans to maximize Dice')}): "
         + ", ".join(f"{name} {value:.3f}" for name, value in card["cutoffs"].items()) + ".",
         "- Training data: "
@@ -320,6 +372,27 @@ def _markdown_card(card: Mapping, version: str) -> str:
         lines.append(f"- Scores: {json.dumps(card['scores'], default=str)}")
     lines += ["", "Weights checksums (sha256) are in card.json and are verified on every load.", ""]
     return "\n".join(lines)
+
+
+_SMOOTHING_RULE = ("each network's probability map, inside the analysis region, is averaged in-plane with a "
+                   "Gaussian of sigma smoothing_mm over region voxels only, then cut at its cut-off")
+
+
+def _smoothing_mm(card: Mapping) -> float:
+    return float((card.get("postprocess") or {}).get("smoothing_mm", 0.0))
+
+
+_NORM_RULE = "clip to [clip_low_hu, clip_high_hu], then (HU - center_hu) / scale_hu"
+_BRAIN_RULE = "shift the scan so the median HU of its analysis region is brain_reference_hu, then "
+
+
+def _norm_from_card(fields: Mapping) -> InputNorm:
+    """The card's hu_input; cards written before brain_reference_hu existed mean absolute HU."""
+    reference = fields.get("brain_reference_hu")
+    return InputNorm(
+        **{key: float(fields[key]) for key in ("clip_low_hu", "clip_high_hu", "center_hu", "scale_hu")},
+        brain_reference_hu=None if reference is None else float(reference),
+    )
 
 
 def load_models(folder: str | Path | None = None, device: str = "cpu") -> ModelSet:
@@ -339,7 +412,7 @@ def load_models(folder: str | Path | None = None, device: str = "cpu") -> ModelS
         names = list(card["networks"])
         cutoffs = {name: float(card["cutoffs"][name]) for name in names}
         checksums = dict(card["weights_sha256"])
-        norm = InputNorm(**{key: float(card["hu_input"][key]) for key in asdict(InputNorm())})
+        norm = _norm_from_card(card["hu_input"])
     except (ValueError, KeyError, TypeError) as error:
         raise ModelFolderError(f"The model card {card_path} cannot be read ({error}).") from error
     networks: dict[str, PatchCNN] = {}
@@ -361,7 +434,7 @@ def load_models(folder: str | Path | None = None, device: str = "cpu") -> ModelS
         cutoffs=cutoffs,
         norm=norm,
         card=card,
-        version=_version_string(str(card.get("version", "")), checksums),
+        version=_version_string({**card, "version": str(card.get("version", ""))}),
         checksums=checksums,
         folder=str(folder),
         device=str(torch_device),

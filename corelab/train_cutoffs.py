@@ -1,42 +1,63 @@
-"""Cut-offs of the CNNs chosen together, for the Dice of their union, on validation scans.
+"""Smoothing and cut-offs of the CNNs, chosen together for the Dice of their union on validation scans.
 
-In use every CNN runs on every scan and the automated infarct is the union of their claims, scored
-per patient against the reference (infarct plus hemorrhage, as the paper). So the cut-offs are
-chosen for that: the mean over validation scans of the union's Dice, maximized one network at a
-time with the others fixed (coordinate ascent over `CUTOFF_GRID`, a few rounds). A network chosen
-alone on its own class's scans is rewarded for claiming normal brain: one that cannot tell its lesion
-from brain and claims a share f of every region scores 2 f|L| / (|L| + f|region|) there, which grows
-with f (measured: the subtle CNN claimed 100-370 mL on every held-out phantom).
+In use every CNN runs on every scan, its probability map is smoothed (`corelab.segment`), and the
+automated infarct is the union of their claims, scored per patient against the reference (infarct
+plus hemorrhage, as the paper). So smoothing and cut-offs are chosen for exactly that, on the dense
+maps of every validation scan (every network's validation patients and the validation controls):
+for each smoothing sigma in `SMOOTHING_GRID_MM`, the cut-offs that maximize the mean over validation
+scans of the union's Dice, one network at a time with the others fixed (coordinate ascent over
+`CUTOFF_GRID`, a few rounds); then the sigma whose cut-offs reach the highest mean Dice.
 
-Validation scans: every network's validation patients and the validation controls (no lesion; Dice
-1 when nothing is claimed, else 0). Counting is estimated on samples: all (or `val_voxels`) lesion
-voxels of the region, and `val_voxels // 2` of each background stratum (hard: lesion border,
-region edge, hypodense mimics; the rest), each sample weighted by its stratum's size over the sample
-size, so no scan needs a full dense pass.
+A network chosen alone on its own class's scans would be rewarded for claiming normal brain: one
+that cannot tell its lesion from brain and claims a share f of every region scores
+2 f|L| / (|L| + f|region|) there, which grows with f (measured: the subtle CNN claimed 100-370 mL on
+every held-out phantom). On every network's scans and the controls (Dice 1 when nothing is claimed
+on a control, else 0) it is not.
+
+Scored voxels are those of the analysis region (outside it nothing is claimed or scored, as the
+paper); counts are exact, over every region voxel.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import numpy as np
-import torch
 
-from corelab.model import InputNorm, PatchCNN
-from corelab.patches import extract_patches, hard_background, sample_voxels
+from corelab.dense import dense_probabilities_from_input
+from corelab.model import PatchCNN
+from corelab.segment import smooth_probabilities
 from corelab.train_data import PreparedScan
 
-__all__ = ["CUTOFF_GRID", "ValidationSample", "validation_sample", "union_dice", "choose_cutoffs"]
+__all__ = ["CUTOFF_GRID", "SMOOTHING_GRID_MM", "ValidationMaps", "ValidationSample", "validation_maps",
+           "validation_sample", "union_dice", "choose_cutoffs", "choose_smoothing_and_cutoffs"]
 
 CUTOFF_GRID = np.round(np.concatenate([np.arange(0.05, 0.95, 0.01), np.arange(0.95, 0.999, 0.002)]), 4)
+# In-plane Gaussian sigmas tried for the probability maps (mm); 0 = none, the paper's per-voxel cut.
+SMOOTHING_GRID_MM = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0)
+_EDGES = np.concatenate([CUTOFF_GRID, [2.0]])  # probabilities are <= 1
+
+
+@dataclass(frozen=True)
+class ValidationMaps:
+    """Dense probability maps of one validation scan (its cropped grid), before smoothing.
+
+    kind: int8, 0 background, 1 infarct, 2 hemorrhage, per voxel (reference voxels of the region).
+    """
+
+    patient_id: str
+    region: np.ndarray
+    kind: np.ndarray
+    probabilities: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
 class ValidationSample:
-    """Sampled voxels of one validation scan with every network's probability there.
+    """Scored voxels of one validation scan with every network's (smoothed) probability there.
 
-    kind: per sample 0 background, 1 infarct, 2 hemorrhage (reference voxels of the region).
-    weight: voxels each sample stands for. probabilities: network name -> `[n]` probabilities.
+    kind: per voxel 0 background, 1 infarct, 2 hemorrhage. weight: voxels each entry stands for
+    (1 for dense maps). probabilities: network name -> `[n]` probabilities.
     """
 
     patient_id: str
@@ -45,46 +66,24 @@ class ValidationSample:
     probabilities: dict[str, np.ndarray]
 
 
-def _probabilities(net: PatchCNN, x: np.ndarray, centers: np.ndarray, norm: InputNorm) -> np.ndarray:
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(centers), 4096):
-            batch = extract_patches(x, centers[start:start + 4096], pad_value=norm.pad_value)
-            out.append(net.probability(torch.from_numpy(batch)).numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+def validation_maps(scan: PreparedScan, networks: Mapping[str, PatchCNN], *, pad_value: float) -> ValidationMaps:
+    """Every network's dense probability map on one prepared validation scan (float16 kept)."""
+    probabilities = dense_probabilities_from_input(scan.x, scan.region, networks, pad_value=pad_value)
+    kind = np.where(scan.reference & scan.region, np.where(scan.hemorrhage, 2, 1), 0).astype(np.int8)
+    return ValidationMaps(scan.patient_id, scan.region, kind,
+                          {name: prob.astype(np.float16) for name, prob in probabilities.items()})
 
 
-def validation_sample(
-    scan: PreparedScan,
-    networks: dict[str, PatchCNN],
-    *,
-    val_voxels: int,
-    norm: InputNorm,
-    rng: np.random.Generator,
-) -> ValidationSample:
-    """Stratified voxel sample of one scan's region and all networks' probabilities on it."""
-    x = scan.x.astype(np.float32)
-    lesion = scan.reference & scan.region
-    background = scan.region & ~scan.reference
-    hard = np.logical_or.reduce(list(hard_background(
-        background, foreground=lesion, region=scan.region, hu=x, spacing=scan.spacing).values()))
-    centers, kinds, weights = [], [], []
-    strata = ((lesion, val_voxels), (background & hard, val_voxels // 2), (background & ~hard, val_voxels // 2))
-    for index, (stratum, limit) in enumerate(strata):
-        size = int(stratum.sum())
-        if not size:
-            continue
-        chosen = sample_voxels(stratum, min(size, limit), rng=rng)
-        centers.append(chosen)
-        weights.append(np.full(len(chosen), size / len(chosen)))
-        z, y, xx = chosen.T
-        kinds.append(np.where(scan.hemorrhage[z, y, xx], 2, 1) if index == 0 else np.zeros(len(chosen), int))
-    centers = np.concatenate(centers) if centers else np.zeros((0, 3), np.int64)
+def validation_sample(maps: ValidationMaps, sigma_px: float) -> ValidationSample:
+    """The region's voxels of one scan with its maps smoothed by `sigma_px` pixels (`corelab.segment`)."""
+    smoothed = smooth_probabilities({name: p.astype(np.float32) for name, p in maps.probabilities.items()},
+                                    maps.region, sigma_px)
+    inside = maps.region
     return ValidationSample(
-        patient_id=scan.patient_id,
-        kind=np.concatenate(kinds).astype(np.int8) if kinds else np.zeros(0, np.int8),
-        weight=np.concatenate(weights) if weights else np.zeros(0),
-        probabilities={name: _probabilities(net, x, centers, norm) for name, net in networks.items()},
+        patient_id=maps.patient_id,
+        kind=maps.kind[inside],
+        weight=np.ones(int(inside.sum())),
+        probabilities={name: prob[inside] for name, prob in smoothed.items()},
     )
 
 
@@ -98,24 +97,33 @@ def union_dice(sample: ValidationSample, cutoffs: dict[str, float], *, vary: str
     ...                      {"a": np.array([0.9, 0.2]), "b": np.array([0.1, 0.6])})
     >>> float(union_dice(s, {"a": 0.5, "b": 0.5}))  # claims 10 lesion + 30 brain: 2*10 / (10 + 40)
     0.4
+    >>> cut = union_dice(s, {"a": 0.5, "b": 0.5}, vary="b")  # b's cut-off at 0.05, 0.60 (b still claims), 0.61
+    >>> [round(float(cut[i]), 2) for i in (0, 55, 56)]
+    [0.4, 0.4, 1.0]
     """
     fixed = np.zeros(len(sample.kind), bool)
     for name, cutoff in cutoffs.items():
         if name != vary:
             fixed |= sample.probabilities[name] >= cutoff
-    if vary is None:
-        claimed = fixed[None, :]
-    else:
-        claimed = fixed[None, :] | (sample.probabilities[vary][None, :] >= CUTOFF_GRID[:, None])
     lesion = sample.kind > 0
-    tp = (claimed & lesion) @ sample.weight
-    all_claimed = claimed @ sample.weight
     n_lesion = float(sample.weight[lesion].sum())
-    if n_lesion == 0:
-        dice = np.where(all_claimed > 0, 0.0, 1.0)
+    if vary is None:
+        tp = float(sample.weight[fixed & lesion].sum())
+        claimed = float(sample.weight[fixed].sum())
     else:
-        dice = 2 * tp / (n_lesion + all_claimed)
-    return dice if vary is not None else dice[0]
+        # Voxels not yet claimed count for every cut-off at or below their probability.
+        free = ~fixed
+        tp = float(sample.weight[fixed & lesion].sum()) + _weight_at_or_above(sample, vary, free & lesion)
+        claimed = float(sample.weight[fixed].sum()) + _weight_at_or_above(sample, vary, free)
+    if n_lesion == 0:
+        return np.where(np.asarray(claimed) > 0, 0.0, 1.0)
+    return 2 * np.asarray(tp) / (n_lesion + np.asarray(claimed))
+
+
+def _weight_at_or_above(sample: ValidationSample, name: str, mask: np.ndarray) -> np.ndarray:
+    """Per `CUTOFF_GRID` entry: the weight of `mask`'s voxels whose probability is at or above it."""
+    counts, _ = np.histogram(sample.probabilities[name][mask], _EDGES, weights=sample.weight[mask])
+    return np.cumsum(counts[::-1])[::-1]
 
 
 def choose_cutoffs(
@@ -143,3 +151,27 @@ def choose_cutoffs(
         if not changed:
             break
     return {name: cutoffs[name] for name in names}
+
+
+def choose_smoothing_and_cutoffs(
+    maps: list[ValidationMaps],
+    names: list[str],
+    *,
+    pixel_mm: float,
+    smoothing_grid_mm: tuple[float, ...] = SMOOTHING_GRID_MM,
+    log: Callable[[str], None] = print,
+) -> tuple[float, dict[str, float], list[ValidationSample]]:
+    """The sigma (mm) of `smoothing_grid_mm` and the cut-offs of `names` with the highest mean union
+    Dice over the validation scans; also returns the samples at that sigma (for further cut-offs).
+    Ties go to the smaller sigma."""
+    best = None
+    for sigma_mm in smoothing_grid_mm:
+        samples = [validation_sample(m, sigma_mm / pixel_mm) for m in maps]
+        cutoffs = choose_cutoffs(samples, names)
+        score = float(np.mean([union_dice(sample, cutoffs) for sample in samples]))
+        log(f"smoothing {sigma_mm:g} mm: mean union Dice {score:.3f} on {len(samples)} validation scans; cut-offs "
+            + ", ".join(f"{name} {value:.3f}" for name, value in cutoffs.items()))
+        if best is None or score > best[0]:
+            best = (score, sigma_mm, cutoffs, samples)
+    _, sigma_mm, cutoffs, samples = best
+    return sigma_mm, cutoffs, samples

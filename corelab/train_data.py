@@ -124,7 +124,7 @@ def prepare_scan(
     box = _crop_box(region)
     return PreparedScan(
         patient_id=patient_id,
-        x=norm.apply(hu[box]).astype(np.float16),
+        x=norm.apply(hu[box], region[box]).astype(np.float16),
         region=region[box],
         reference=reference[box],
         infarct=infarct[box],

@@ -40,8 +40,8 @@ def spread_net(seed: int) -> PatchCNN:
     return net.eval()
 
 
-def patchwise(net: PatchCNN, hu: np.ndarray, voxels: np.ndarray, norm: InputNorm) -> np.ndarray:
-    patches = extract_patches(norm.apply(hu), voxels, pad_value=norm.pad_value)
+def patchwise(net: PatchCNN, hu: np.ndarray, voxels: np.ndarray, norm: InputNorm, region=None) -> np.ndarray:
+    patches = extract_patches(norm.apply(hu, region), voxels, pad_value=norm.pad_value)
     with torch.no_grad():
         return net.probability(torch.from_numpy(patches)).numpy()
 
@@ -51,6 +51,19 @@ def test_input_norm_clips_and_scales_hu():
     # clip [-20, 100], (HU - 40) / 30
     assert norm.apply(np.array([-1000.0, -20.0, 40.0, 55.0, 100.0, 1500.0])).tolist() == [-2.0, -2.0, 0.0, 0.5, 2.0, 2.0]
     assert norm.pad_value == -2.0
+
+
+def test_brain_reference_moves_the_region_median_to_the_reference_before_clipping():
+    norm = InputNorm(brain_reference_hu=35.0)
+    hu = np.array([-1000.0, 30.0, 41.0, 42.0, 43.0, 95.0])
+    region = np.array([False, True, True, True, True, False])  # median 41.5 -> every voxel -6.5 HU
+    expected = (np.clip(hu - 6.5, -20, 100) - 40) / 30
+    np.testing.assert_allclose(norm.apply(hu, region), expected, rtol=0, atol=1e-6)
+    assert norm.brain_shift(hu, region) == -6.5
+    assert norm.brain_shift(hu, np.zeros(6, bool)) == 0.0  # nothing to measure: left as it is
+    with pytest.raises(ValueError, match="needs the analysis region"):
+        norm.apply(hu)
+    assert InputNorm().brain_shift(hu, None) == 0.0  # absolute HU, the paper's input
 
 
 def test_network_sees_only_patch_rows_and_columns_0_to_15():
@@ -149,6 +162,31 @@ def test_dense_equals_patchwise_at_random_voxels():
     assert min(spread) > 0.05  # the comparison is on varied probabilities, not a constant
 
 
+def test_brain_referenced_dense_equals_patchwise_and_ignores_scanner_calibration():
+    rng = np.random.default_rng(5)
+    nets = {name: spread_net(i) for i, name in enumerate(["severe", "subtle"])}
+    norm = InputNorm(brain_reference_hu=35.0)
+    hu = rng.normal(35.0, 35.0, size=(3, 30, 34)).astype(np.float32)
+    hu[:, :, :4] = -1000.0  # air outside the head: clipped, so no calibration reaches it
+    region = np.zeros(hu.shape, bool)
+    region[:, 3:27, 6:30] = True
+    probs = dense_probabilities(hu, region, nets, norm=norm, tile_voxels=200)
+    voxels = np.argwhere(region)[rng.choice(int(region.sum()), 200, replace=False)]
+    for name, net in nets.items():
+        expected = patchwise(net, hu, voxels, norm, region)
+        assert np.abs(probs[name][tuple(voxels.T)] - expected).max() < 1e-5
+        assert expected.std() > 0.02
+    # The same head on a scanner reading 4 HU high: brain-referenced input sees the same brain ...
+    brighter = np.where(hu > -1000.0, hu + 4.0, hu).astype(np.float32)
+    shifted = dense_probabilities(brighter, region, nets, norm=norm, tile_voxels=200)
+    absolute = dense_probabilities(brighter, region, nets, norm=InputNorm(), tile_voxels=200)
+    unshifted = dense_probabilities(hu, region, nets, norm=InputNorm(), tile_voxels=200)
+    for name in nets:
+        np.testing.assert_allclose(shifted[name], probs[name], atol=1e-5)
+        # ... where absolute input does not.
+        assert np.abs(absolute[name] - unshifted[name]).max() > 1e-3
+
+
 def test_bfloat16_is_an_opt_in_approximation_close_to_float32():
     rng = np.random.default_rng(1)
     nets = {name: spread_net(i) for i, name in enumerate(["severe", "subtle"])}
@@ -209,6 +247,19 @@ def test_save_load_roundtrip_and_checksum(tmp_path):
         load_models(tmp_path)
     with pytest.raises(ModelFolderError):
         load_models(tmp_path / "nowhere")
+
+
+def test_card_keeps_the_brain_reference_and_older_cards_read_as_absolute_hu(tmp_path):
+    nets = {name: spread_net(i) for i, name in enumerate(["severe", "intermediate", "subtle", "hemorrhage"])}
+    cutoffs = dict.fromkeys(nets, 0.5)
+    save_models(tmp_path, nets, cutoffs, norm=InputNorm(brain_reference_hu=35.0))
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["hu_input"]["brain_reference_hu"] == 35.0 and card["hu_input"]["rule"].startswith("shift the scan")
+    assert load_models(tmp_path).norm == InputNorm(brain_reference_hu=35.0)
+    assert "median HU of its analysis region is 35.0" in (tmp_path / "MODEL_CARD.md").read_text()
+    del card["hu_input"]["brain_reference_hu"]  # as written before the field existed
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    assert load_models(tmp_path).norm == InputNorm()
 
 
 def test_cuda_request_without_gpu_is_a_named_error():

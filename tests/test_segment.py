@@ -122,3 +122,34 @@ def test_segment_rejects_mismatched_inputs(tmp_path):
         segment(np.zeros((2, 10, 10)), np.ones((2, 10, 9), bool), models)
     with pytest.raises(SegmentInputError):
         segment(np.zeros((10, 10)), np.ones((10, 10), bool), models)
+
+
+def test_smoothing_drops_specks_and_keeps_a_block_hand_made_maps():
+    region = np.ones((1, 40, 60), bool)
+    prob = np.full(region.shape, 0.1)
+    prob[0, 10:30, 5:25] = 0.9  # a lesion
+    prob[0, 5:35:6, 35:60:6] = 0.9  # one-voxel specks, far apart
+    cutoffs = {"severe": 0.5}
+    raw = labels_from_probabilities({"severe": prob}, cutoffs, region)
+    smoothed = labels_from_probabilities({"severe": prob}, cutoffs, region, smoothing_px=2.0)
+    assert raw[0, 5:35:6, 35:60:6].all() and not smoothed[0, :, 32:].any()
+    assert smoothed[0, 12:28, 7:23].all() and not smoothed[0, :, :3].any()
+
+
+def test_segment_smooths_the_maps_with_the_cards_sigma_before_the_cut_off(tmp_path):
+    nets = {"severe": threshold_net(22.0, above=False),
+            **{name: threshold_net(-15.0, above=False) for name in ("intermediate", "subtle", "hemorrhage")}}
+    hu, region = phantom()
+    hu[:, 12:20, 60:68] = 16.0  # a small severe block beside the blood-like one
+    cutoffs = dict.fromkeys(nets, 0.5)
+    plain = write_models(tmp_path / "plain", nets, cutoffs)
+    save_models(tmp_path / "smooth", nets, cutoffs, smoothing_mm=1.0)
+    smooth = load_models(tmp_path / "smooth")
+    assert plain.smoothing_px == 0 and smooth.smoothing_px == pytest.approx(1.0 / 0.45)
+    assert plain.version != smooth.version  # same weights, other labels: another version
+    from corelab.dense import dense_probabilities
+
+    probs = dense_probabilities(hu, region, smooth.networks, norm=smooth.norm)
+    expected = labels_from_probabilities(probs, cutoffs, region, smoothing_px=1.0 / 0.45)
+    labels = segment(hu, region, smooth)
+    assert np.array_equal(labels, expected) and not np.array_equal(labels, segment(hu, region, plain))

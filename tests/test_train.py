@@ -14,7 +14,8 @@ from corelab.model import ChecksumError, load_models
 from corelab.patches import hard_background
 from corelab.segment import segment
 from corelab.train import TrainOptions, fit_network, train_models
-from corelab.train_cutoffs import ValidationSample, choose_cutoffs, union_dice, validation_sample
+from corelab.train_cutoffs import (ValidationSample, choose_cutoffs, choose_smoothing_and_cutoffs, union_dice,
+                                   validation_maps, validation_sample)
 from corelab.train_data import (
     GridMismatchError,
     MissingMaskError,
@@ -25,7 +26,7 @@ from corelab.train_data import (
 
 SPACING = (5.0, 0.45, 0.45)  # already the analysis grid, so to_analysis_grid keeps the voxels
 CLASS_HU = {"severe": 17.0, "intermediate": 27.0, "subtle": 38.0}
-TINY = TrainOptions(patches_per_class=150, epochs=2, batch_size=64, val_voxels=300, threads=1)
+TINY = TrainOptions(patches_per_class=150, epochs=2, batch_size=64, threads=1, smoothing_grid_mm=(0.0, 1.0))
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -239,10 +240,11 @@ def test_fit_is_seeded_and_cutoff_separates_a_learnable_lesion():
     x = torch.from_numpy(patches[:8].astype(np.float32))
     with torch.no_grad():
         assert torch.equal(a(x), b(x))
-    sample = validation_sample(scan, {"severe": a}, val_voxels=TINY.val_voxels, norm=TINY.norm,
-                               rng=np.random.default_rng(2))
+    sample = validation_sample(validation_maps(scan, {"severe": a}, pad_value=TINY.norm.pad_value), 0.0)
     cutoffs = choose_cutoffs([sample], ["severe"])
-    assert 0.0 < cutoffs["severe"] < 1.0 and union_dice(sample, cutoffs) > 0.8
+    # Every voxel counts, the scan's air-padded border too (never seen in 150 training patches):
+    # claiming everything would score 2 * 2700 / (2700 + 19200) = 0.25.
+    assert 0.0 < cutoffs["severe"] < 1.0 and union_dice(sample, cutoffs) > 0.7
 
 
 def test_cutoffs_are_chosen_together_for_the_dice_of_the_union_hand_worked():
@@ -278,13 +280,37 @@ def test_a_control_switches_off_a_network_that_cannot_tell_lesion_from_brain():
     reference[:, 25:55, 25:55] = True
     own = prepare_scan("own", hu, SPACING, np.ones(hu.shape, bool), reference, np.zeros(hu.shape, bool))
     control = prepare_scan("c", hu, SPACING, np.ones(hu.shape, bool), np.zeros(hu.shape, bool), None)
-    samples = [validation_sample(scan, {"severe": net}, val_voxels=30_000, norm=TINY.norm, rng=np.random.default_rng(2))
-               for scan in (own, control)]  # all lesion voxels sampled, weights give the rest
+    samples = [validation_sample(validation_maps(scan, {"severe": net}, pad_value=TINY.norm.pad_value), 0.0)
+               for scan in (own, control)]  # every region voxel
     assert samples[0].weight.sum() == pytest.approx(19200) and (samples[0].kind == 1).sum() == 2700
     alone = choose_cutoffs(samples[:1], ["severe"])["severe"]
     assert alone < 0.555 and union_dice(samples[0], {"severe": alone}) == pytest.approx(2 * 2700 / 21900)
     both = choose_cutoffs(samples, ["severe"])["severe"]
     assert both > 0.555 and union_dice(samples[0], {"severe": both}) == 0.0 and union_dice(samples[1], {"severe": both}) == 1.0
+
+
+def test_smoothing_is_chosen_on_validation_maps_when_it_removes_scattered_false_voxels():
+    """One network's map on a 1 x 60 x 60 region: a 20 x 20 lesion at 0.7 with every third lesion
+    voxel at background level 0.1 (holes), and scattered background voxels at 0.7 (one in 25). Unsmoothed, no cut-off
+    gets the lesion without the scatter or the holes; smoothed by 1 pixel, the lesion stays above the
+    background and a cut-off separates them almost exactly."""
+    from corelab.train_cutoffs import ValidationMaps
+
+    prob = np.full((1, 60, 60), 0.1, np.float32)
+    kind = np.zeros(prob.shape, np.int8)
+    kind[0, 20:40, 20:40] = 1
+    prob[0, ::5, ::5] = 0.7
+    prob[kind == 1] = 0.7
+    prob[0, 20:40, 20:40][np.arange(400).reshape(20, 20) % 3 == 0] = 0.1
+    maps = [ValidationMaps("p", np.ones(prob.shape, bool), kind, {"a": prob.astype(np.float16)})]
+    lines: list[str] = []
+    sigma_mm, cutoffs, samples = choose_smoothing_and_cutoffs(maps, ["a"], pixel_mm=0.5, smoothing_grid_mm=(0.0, 0.5),
+                                                              log=lines.append)
+    raw = validation_sample(maps[0], 0.0)
+    best_raw = max(union_dice(raw, {"a": c}) for c in (0.1, 0.5, 0.8))  # all; lesion minus holes + scatter; none
+    assert sigma_mm == 0.5 and len(lines) == 2
+    assert union_dice(samples[0], cutoffs) > 0.9 and best_raw < 0.7
+
 
 def test_calibration_shift_moves_tissue_by_one_offset_per_patch_and_leaves_air():
     from corelab.model import InputNorm
@@ -299,6 +325,20 @@ def test_calibration_shift_moves_tissue_by_one_offset_per_patch_and_leaves_air()
     assert torch.allclose(per_patch, per_patch[:, :1].expand_as(per_patch), atol=1e-4)  # one offset a patch
     assert per_patch.abs().max() <= 4.0 + 1e-4 and per_patch[:, 0].std() > 1.5  # +-4 HU, spread (uniform: 2.3)
     assert torch.equal(out[:, :, 0, :], x[:, :, 0, :])
+
+
+def test_training_input_is_brain_referenced_by_default():
+    from corelab.model import BRAIN_REFERENCE_HU, InputNorm
+    from corelab.train import TrainOptions
+
+    assert TrainOptions().norm == InputNorm(brain_reference_hu=BRAIN_REFERENCE_HU)
+    hu, _ = _square_lesion_scan()
+    norm = TrainOptions().norm
+    region, lesion = np.ones(hu.shape, bool), np.zeros(hu.shape, bool)
+    a = prepare_scan("a", hu, SPACING, region, lesion, None, norm=norm)
+    b = prepare_scan("b", hu + 5.0, SPACING, region, lesion, None, norm=norm)  # a scanner 5 HU high
+    np.testing.assert_allclose(a.x.astype(np.float32), b.x.astype(np.float32), atol=2e-3)  # float16 storage
+    assert np.median(a.x[region].astype(np.float32)) * norm.scale_hu + norm.center_hu == pytest.approx(BRAIN_REFERENCE_HU, abs=0.1)
 
 
 def test_fit_keeps_the_epoch_with_the_lowest_validation_loss():
