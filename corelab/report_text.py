@@ -66,6 +66,27 @@ def _cutoffs(flat: dict[str, object]) -> str:
     return ", ".join(found) if found else f"[{NOT_RECORDED} in run.json]"
 
 
+def _input_and_smoothing(flat: dict[str, object]) -> str:
+    """The two steps corelab adds to the paper's method, as the model recorded them (run.json "models").
+
+    >>> _input_and_smoothing({"models.brain_reference_hu": 35.0, "models.smoothing_mm": 3.0})
+    '; each scan was shifted so that the median HU of its analysis region is 35.0 HU, and each probability map was smoothed in-plane with a Gaussian of sigma 3.0 mm over the analysis region (not in the paper)'
+    >>> _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0})
+    ''
+    """
+    reference, sigma = lookup(flat, "brain_reference_hu"), lookup(flat, "smoothing_mm")
+    steps = []
+    if reference is not None:
+        steps.append(f"each scan was shifted so that the median HU of its analysis region is {reference} HU"
+                     if reference != NOT_RECORDED else f"the scan's HU reference {NOT_RECORDED} in run.json")
+    if sigma == NOT_RECORDED:
+        steps.append(f"probability smoothing {NOT_RECORDED} in run.json")
+    elif float(sigma) > 0:
+        steps.append(f"each probability map was smoothed in-plane with a Gaussian of sigma {sigma} mm over the "
+                     "analysis region")
+    return "; " + ", and ".join(steps) + " (not in the paper)" if steps else ""
+
+
 def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> list[str]:
     """The methods section as plain-text paragraphs (autoescaped by the template)."""
     flat = flatten(run_info)
@@ -98,9 +119,10 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
             f"CSF: region grown from voxels within {p('seed_radius_mm', unit=' mm')} of the intracranial "
             f"centroid, thresholds {p('lower_hu', unit=' HU')} to {p('upper_hu', unit=' HU')}. Four CNNs of one architecture (19×19×3 patch, two 5×5 "
             "convolutions with 64 and 128 maps each followed by 2×2 max-pooling, two dense layers of 256) "
-            "segment severe, intermediate and subtle hypodense infarct and hemorrhage, with cut-offs "
-            f"{_cutoffs(flat)} (probability cut-offs chosen on validation scans); their union (hemorrhage included) is the automated infarct, as in Sales "
-            "Barros et al. 2020. The automated volume is volumes.csv's infarct_ml."
+            f"segment severe, intermediate and subtle hypodense infarct and hemorrhage{_input_and_smoothing(flat)}, "
+            f"with cut-offs {_cutoffs(flat)} (probability cut-offs chosen on validation scans); their union "
+            "(hemorrhage included) is the automated infarct, as in Sales Barros et al. 2020. The automated volume "
+            "is volumes.csv's infarct_ml."
         )
         grid = "the automated mask's grid"
         reference = "manual reference masks"

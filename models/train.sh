@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Regenerates the shipped weights in models/ exactly as they were made: a 100-patient synthetic
 # training cohort (`corelab synth --seed 1000`), then `corelab train` with the default recipe
-# (12 epochs keeping the one with the lowest validation-patch loss, +-3 HU calibration offsets,
-# cut-offs chosen together for the Dice of the union on the validation scans, controls included)
+# (brain-referenced input, 40,000 lesion patches per network, 8 epochs keeping the one with the
+# lowest validation-patch loss, +-3 HU calibration offsets; then the smoothing and the cut-offs chosen
+# together for the Dice of the union on the dense maps of the validation scans, controls included)
 # and the single-CNN baseline. Training is seeded and runs on one CPU thread, so the weights come out
-# the same. About 10 minutes for the cohort and 25 minutes of training on a shared 2-core machine.
+# the same. About 10 minutes for the cohort, 30 minutes of training and 15 minutes of validation
+# maps on a shared 2-core machine.
 # CORELAB_COHORT=DIR uses an existing copy of the cohort.
 set -euo pipefail
 cd "$(dirname "$0")/.."
