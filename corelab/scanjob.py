@@ -20,7 +20,8 @@ from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.measure import Measurements, measure_labels
 
-__all__ = ["ScanJob", "ScanResult", "process_scan", "torch_settings", "internal_error"]
+__all__ = ["ScanJob", "ScanResult", "process_scan", "torch_settings", "internal_error", "brain_shift_flag",
+           "BRAIN_SHIFT_FLAG_HU"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,30 @@ class ScanResult:
     modality: str = ""
     series_uid: str = field(default="")
     stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+# A scan whose brain median lies further than this from the models' brain reference is flagged: the
+# networks see it shifted by that much (normal brains on calibrated scanners lie within about 5 HU).
+BRAIN_SHIFT_FLAG_HU = 8.0
+
+
+def brain_shift_flag(norm, hu: np.ndarray, region: np.ndarray) -> str | None:
+    """A flag sentence when brain-referenced input shifts this scan by more than `BRAIN_SHIFT_FLAG_HU`.
+
+    >>> from corelab.model import InputNorm
+    >>> hu = np.full((1, 2, 2), 46.0); region = np.ones(hu.shape, bool)
+    >>> brain_shift_flag(InputNorm(brain_reference_hu=35.0), hu, region)
+    "The brain's median is 46.0 HU, 11.0 HU above the models' reference of 35 HU (the networks saw the scan shifted by that much): check the scanner's calibration and this volume."
+    >>> brain_shift_flag(InputNorm(), hu, region) is None  # absolute-HU models shift nothing
+    True
+    """
+    shift = norm.brain_shift(hu, region)
+    if abs(shift) <= BRAIN_SHIFT_FLAG_HU:
+        return None
+    median = norm.brain_reference_hu - shift
+    return (f"The brain's median is {median:.1f} HU, {abs(shift):.1f} HU {'above' if shift < 0 else 'below'} the "
+            f"models' reference of {norm.brain_reference_hu:g} HU (the networks saw the scan shifted by that much): "
+            "check the scanner's calibration and this volume.")
 
 
 def internal_error(error: BaseException) -> str:
@@ -134,6 +159,7 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         regions = analysis_region(grid.array, grid.spacing, method)
         clock.lap("preprocess")
         labels_grid = segment(grid.array, regions.region, models, device=device, precision=method.precision)
+        shift_flag = brain_shift_flag(models.norm, grid.array, regions.region)
         clock.lap("cnn")
         labels = np.ascontiguousarray(labels_to_input_grid(labels_grid, grid, vol), dtype=np.uint8)
         measurements = measure_labels(labels, vol.array, vol.spacing)
@@ -164,7 +190,7 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         measurements=measurements,
         intracranial_ml=intracranial_ml,
         acquisition_datetime=vol.meta.acquisition_datetime,
-        flags=tuple(getattr(regions, "flags", ()) or ()),
+        flags=tuple(getattr(regions, "flags", ()) or ()) + ((shift_flag,) if shift_flag else ()),
         notes=tuple(vol.meta.notes),
         qc_png=qc,
         scan_sha256=sha,

@@ -241,3 +241,27 @@ def test_formula_like_manifest_text_is_written_inert_and_compare_reads_it_back(t
 
     table = read_results(out)
     assert list(table["site"]) == ["site0", evil]  # restored for corelab's own use
+
+
+def test_a_brain_far_from_the_models_reference_is_flagged(tmp_path):
+    """Brain-referenced models: the phantom's brain (35 HU) passes quietly; the same head read 12 HU
+    high (a miscalibrated scanner) is processed and flagged with the shift the networks saw."""
+    import torch
+
+    from corelab.model import NETWORK_NAMES, InputNorm, PatchCNN, load_models, save_models
+    from corelab.scanjob import ScanJob, process_scan
+
+    torch.manual_seed(0)
+    save_models(tmp_path / "m", {name: PatchCNN().eval() for name in NETWORK_NAMES}, dict.fromkeys(NETWORK_NAMES, 0.5),
+                norm=InputNorm(brain_reference_hu=35.0), grid={"slice_mm": 5.0, "pixel_mm": 1.5})
+    models = load_models(tmp_path / "m")
+    hu = head_phantom(seed=3)
+    bright = np.where((hu > 20) & (hu < 60), hu + 12.0, hu).astype(np.float32)
+    flags = {}
+    for name, array in (("calibrated", hu), ("bright", bright)):
+        write_image(array, Volume(array=array, spacing=SPACING), tmp_path / f"{name}.nii.gz")
+        result = process_scan(ScanJob(0, name, str(tmp_path / f"{name}.nii.gz")), models, method=SMALL_METHOD)
+        assert result.status == "ok", result.error
+        flags[name] = [flag for flag in result.flags if "models' reference" in flag]
+    assert flags["calibrated"] == []
+    assert len(flags["bright"]) == 1 and "HU above the models' reference of 35 HU" in flags["bright"][0]
