@@ -214,10 +214,15 @@ class ModelSet:
         return GridParams(**{key: float(recorded[key]) for key in ("slice_mm", "pixel_mm") if key in recorded})
 
     @property
+    def smoothing_mm(self) -> float:
+        """In-plane Gaussian sigma (mm) of the probability smoothing the cut-offs were chosen with
+        (card "postprocess"; cards without it: 0, no smoothing)."""
+        return _smoothing_mm(self.card)
+
+    @property
     def smoothing_px(self) -> float:
-        """In-plane Gaussian sigma, in analysis-grid pixels, of the probability smoothing the cut-offs
-        were chosen with (card "postprocess"; cards without it: 0, no smoothing)."""
-        return _smoothing_mm(self.card) / self.grid.pixel_mm
+        """`smoothing_mm` in analysis-grid pixels."""
+        return self.smoothing_mm / self.grid.pixel_mm
 
     @property
     def is_single(self) -> bool:

@@ -145,7 +145,7 @@ def test_segment_smooths_the_maps_with_the_cards_sigma_before_the_cut_off(tmp_pa
     plain = write_models(tmp_path / "plain", nets, cutoffs)
     save_models(tmp_path / "smooth", nets, cutoffs, smoothing_mm=1.0)
     smooth = load_models(tmp_path / "smooth")
-    assert plain.smoothing_px == 0 and smooth.smoothing_px == pytest.approx(1.0 / 0.45)
+    assert plain.smoothing_px == 0 and smooth.smoothing_mm == 1.0 and smooth.smoothing_px == pytest.approx(1.0 / 0.45)
     assert plain.version != smooth.version  # same weights, other labels: another version
     from corelab.dense import dense_probabilities
 
