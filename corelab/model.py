@@ -30,7 +30,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -395,7 +395,7 @@ def _norm_from_card(fields: Mapping) -> InputNorm:
     """The card's hu_input; cards written before brain_reference_hu existed mean absolute HU."""
     reference = fields.get("brain_reference_hu")
     return InputNorm(
-        **{key: float(fields[key]) for key in ("clip_low_hu", "clip_high_hu", "center_hu", "scale_hu")},
+        **{key: float(fields[key]) for key in asdict(InputNorm()) if key != "brain_reference_hu"},
         brain_reference_hu=None if reference is None else float(reference),
     )
 
