@@ -66,6 +66,7 @@ OUTPUT_COLUMNS = (
     "hemorrhage_ml",
     "intracranial_ml",
     "infarct_mean_hu",
+    "brain_median_hu",
     "hypodensity_class",
     "mask",
     "qc",

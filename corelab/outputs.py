@@ -47,6 +47,7 @@ ROUNDING = {
     "hemorrhage_ml": 4,
     "intracranial_ml": 2,
     "infarct_mean_hu": 2,
+    "brain_median_hu": 1,
 }
 
 

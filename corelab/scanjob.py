@@ -20,8 +20,8 @@ from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.measure import Measurements, measure_labels
 
-__all__ = ["ScanJob", "ScanResult", "process_scan", "torch_settings", "internal_error", "brain_shift_flag",
-           "BRAIN_SHIFT_FLAG_HU"]
+__all__ = ["ScanJob", "ScanResult", "process_scan", "torch_settings", "internal_error", "brain_median",
+           "brain_shift_flag", "BRAIN_SHIFT_FLAG_HU"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class ScanResult:
     measurements: volumes (mL) and density (HU) of `labels`; intracranial_ml on the analysis grid.
     acquisition_datetime: the DICOM scan time, if any; flags: sentences from preprocessing;
     notes: sentences from reading (series choice, resampling); qc_png: the QC image.
+    brain_median_hu: median HU of the analysis region (intracranial minus CSF) on the analysis
+    grid, the level brain-referenced models shift to their reference; across a site's scans it shows
+    the scanner's calibration.
     scan_sha256: checksum of the input file(s); seconds: processing time; stage_seconds: that time
     per stage (read, preprocess, cnn, measure, qc), in the order they ran.
     """
@@ -57,6 +60,7 @@ class ScanResult:
     direction: tuple[float, ...] | None = None
     measurements: Measurements | None = None
     intracranial_ml: float | None = None
+    brain_median_hu: float | None = None
     acquisition_datetime: dt.datetime | None = None
     flags: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
@@ -73,20 +77,32 @@ class ScanResult:
 BRAIN_SHIFT_FLAG_HU = 8.0
 
 
-def brain_shift_flag(norm, hu: np.ndarray, region: np.ndarray) -> str | None:
+def brain_median(hu: np.ndarray, region: np.ndarray) -> float | None:
+    """Median HU of the region's voxels; None for an empty region.
+
+    >>> brain_median(np.array([[30.0, 36.0, 90.0]]), np.array([[True, True, False]]))
+    33.0
+    """
+    inside = np.asarray(hu)[np.asarray(region, dtype=bool)]
+    return float(np.median(inside)) if inside.size else None
+
+
+def brain_shift_flag(norm, median: float | None) -> str | None:
     """A flag sentence when brain-referenced input shifts this scan by more than `BRAIN_SHIFT_FLAG_HU`.
 
+    `median`: the scan's `brain_median`, the level `norm` shifts to its reference.
+
     >>> from corelab.model import InputNorm
-    >>> hu = np.full((1, 2, 2), 46.0); region = np.ones(hu.shape, bool)
-    >>> brain_shift_flag(InputNorm(brain_reference_hu=35.0), hu, region)
+    >>> brain_shift_flag(InputNorm(brain_reference_hu=35.0), 46.0)
     "The brain's median is 46.0 HU, 11.0 HU above the models' reference of 35 HU (the networks saw the scan shifted by that much): check the scanner's calibration and this volume."
-    >>> brain_shift_flag(InputNorm(), hu, region) is None  # absolute-HU models shift nothing
+    >>> brain_shift_flag(InputNorm(), 46.0) is None  # absolute-HU models shift nothing
     True
     """
-    shift = norm.brain_shift(hu, region)
+    if norm.brain_reference_hu is None or median is None:
+        return None
+    shift = norm.brain_reference_hu - median
     if abs(shift) <= BRAIN_SHIFT_FLAG_HU:
         return None
-    median = norm.brain_reference_hu - shift
     return (f"The brain's median is {median:.1f} HU, {abs(shift):.1f} HU {'above' if shift < 0 else 'below'} the "
             f"models' reference of {norm.brain_reference_hu:g} HU (the networks saw the scan shifted by that much): "
             "check the scanner's calibration and this volume.")
@@ -159,7 +175,8 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         regions = analysis_region(grid.array, grid.spacing, method)
         clock.lap("preprocess")
         labels_grid = segment(grid.array, regions.region, models, device=device, precision=method.precision)
-        shift_flag = brain_shift_flag(models.norm, grid.array, regions.region)
+        brain_median_hu = brain_median(grid.array, regions.region)
+        shift_flag = brain_shift_flag(models.norm, brain_median_hu)
         clock.lap("cnn")
         labels = np.ascontiguousarray(labels_to_input_grid(labels_grid, grid, vol), dtype=np.uint8)
         measurements = measure_labels(labels, vol.array, vol.spacing)
@@ -189,6 +206,7 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         direction=tuple(float(d) for d in vol.direction),
         measurements=measurements,
         intracranial_ml=intracranial_ml,
+        brain_median_hu=brain_median_hu,
         acquisition_datetime=vol.meta.acquisition_datetime,
         flags=tuple(getattr(regions, "flags", ()) or ()) + ((shift_flag,) if shift_flag else ()),
         notes=tuple(vol.meta.notes),

@@ -84,6 +84,7 @@ def test_end_to_end_outputs_read_back_and_volumes_equal_mask_counts(tmp_path, mo
         infarct = (labels >= 1) & (labels <= 3)
         assert float(row["infarct_mean_hu"]) == pytest.approx(hu[infarct].mean(), abs=0.01)
         assert 100.0 < float(row["intracranial_ml"]) < 600.0  # the phantom's brain is about 400 mL
+        assert 25.0 < float(row["brain_median_hu"]) < 45.0  # grey and white matter
         png = mpimg.imread(out / row["qc"])
         assert png.ndim == 3 and png.shape[0] > 200
         assert len(row["scan_sha256"]) == 64 and row["model_version"].startswith("test+")
@@ -257,11 +258,14 @@ def test_a_brain_far_from_the_models_reference_is_flagged(tmp_path):
     models = load_models(tmp_path / "m")
     hu = head_phantom(seed=3)
     bright = np.where((hu > 20) & (hu < 60), hu + 12.0, hu).astype(np.float32)
-    flags = {}
+    flags, medians = {}, {}
     for name, array in (("calibrated", hu), ("bright", bright)):
         write_image(array, Volume(array=array, spacing=SPACING), tmp_path / f"{name}.nii.gz")
         result = process_scan(ScanJob(0, name, str(tmp_path / f"{name}.nii.gz")), models, method=SMALL_METHOD)
         assert result.status == "ok", result.error
         flags[name] = [flag for flag in result.flags if "models' reference" in flag]
+        medians[name] = result.brain_median_hu
+    assert 30.0 < medians["calibrated"] < 40.0  # the phantom's brain
+    assert medians["bright"] - medians["calibrated"] == pytest.approx(12.0, abs=1.0)  # resampling blurs edges
     assert flags["calibrated"] == []
     assert len(flags["bright"]) == 1 and "HU above the models' reference of 35 HU" in flags["bright"][0]
