@@ -374,9 +374,44 @@ def _markdown_card(card: Mapping, version: str) -> str:
         + " (scan lists and the full recipe are in card.json).",
     ]
     if card.get("scores"):
-        lines.append(f"- Scores: {json.dumps(card['scores'], default=str)}")
+        lines += _scores_markdown(card["scores"])
     lines += ["", "Weights checksums (sha256) are in card.json and are verified on every load.", ""]
     return "\n".join(lines)
+
+
+def _scores_markdown(scores: Mapping) -> list[str]:
+    """The card's scores as a reader wants them: validation Dice in one line, held-out scores as the
+    paper's Table 1 (ICC(A,1), Dice mean +- SD, n per class, both approaches side by side).
+
+    >>> _scores_markdown({"validation_dice": {"severe": 0.71}, "note": "union"})
+    ['- Validation Dice (union): severe 0.71.']
+    """
+    def number(value, digits=2):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    def dice(cell):
+        return number(cell.get("dice_mean")) + ("" if cell.get("dice_sd") is None else f" ± {cell['dice_sd']:.2f}")
+
+    lines = []
+    if scores.get("validation_dice"):
+        lines.append(f"- Validation Dice ({scores.get('note', 'per network')}): "
+                     + ", ".join(f"{k} {number(v)}" for k, v in scores["validation_dice"].items()) + ".")
+    held = scores.get("held_out")
+    if not held:
+        return lines
+    approaches = [(label, held[key]) for key, label in (("three_cnn", "three-CNN"), ("single_cnn", "single CNN"))
+                  if isinstance(held.get(key), Mapping)]
+    lines += ["", f"Held-out scores: {held.get('cohort', '')}. Command: `{held.get('command', '')}`.", ""]
+    lines.append("| class | " + " | ".join(f"{label} ICC(A,1) | {label} Dice | n" for label, _ in approaches) + " |")
+    lines.append("|---|" + "---|---|---|" * len(approaches))
+    for cls in ("severe", "intermediate", "subtle", "all"):
+        cells = [a.get(cls, {}) for _, a in approaches]
+        lines.append(f"| {cls} | " + " | ".join(f"{number(c.get('icc_a1'))} | {dice(c)} | {c.get('n', '-')}"
+                                               for c in cells) + " |")
+    controls = "; ".join(f"{label} " + ", ".join(f"{v:g}" for v in a.get("control_false_ml", [])) + " mL"
+                         for label, a in approaches)
+    lines += ["", f"Volume claimed on control scans (no infarct): {controls}."]
+    return lines
 
 
 _SMOOTHING_RULE = ("each network's probability map, inside the analysis region, is averaged in-plane with a "

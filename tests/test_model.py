@@ -277,11 +277,18 @@ def test_held_out_scores_are_recorded_without_touching_the_weights(tmp_path):
     nets = {name: spread_net(i) for i, name in enumerate(["severe", "intermediate", "subtle", "hemorrhage"])}
     save_models(tmp_path, nets, {name: 0.5 for name in nets}, training={"synthetic": True})
     version = load_models(tmp_path).version
-    record_held_out(tmp_path, {"three_cnn": {"all": {"icc_a1": 0.42, "n": 7}}}, headline="**Below target** (ICC 0.42).")
+    held_out = {"three_cnn": {"all": {"icc_a1": 0.42, "dice_mean": 0.3, "dice_sd": 0.2, "n": 7},
+                              "control_false_ml": [12.5]},
+                "single_cnn": {"all": {"icc_a1": 0.31, "dice_mean": 0.25, "dice_sd": 0.1, "n": 7}}}
+    record_held_out(tmp_path, held_out, headline="**Below target** (ICC 0.42).")
     card = json.loads((tmp_path / "card.json").read_text())
     assert card["scores"]["held_out"]["three_cnn"]["all"]["icc_a1"] == 0.42
     lines = (tmp_path / "MODEL_CARD.md").read_text().splitlines()
     assert lines[2].startswith("**Not validated on patients.** Research use only. **Below target** (ICC 0.42).")
+    # the paper's Table 1 layout: both approaches side by side, classes without scores shown as "-"
+    assert "| all | 0.42 | 0.30 ± 0.20 | 7 | 0.31 | 0.25 ± 0.10 | 7 |" in lines
+    assert "| severe | - | - | - | - | - | - |" in lines
+    assert any("three-CNN 12.5 mL" in line for line in lines)
     assert load_models(tmp_path).version == version  # checksums still verify, same weights
     with pytest.raises(ModelFolderError):
         record_held_out(tmp_path / "nowhere", {}, headline="x")
