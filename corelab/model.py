@@ -45,6 +45,7 @@ from corelab.errors import ModelError
 
 __all__ = [
     "record_held_out",
+    "brain_median",
     "PATCH_SIZE",
     "PATCH_CENTER",
     "SEEN_SIZE",
@@ -89,6 +90,17 @@ class ChecksumError(ModelError):
 BRAIN_REFERENCE_HU = 35.0
 
 
+def brain_median(hu: np.ndarray, region: np.ndarray) -> float | None:
+    """Median HU of the region's voxels (the brain's level that `InputNorm` shifts to its reference,
+    reported per scan as brain_median_hu); None for an empty region.
+
+    >>> brain_median(np.array([[30.0, 36.0, 90.0]]), np.array([[True, True, False]]))
+    33.0
+    """
+    inside = np.asarray(hu)[np.asarray(region, dtype=bool)]
+    return float(np.median(inside)) if inside.size else None
+
+
 @dataclass(frozen=True)
 class InputNorm:
     """HU to network input: [shift to the brain reference,] clip to [clip_low_hu, clip_high_hu], then
@@ -131,8 +143,8 @@ class InputNorm:
             return 0.0
         if region is None or np.shape(region) != np.shape(hu):
             raise ValueError("A brain-referenced input needs the analysis region, shaped like the scan.")
-        inside = np.asarray(hu)[np.asarray(region, dtype=bool)]
-        return float(self.brain_reference_hu - np.median(inside)) if inside.size else 0.0
+        median = brain_median(hu, region)
+        return 0.0 if median is None else float(self.brain_reference_hu - median)
 
     @property
     def pad_value(self) -> float:

@@ -20,8 +20,8 @@ from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.measure import Measurements, measure_labels
 
-__all__ = ["ScanJob", "ScanResult", "process_scan", "torch_settings", "internal_error", "brain_median",
-           "brain_shift_flag", "BRAIN_SHIFT_FLAG_HU"]
+__all__ = ["ScanJob", "ScanResult", "process_scan", "torch_settings", "internal_error", "brain_shift_flag",
+           "BRAIN_SHIFT_FLAG_HU"]
 
 
 @dataclass(frozen=True)
@@ -77,20 +77,10 @@ class ScanResult:
 BRAIN_SHIFT_FLAG_HU = 8.0
 
 
-def brain_median(hu: np.ndarray, region: np.ndarray) -> float | None:
-    """Median HU of the region's voxels; None for an empty region.
-
-    >>> brain_median(np.array([[30.0, 36.0, 90.0]]), np.array([[True, True, False]]))
-    33.0
-    """
-    inside = np.asarray(hu)[np.asarray(region, dtype=bool)]
-    return float(np.median(inside)) if inside.size else None
-
-
 def brain_shift_flag(norm, median: float | None) -> str | None:
     """A flag sentence when brain-referenced input shifts this scan by more than `BRAIN_SHIFT_FLAG_HU`.
 
-    `median`: the scan's `brain_median`, the level `norm` shifts to its reference.
+    `median`: the scan's `corelab.model.brain_median`, the level `norm` shifts to its reference.
 
     >>> from corelab.model import InputNorm
     >>> brain_shift_flag(InputNorm(brain_reference_hu=35.0), 46.0)
@@ -159,6 +149,7 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
     Volumes are measured on the label map in the input geometry, the map that is written as the
     mask, so they equal mask voxel counts times voxel volume.
     """
+    from corelab.model import brain_median
     from corelab.outputs import scan_sha256
     from corelab.preprocess import analysis_region, labels_to_input_grid, to_analysis_grid
     from corelab.qc import png_bytes, qc_figure
