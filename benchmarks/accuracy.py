@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from corelab.dense import dense_probabilities
 from corelab.measure import hypodensity_class
-from corelab.model import load_models
-from corelab.segment import labels_from_probabilities, smooth_probabilities
+from corelab.segment.dense import dense_probabilities
+from corelab.segment.folder import load_models
+from corelab.segment.labels import labels_from_probabilities, smooth_probabilities
 
 CLASSES = ("severe", "intermediate", "subtle")
 # The accuracy targets of the CNN issue: overall ICC(A,1) and mean Dice per class, three-CNN approach.
@@ -172,7 +172,7 @@ def main() -> None:
     if folder is None:
         if args.train_dir is None:
             parser.error("give --models (trained folder) or --train-dir (cohort to train on)")
-        from corelab.train import train_models
+        from corelab.train.recipe import train_models
 
         print(train_models(args.train_dir, args.out, single=True, seed=args.seed))
         folder = args.out
@@ -225,7 +225,7 @@ def held_out_record(results: pd.DataFrame, *, test_seed: int) -> dict:
 
 def record_in_cards(folder: Path, results: pd.DataFrame, *, test_seed: int) -> None:
     """Write the held-out record and a one-sentence verdict into `folder` and `folder/single` cards."""
-    from corelab.model import record_held_out
+    from corelab.segment.card import record_held_out
 
     record = held_out_record(results, test_seed=test_seed)
     three, single = record["three_cnn"]["all"], record["single_cnn"]["all"]

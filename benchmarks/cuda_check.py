@@ -9,7 +9,7 @@ from a source tree that is not installed, on machines without SimpleITK or pydic
 
 1. Equivalence: four seeded random-weight PatchCNNs, random HU in [-30, 110] on a (4, 96, 96) grid
    with a random region (discs with holes); `dense_probabilities` on `--device` against patch-wise
-   inference (`corelab.patches.extract_patches` + `PatchCNN.probability`) on the CPU in float32 at
+   inference (`corelab.train.patches.extract_patches` + `PatchCNN.probability`) on the CPU in float32 at
    500 random region voxels plus the region's corners. Passes when max |difference| < 1e-5 and
    every voxel outside the region is 0.
 2. Shipped weights on a realistic scan: `benchmarks/data/cuda_case.npz` holds a synthetic
@@ -42,10 +42,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from corelab.dense import _ieee_float32, dense_probabilities
-from corelab.model import NETWORK_NAMES, InputNorm, PatchCNN, load_models, resolve_device
-from corelab.patches import extract_patches
-from corelab.segment import labels_from_probabilities
+from corelab.segment.card import NETWORK_NAMES
+from corelab.segment.dense import _ieee_float32, dense_probabilities
+from corelab.segment.folder import load_models, resolve_device
+from corelab.segment.labels import labels_from_probabilities
+from corelab.segment.networks import PatchCNN
+from corelab.segment.norm import InputNorm
+from corelab.segment.patches import extract_patches
 
 CASE_PATH = Path(__file__).resolve().parent / "data" / "cuda_case.npz"
 EQUIVALENCE_TOL = 1e-5
@@ -155,7 +158,7 @@ def reference_stats(probabilities: dict[str, np.ndarray], region: np.ndarray, cu
                     sample: np.ndarray) -> dict[str, np.ndarray]:
     """What a device run is compared with: per network the voxels at/above its cut-off (packed bits),
     their count, the probability sum (float64), and the probabilities at flat indices `sample`;
-    plus the label map (`corelab.segment.labels_from_probabilities`).
+    plus the label map (`corelab.segment.labels.labels_from_probabilities`).
 
     >>> r = np.ones((1, 1, 2), bool); p = {"a": np.array([[[0.2, 0.7]]], np.float32)}
     >>> s = reference_stats(p, r, {"a": 0.5}, np.array([1]))

@@ -20,8 +20,8 @@ import time
 import numpy as np
 
 from corelab.config import Method
+from corelab.io.volume import Volume
 from corelab.preprocess import analysis_region, to_analysis_grid
-from corelab.scans import Volume
 
 CAVITY = (80.0, 0.0, 0.0, 57.0, 85.0, 68.0)  # centre z, y, x and semi-axes z, y, x in mm
 

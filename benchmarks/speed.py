@@ -8,7 +8,7 @@ wall times on a shared machine grow with it:
 1. The machine's float32 matrix-product peak: the best of 5 `torch.mm` of 4096 x 4096 matrices on
    `--threads` threads (GFLOP/s).
 2. One synthetic 512 x 512 x 32 head CT (`corelab.synth.make_patient`, 5 mm slices) written as a
-   DICOM series, processed as `corelab run` processes a scan (`corelab.scanjob.process_scan`, then
+   DICOM series, processed as `corelab run` processes a scan (`corelab.pipeline.scan.process_scan`, then
    the mask, QC image and record written as `corelab.pipeline` writes them): seconds per stage,
    median of `--repeat` runs, and the CNN stage's FLOP floor (analysis-region voxels x the four
    dense CNNs' FLOP per voxel) divided by its time, against the matmul peak. Also how many voxel
@@ -21,7 +21,7 @@ wall times on a shared machine grow with it:
 5. The opt-in bfloat16 arithmetic (`--precision bfloat16`) on the same scan: CNN seconds, max
    |probability difference| and the labels' agreement with float32 (Dice of the infarct, voxels
    whose label changes, volume change).
-6. Scans per hour: a `corelab synth` trial of `--trial-scans` patients run by `corelab.pipeline.run_batch`
+6. Scans per hour: a `corelab synth` trial of `--trial-scans` patients run by `corelab.pipeline.batch.run_batch`
    with 1 worker x `--threads` torch threads, then `--threads` workers x 1 thread; then the latter
    with bfloat16, and each scan's infarct volume against float32's.
 
@@ -82,9 +82,9 @@ def write_scan(folder: Path, *, seed: int, slices_per_5mm: int = 1) -> Path:
 def stage_seconds(scan: Path, models, *, threads: int, device: str, out: Path) -> dict[str, float]:
     """One scan through `process_scan` and the pipeline's writes; seconds per stage."""
     from corelab.config import Method
-    from corelab.outputs import atomic_write_bytes, write_mask, write_record
-    from corelab.scanjob import ScanJob, process_scan, torch_settings
-    from corelab.scans import Volume
+    from corelab.io.volume import Volume
+    from corelab.pipeline.outputs import atomic_write_bytes, write_mask, write_record
+    from corelab.pipeline.scan import ScanJob, process_scan, torch_settings
 
     method = dataclasses.replace(Method(), grid=models.grid)
     with torch_settings(threads):
@@ -102,8 +102,8 @@ def stage_seconds(scan: Path, models, *, threads: int, device: str, out: Path) -
 def analysis_inputs(scan: Path, models):
     """HU on the analysis grid and the analysis region of `scan`, as `corelab run` computes them."""
     from corelab.config import Method
+    from corelab.io.read import read_scan
     from corelab.preprocess import analysis_region, to_analysis_grid
-    from corelab.scans import read_scan
 
     method = dataclasses.replace(Method(), grid=models.grid)
     grid = to_analysis_grid(read_scan(scan), method.grid)
@@ -112,7 +112,7 @@ def analysis_inputs(scan: Path, models):
 
 def covered_positions(region: np.ndarray) -> float:
     """conv2 output positions that dense inference computes per region voxel (box, halo, holes)."""
-    from corelab.dense import region_tiles
+    from corelab.segment.dense import region_tiles
 
     # conv2 is needed at (h + 2) x (w + 2) positions for an h x w tile (pool2 reads v and v + 2).
     total = sum((t1 - t0 + 2) * (c1 - c0 + 2) for _, t0, t1, c0, c1 in region_tiles(region, tile_voxels=60_000))
@@ -121,9 +121,9 @@ def covered_positions(region: np.ndarray) -> float:
 
 def dense_vs_patchwise(hu, region, models, *, sample: int, device: str, seed: int = 0) -> dict[str, float]:
     """Seconds of dense inference over the region and of patch-wise inference projected to it."""
-    from corelab.dense import dense_probabilities
-    from corelab.model import resolve_device
-    from corelab.patches import extract_patches
+    from corelab.segment.dense import dense_probabilities
+    from corelab.segment.folder import resolve_device
+    from corelab.segment.patches import extract_patches
 
     networks, norm = dict(models.networks), models.norm
     start = time.perf_counter()
@@ -152,8 +152,8 @@ def peak_memory_mib(scan: Path, models_dir: str, *, threads: int, device: str) -
         "import resource, sys\n"
         "import dataclasses\n"
         "from corelab.config import Method\n"
-        "from corelab.model import load_models\n"
-        "from corelab.scanjob import ScanJob, process_scan, torch_settings\n"
+        "from corelab.segment import load_models\n"
+        "from corelab.pipeline.scan import ScanJob, process_scan, torch_settings\n"
         f"models = load_models({models_dir!r}, device={device!r})\n"
         f"with torch_settings({threads}):\n"
         f"    r = process_scan(ScanJob(0, 'MEM', {str(scan)!r}), models, device={device!r}, method=dataclasses.replace(Method(), grid=models.grid))\n"
@@ -168,8 +168,8 @@ def peak_memory_mib(scan: Path, models_dir: str, *, threads: int, device: str) -
 
 def bfloat16_effect(hu, region, models, *, device: str) -> dict[str, float]:
     """CNN seconds of both precisions on one scan and how much bfloat16 changes probabilities and labels."""
-    from corelab.dense import dense_probabilities
-    from corelab.segment import labels_from_probabilities
+    from corelab.segment.dense import dense_probabilities
+    from corelab.segment.labels import labels_from_probabilities
 
     out: dict[str, float] = {}
     labels, probs = {}, {}
@@ -194,7 +194,7 @@ def trial_rate(folder: Path, models_dir: str, *, workers: int, threads: int, dev
                precision: str = "float32") -> tuple[float, int, Path]:
     """(seconds, ok scans, output folder) for `run_batch` over the trial in `folder`, fresh output folder."""
     from corelab.config import Method
-    from corelab.pipeline import run_batch
+    from corelab.pipeline.batch import run_batch
 
     out = Path(tempfile.mkdtemp(prefix=f"corelab-speed-w{workers}-{precision}-"))
     start = time.perf_counter()
@@ -216,8 +216,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from corelab import __version__
-    from corelab.dense import dense_flops_per_voxel
-    from corelab.model import default_models_dir, load_models
+    from corelab.segment.dense import dense_flops_per_voxel
+    from corelab.segment.folder import default_models_dir, load_models
 
     models_dir = str(args.models or default_models_dir())
     models = load_models(models_dir, device=args.device)

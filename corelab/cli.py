@@ -77,7 +77,7 @@ def run(
 ) -> None:
     """Segment every scan of MANIFEST; write volumes.csv/.xlsx, masks/, qc/ and run.json."""
     from corelab.config import Method
-    from corelab.pipeline import run_batch
+    from corelab.pipeline.batch import run_batch
 
     with _errors_as_exit():
         summary = run_batch(
@@ -101,7 +101,7 @@ def compare(
     trial: Annotated[Optional[str], typer.Option("--trial", help="Trial name for the title page.")] = None,
 ) -> None:
     """Agreement of RESULTS with manual reads: agreement.pdf, agreement.xlsx and agreement.html."""
-    from corelab.compare import compare as compare_reads
+    from corelab.report.agreement_report import compare as compare_reads
 
     with _errors_as_exit():
         summary = compare_reads(results, reference, against=against, out_pdf=out, trial_name=trial)
@@ -125,7 +125,7 @@ def train(
     """Train the four CNNs (severe, intermediate, subtle, hemorrhage) with the paper's recipe."""
     from dataclasses import replace
 
-    from corelab.train import TrainOptions, train_models
+    from corelab.train.recipe import TrainOptions, train_models
 
     given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads}
     options = replace(TrainOptions(), **{name: value for name, value in given.items() if value is not None})

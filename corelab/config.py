@@ -4,9 +4,15 @@ Numbers come from Sales Barros et al. 2020 ("Preprocessing", "CNN-based infarct 
 from ../shared/DESIGN.md. Code takes these objects as parameters; nothing reads a global.
 """
 
+import math
 from dataclasses import dataclass, field
 
 __all__ = [
+    "CLASSES",
+    "hypodensity_class",
+    "HEMORRHAGE_HU",
+    "OUTPUT_COLUMNS",
+    "SYNTH_RECORD_FILE",
     "GridParams",
     "IntracranialParams",
     "CSFParams",
@@ -25,9 +31,70 @@ CLASS_RANGES_HU: dict[str, tuple[float, float]] = {
     "subtle": (32.0, 44.0),
 }
 
+CLASSES: tuple[str, ...] = tuple(CLASS_RANGES_HU)  # the three infarct classes, in the paper's order
+
+
+def hypodensity_class(mean_hu: float | None, ranges: dict[str, tuple[float, float]] = CLASS_RANGES_HU) -> str:
+    """The paper's hypodensity class of an infarct from its mean HU (hemorrhage voxels excluded).
+
+    severe [14, 22), intermediate [22, 32), subtle [32, 44]; "" when the mean is missing or
+    outside every range (e.g. no infarct, or a mean below 14 HU that looks like CSF).
+
+    >>> hypodensity_class(18.0), hypodensity_class(22.0), hypodensity_class(44.0), hypodensity_class(50.0)
+    ('severe', 'intermediate', 'subtle', '')
+    """
+    if mean_hu is None or not math.isfinite(mean_hu):
+        return ""
+    names = list(ranges)
+    for i, name in enumerate(names):
+        low, high = ranges[name]
+        last = i == len(names) - 1
+        if low <= mean_hu < high or (last and mean_hu == high):
+            return name
+    return ""
+
+
+# Reference voxels at or above this are treated as blood when classifying a reference infarct and
+# when labelling hemorrhage for training (the paper excludes hemorrhage before classifying).
+HEMORRHAGE_HU = 50.0
+
+# What `corelab synth` writes beside a trial: how it was made (command, seed, size, corelab version);
+# `corelab train` records it in the model card.
+SYNTH_RECORD_FILE = "synth.json"
+
 # Label values of masks/<patient_id>.nii.gz (DESIGN "Outputs").
 LABELS: dict[str, int] = {"severe": 1, "intermediate": 2, "subtle": 3, "hemorrhage": 4}
 LABEL_NAMES: dict[int, str] = {value: name for name, value in LABELS.items()}
+
+# Columns of volumes.csv / volumes.xlsx, in order (DESIGN "Outputs"); the manifest's extra columns
+# follow, and one with one of these names is carried as "manifest_<name>".
+OUTPUT_COLUMNS = (
+    "patient_id",
+    "status",
+    "error",
+    "flags",
+    "read_notes",
+    "onset",
+    "scan_time",
+    "scan_time_source",
+    "hours_since_onset",
+    "in_window",
+    "infarct_ml",
+    "severe_ml",
+    "intermediate_ml",
+    "subtle_ml",
+    "hemorrhage_ml",
+    "intracranial_ml",
+    "infarct_mean_hu",
+    "brain_median_hu",
+    "hypodensity_class",
+    "mask",
+    "qc",
+    "scan",
+    "series_uid",
+    "scan_sha256",
+    "model_version",
+)
 
 
 @dataclass(frozen=True)

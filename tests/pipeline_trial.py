@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from corelab.config import GridParams, Method
-from corelab.scans import Volume, write_image
+from corelab.io.volume import Volume, write_image
 
 SMALL_METHOD = Method(grid=GridParams(slice_mm=5.0, pixel_mm=1.5))
 SPACING = (5.0, 1.5, 1.5)
@@ -47,15 +47,17 @@ def head_phantom(*, shape=(15, 72, 72), lesion_hu: float = 20.0, lesion_side: in
 
 
 def write_model_folder(folder: Path, *, seed: int = 0) -> Path:
-    """Four networks with random (seeded) weights, saved with corelab.model's own writer.
+    """Four networks with random (seeded) weights, saved with corelab.segment's own writer.
 
     Each cut-off is a high percentile of that network's probabilities inside one phantom's brain, so
     the random networks label some voxels of every class rather than all or none.
     """
     import torch
 
-    from corelab.dense import dense_probabilities
-    from corelab.model import NETWORK_NAMES, InputNorm, PatchCNN, save_models
+    from corelab.segment.card import NETWORK_NAMES, save_models
+    from corelab.segment.dense import dense_probabilities
+    from corelab.segment.networks import PatchCNN
+    from corelab.segment.norm import InputNorm
 
     torch.manual_seed(seed)
     networks = {name: PatchCNN().eval() for name in NETWORK_NAMES}

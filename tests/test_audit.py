@@ -29,10 +29,9 @@ import pytest
 from dicom_factory import read_tags, write_ct_series
 from pipeline_trial import SMALL_METHOD, SPACING, head_phantom, make_trial, write_model_folder
 
-from corelab.checksums import file_sha256
-from corelab.outputs import scan_sha256
-from corelab.pipeline import run_batch
-from corelab.provenance import current_user
+from corelab.audit import current_user, file_sha256
+from corelab.pipeline.batch import run_batch
+from corelab.pipeline.outputs import scan_sha256
 
 # Header values of the DICOM patient; the manifest knows this patient only as "P900".
 PHI = {

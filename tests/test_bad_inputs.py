@@ -56,8 +56,8 @@ from pipeline_trial import SMALL_METHOD, SPACING, head_phantom, make_trial, writ
 from typer.testing import CliRunner
 
 from corelab.cli import app
-from corelab.compare import compare
-from corelab.pipeline import run_batch
+from corelab.pipeline.batch import run_batch
+from corelab.report.agreement_report import compare
 
 ONSET, SCANNED = "2024-03-01T08:00:00", "2024-03-02T08:00:00"
 FORMULA = '=HYPERLINK("http://x","y")'
@@ -224,7 +224,7 @@ def test_truncated_dicom_file_fails_naming_the_file(catalogue):
 def test_mr_series_fails(catalogue):
     _failed_with(_row(catalogue, "MR"), "holds MR images, not a CT")
     # the audit trail still names the exact input that failed
-    from corelab.outputs import scan_sha256
+    from corelab.pipeline.outputs import scan_sha256
 
     assert catalogue["records"]["MR"]["scan_sha256"] == scan_sha256(catalogue["folder"] / "dicom" / "mr")
 

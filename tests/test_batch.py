@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 from pipeline_trial import SMALL_METHOD, make_trial, write_model_folder
 
-from corelab.pipeline import run_batch
+from corelab.pipeline.batch import run_batch
 
 TESTS = Path(__file__).resolve().parent
 
@@ -51,7 +51,7 @@ def test_killed_run_resumes_without_redoing_finished_scans(tmp_path, models):
         import sys
         sys.path.insert(0, {str(TESTS)!r})
         from pipeline_trial import SMALL_METHOD
-        from corelab.pipeline import run_batch
+        from corelab.pipeline.batch import run_batch
         run_batch({str(trial.manifest)!r}, out_dir={str(out)!r}, models_dir={str(trial.models)!r},
                   method=SMALL_METHOD, progress=False, threads=1)
         """

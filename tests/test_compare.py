@@ -1,4 +1,4 @@
-"""corelab.compare and corelab.matching: mask metrics by hand, and compare() on a hand-made results folder."""
+"""corelab.compare and corelab.compare.rows: mask metrics by hand, and compare() on a hand-made results folder."""
 
 import json
 import math
@@ -7,17 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from corelab import scans
-from corelab.compare import (
-    CompareError,
-    compare,
-    dice,
-    find_reference,
-    hd95,
-    lesion_detection,
-    mask_metrics,
-    reference_mean_hu,
-)
+import corelab.io as cio
+from corelab.compare.metrics import dice, hd95, lesion_detection, mask_metrics, reference_mean_hu
+from corelab.compare.rows import CompareError
+from corelab.io.files import find_image
+from corelab.report.agreement_report import compare
 
 SPACING = (5.0, 2.0, 2.0)  # z, y, x mm: one voxel is 0.02 mL
 SHAPE = (6, 20, 20)
@@ -89,7 +83,7 @@ def test_reference_mean_hu_leaves_out_hemorrhage_label_and_blood_hu():
 
 # ---- a hand-made `corelab run` folder -------------------------------------------------------------
 
-GRID = scans.Volume(array=np.zeros(SHAPE, np.float32), spacing=SPACING)
+GRID = cio.Volume(array=np.zeros(SHAPE, np.float32), spacing=SPACING)
 
 
 def _scan(infarct: np.ndarray, infarct_hu: float) -> np.ndarray:
@@ -131,23 +125,23 @@ def make_results(root):
     rows = []
     for pid, (status, window, hours, manual, auto, infarct_hu, site) in PATIENTS.items():
         lesion = manual if manual is not None else np.zeros(SHAPE, bool)
-        scans.write_image(_scan(lesion, infarct_hu), GRID, manifest_dir / "scans" / f"{pid}.nii.gz")
+        cio.write_image(_scan(lesion, infarct_hu), GRID, manifest_dir / "scans" / f"{pid}.nii.gz")
         infarct_ml = ""
         if auto is not None:
-            scans.write_image(auto.astype(np.uint8) * 2, GRID, results / "masks" / f"{pid}.nii.gz")
+            cio.write_image(auto.astype(np.uint8) * 2, GRID, results / "masks" / f"{pid}.nii.gz")
             infarct_ml = str(int(auto.sum()) * 0.02)
         if manual is not None and pid != "P03":
-            scans.write_image(manual.astype(np.uint8), GRID, reference / f"{pid}.nii.gz")
+            cio.write_image(manual.astype(np.uint8), GRID, reference / f"{pid}.nii.gz")
         rows.append({"patient_id": pid, "status": status,
                      "error": "The scan holds no CT series." if status == "failed" else "",
                      "hours_since_onset": hours, "in_window": window, "infarct_ml": infarct_ml,
                      "mask": f"masks/{pid}.nii.gz" if auto is not None else "", "scan": f"scans/{pid}.nii.gz",
                      "site": site})
     # P03's manual read on a grid with half the in-plane resolution (4 mm pixels): resampled for overlap.
-    coarse = scans.Volume(array=np.zeros((6, 10, 10), np.uint8), spacing=(5.0, 4.0, 4.0), origin=(1.0, 1.0, 0.0))
+    coarse = cio.Volume(array=np.zeros((6, 10, 10), np.uint8), spacing=(5.0, 4.0, 4.0), origin=(1.0, 1.0, 0.0))
     coarse_mask = np.zeros((6, 10, 10), np.uint8)
     coarse_mask[2:5, 3:6, 3:4] = 1  # covers fine voxels y 6..11, x 6..7: the manual box [6:12, 6:9) less one column
-    scans.write_image(coarse_mask, coarse, reference / "P03.nrrd")
+    cio.write_image(coarse_mask, coarse, reference / "P03.nrrd")
     pd.DataFrame(rows).to_csv(results / "volumes.csv", index=False)
     run = {"versions": {"corelab": "0.1.0"}, "manifest": str(manifest_dir / "manifest.csv"),
            "models": {"version": "test-models-1", "checksums": {"severe": "ab12"}, "cutoffs": {"severe": 0.5}},
@@ -217,8 +211,8 @@ def test_inter_reader_mode_without_results_reports_unknown_classes(tmp_path, com
     reader_b = tmp_path / "reader_b"
     reader_b.mkdir()
     for pid in ("P01", "P02"):
-        read = scans.read_mask(find_reference(reference, pid))
-        scans.write_image(read.array, read, reader_b / f"{pid}.nii.gz")
+        read = cio.read_mask(find_image(reference, pid))
+        cio.write_image(read.array, read, reader_b / f"{pid}.nii.gz")
     summary = compare(None, reference, against=reader_b, out_pdf=tmp_path / "out" / "readers.pdf")
     rows = pd.read_excel(summary.xlsx, sheet_name="per_patient", dtype={"patient_id": str}).set_index("patient_id")
     assert summary.mode == "inter-reader" and summary.pdf.is_file() and summary.xlsx.name == "readers.xlsx"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from corelab.dense import _ieee_float32
-from corelab.model import InputNorm
+from corelab.segment.dense import _ieee_float32
+from corelab.segment.norm import InputNorm
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -8,8 +8,8 @@ import pytest
 
 from corelab.config import TimingWindow
 from corelab.errors import ManifestError
-from corelab.manifest import imaging_window, parse_datetime, read_manifest
-from corelab.scans import Volume, write_image
+from corelab.io.manifest import imaging_window, parse_datetime, read_manifest
+from corelab.io.volume import Volume, write_image
 
 
 @pytest.fixture()

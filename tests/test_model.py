@@ -6,20 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from corelab.dense import PrecisionError, dense_probabilities, region_boxes
-from corelab.model import (
-    PATCH_CENTER,
-    ChecksumError,
-    CudaUnavailableError,
-    InputNorm,
-    ModelFolderError,
-    PatchCNN,
-    load_models,
-    resolve_device,
-    save_models,
-)
-from corelab.patches import AUGMENT_SIZE, augment_windows, extract_patches
-
+from corelab.segment.card import ChecksumError, ModelFolderError, save_models
+from corelab.segment.dense import PrecisionError, dense_probabilities, region_boxes
+from corelab.segment.folder import CudaUnavailableError, load_models, resolve_device
+from corelab.segment.networks import PATCH_CENTER, PatchCNN
+from corelab.segment.norm import InputNorm
+from corelab.segment.patches import extract_patches
+from corelab.train.patches import AUGMENT_SIZE, augment_windows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -272,7 +265,7 @@ def test_cuda_request_without_gpu_is_a_named_error():
 
 
 def test_held_out_scores_are_recorded_without_touching_the_weights(tmp_path):
-    from corelab.model import record_held_out
+    from corelab.segment.card import record_held_out
 
     nets = {name: spread_net(i) for i, name in enumerate(["severe", "intermediate", "subtle", "hemorrhage"])}
     save_models(tmp_path, nets, {name: 0.5 for name in nets}, training={"synthetic": True})

@@ -8,10 +8,17 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from corelab.manifest import OUTPUT_COLUMNS
-from corelab.outputs import atomic_path, atomic_write_text, read_record, scan_sha256, write_mask, write_record
-from corelab.outputs import write_tables
-from corelab.scans import Volume
+from corelab.io.manifest import OUTPUT_COLUMNS
+from corelab.io.volume import Volume
+from corelab.pipeline.outputs import (
+    atomic_path,
+    atomic_write_text,
+    read_record,
+    scan_sha256,
+    write_mask,
+    write_record,
+    write_tables,
+)
 
 
 def test_atomic_path_replaces_on_success_and_leaves_old_file_on_failure(tmp_path):

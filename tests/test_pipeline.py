@@ -17,9 +17,9 @@ from dicom_factory import write_ct_series
 from pipeline_trial import SMALL_METHOD, SPACING, head_phantom, make_trial, write_model_folder
 
 from corelab.config import LABELS, Method
-from corelab.manifest import OUTPUT_COLUMNS
-from corelab.pipeline import run_batch
-from corelab.scans import Volume, write_image
+from corelab.io.manifest import OUTPUT_COLUMNS
+from corelab.io.volume import Volume, write_image
+from corelab.pipeline.batch import run_batch
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_rerun_reuses_complete_results_and_redoes_changed_ones(tmp_path, models)
 
 
 def test_unexpected_exception_becomes_a_failed_result_with_one_sentence(tmp_path):
-    from corelab.scanjob import ScanJob, process_scan
+    from corelab.pipeline.scan import ScanJob, process_scan
 
     hu = head_phantom(seed=3)
     write_image(hu, Volume(array=hu, spacing=SPACING), tmp_path / "s.nii.gz")
@@ -202,7 +202,7 @@ def test_unexpected_exception_becomes_a_failed_result_with_one_sentence(tmp_path
 
 def test_unusable_options_and_manifest_stop_before_any_scan(tmp_path):
     from corelab.errors import ManifestError, ModelError
-    from corelab.pipeline import BatchOptionError
+    from corelab.pipeline.batch import BatchOptionError
 
     with pytest.raises(BatchOptionError, match="1 or more"):
         run_batch(tmp_path / "m.csv", workers=0, progress=False)
@@ -238,7 +238,7 @@ def test_formula_like_manifest_text_is_written_inert_and_compare_reads_it_back(t
         raw = list(csv.DictReader(handle))
     assert raw[1]["site"] == "'" + evil  # the cell as a spreadsheet would receive it
 
-    from corelab.matching import read_results
+    from corelab.compare.rows import read_results
 
     table = read_results(out)
     assert list(table["site"]) == ["site0", evil]  # restored for corelab's own use
@@ -249,8 +249,11 @@ def test_a_brain_far_from_the_models_reference_is_flagged(tmp_path):
     high (a miscalibrated scanner) is processed and flagged with the shift the networks saw."""
     import torch
 
-    from corelab.model import NETWORK_NAMES, InputNorm, PatchCNN, load_models, save_models
-    from corelab.scanjob import ScanJob, process_scan
+    from corelab.pipeline.scan import ScanJob, process_scan
+    from corelab.segment.card import NETWORK_NAMES, save_models
+    from corelab.segment.folder import load_models
+    from corelab.segment.networks import PatchCNN
+    from corelab.segment.norm import InputNorm
 
     torch.manual_seed(0)
     save_models(tmp_path / "m", {name: PatchCNN().eval() for name in NETWORK_NAMES}, dict.fromkeys(NETWORK_NAMES, 0.5),

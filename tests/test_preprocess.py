@@ -18,6 +18,7 @@ import pytest
 import corelab.preprocess as pre
 from corelab.config import CSFParams, GridParams, IntracranialParams, Method
 from corelab.errors import PreprocessError
+from corelab.io.volume import Volume
 from corelab.preprocess import (
     AnalysisGridError,
     ConstantImageError,
@@ -34,7 +35,6 @@ from corelab.preprocess import (
 )
 from corelab.preprocess.intracranial import _grow_inside
 from corelab.preprocess.morphology import dilate_mm
-from corelab.scans import Volume
 
 # ---------------------------------------------------------------- phantom
 

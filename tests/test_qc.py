@@ -6,7 +6,14 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from corelab.qc import LABEL_COLORS, choose_slices, overlay_labels, png_bytes, qc_figure, window_gray
+from corelab.pipeline.qc import (
+    LABEL_COLORS,
+    choose_slices,
+    overlay_labels,
+    png_bytes,
+    qc_figure,
+    window_gray,
+)
 
 
 def test_window_maps_center_to_mid_gray_and_clips():

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from corelab.report import TABLE_KEYS, build_report, render, write_workbook
+from corelab.report.pdf import TABLE_KEYS, build_report, render, write_workbook
 
 
 def per_patient_table(n=9):
-    """A per-patient table as corelab.matching returns it: three classes, one both-empty, one excluded."""
+    """A per-patient table as corelab.compare.rows returns it: three classes, one both-empty, one excluded."""
     rng = np.random.default_rng(1)
     manual = rng.uniform(5, 120, n)
     classes = (["severe", "intermediate", "subtle"] * n)[:n]

@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from dicom_factory import pixel_positions, write_ct_series, write_scout
 
 from corelab.errors import ScanError
-from corelab.scans import (
+from corelab.io.errors import (
     EmptyFolderError,
     InconsistentSeriesError,
     MaskOutsideScanError,
@@ -26,11 +26,9 @@ from corelab.scans import (
     SliceGapError,
     UnreadableScanError,
     UnsupportedFormatError,
-    Volume,
-    read_mask,
-    read_scan,
-    to_sitk,
 )
+from corelab.io.read import read_mask, read_scan
+from corelab.io.volume import Volume, to_sitk
 
 SHAPE = (12, 64, 64)
 
@@ -561,7 +559,8 @@ def test_mask_of_a_top_down_file_is_written_back_in_the_file_geometry(tmp_path):
     """A NIfTI stored top-down is read superior-up, yet a mask written `like` it overlays the file."""
     import SimpleITK as sitk
 
-    from corelab.scans import read_scan, write_image
+    from corelab.io.read import read_scan
+    from corelab.io.volume import write_image
 
     hu = np.full((6, 16, 16), -1000.0, dtype=np.float32)
     hu[:, 4:12, 4:12] = 30.0

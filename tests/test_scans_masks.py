@@ -12,7 +12,9 @@ import pytest
 import SimpleITK as sitk
 
 from corelab.errors import ScanError
-from corelab.scans import MaskGridError, MaskValuesError, Volume, mask_onto, read_mask
+from corelab.io.errors import MaskGridError, MaskValuesError
+from corelab.io.read import mask_onto, read_mask
+from corelab.io.volume import Volume
 
 
 def _write(path, array, spacing_zyx, origin=(0.0, 0.0, 0.0)):

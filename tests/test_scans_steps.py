@@ -12,9 +12,11 @@ from dicom_factory import write_ct_series
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from corelab.scans import InconsistentSeriesError, SliceGapError, Volume, orient_superior, read_scan, to_sitk
-from corelab.scans_grid import align_slices, even_slice_spacing, resample_slices, stack_geometry
-from corelab.scans_series import SeriesSummary, kernel_class, parse_dicom_datetime, rank_series
+from corelab.io.errors import InconsistentSeriesError, SliceGapError
+from corelab.io.grid import align_slices, even_slice_spacing, resample_slices, stack_geometry
+from corelab.io.read import orient_superior, read_scan
+from corelab.io.series import SeriesSummary, kernel_class, parse_dicom_datetime, rank_series
+from corelab.io.volume import Volume, to_sitk
 
 ROW, COL = np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])
 

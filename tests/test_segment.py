@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from corelab.model import InputNorm, PatchCNN, load_models, save_models
-from corelab.segment import SegmentInputError, labels_from_probabilities, segment
+from corelab.segment.card import save_models
+from corelab.segment.folder import load_models
+from corelab.segment.labels import SegmentInputError, labels_from_probabilities, segment
+from corelab.segment.networks import PatchCNN
+from corelab.segment.norm import InputNorm
 
 NORM = InputNorm()
 
@@ -147,7 +150,7 @@ def test_segment_smooths_the_maps_with_the_cards_sigma_before_the_cut_off(tmp_pa
     smooth = load_models(tmp_path / "smooth")
     assert plain.smoothing_px == 0 and smooth.smoothing_mm == 1.0 and smooth.smoothing_px == pytest.approx(1.0 / 0.45)
     assert plain.version != smooth.version  # same weights, other labels: another version
-    from corelab.dense import dense_probabilities
+    from corelab.segment.dense import dense_probabilities
 
     probs = dense_probabilities(hu, region, smooth.networks, norm=smooth.norm)
     expected = labels_from_probabilities(probs, cutoffs, region, smoothing_px=1.0 / 0.45)

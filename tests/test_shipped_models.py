@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from corelab.model import NETWORK_NAMES, ChecksumError, default_models_dir, load_models
+from corelab.segment.card import NETWORK_NAMES, ChecksumError
+from corelab.segment.folder import default_models_dir, load_models
 
 SHIPPED = default_models_dir()
 

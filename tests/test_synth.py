@@ -1,4 +1,4 @@
-"""Tests of corelab.synth: phantoms in memory, a small trial on disk read back through corelab.scans.
+"""Tests of corelab.synth: phantoms in memory, a small trial on disk read back through corelab.io.
 
 Trials use a 128 (or 64) matrix for speed; the physics and geometry are the same as at 512.
 """
@@ -18,10 +18,9 @@ import pytest
 from scipy import ndimage as ndi
 
 from corelab.config import CLASS_RANGES_HU, LABELS
+from corelab.io.read import read_mask, read_scan
 from corelab.measure import hypodensity_class
-from corelab.scans import read_mask, read_scan
-from corelab.synth import SynthError, make_patient, make_trial, preview
-from corelab.synth import lesions, physics
+from corelab.synth import SynthError, lesions, make_patient, make_trial, physics, preview
 from corelab.synth.anatomy import T
 from corelab.synth.fields import smooth_noise, upsample2
 from corelab.synth.readers import manual_read

@@ -10,19 +10,26 @@ import SimpleITK as sitk
 import torch
 
 from corelab.errors import CohortError
-from corelab.model import ChecksumError, load_models
-from corelab.patches import hard_background
-from corelab.segment import segment
-from corelab.train import TrainOptions, fit_network, train_models
-from corelab.train_cutoffs import (ValidationSample, choose_cutoffs, choose_smoothing_and_cutoffs, union_dice,
-                                   validation_maps, validation_sample)
-from corelab.train_data import (
+from corelab.segment.card import ChecksumError
+from corelab.segment.folder import load_models
+from corelab.segment.labels import segment
+from corelab.train.cohort import (
     GridMismatchError,
     MissingMaskError,
     TooFewScansError,
     prepare_scan,
     split_cohort,
 )
+from corelab.train.cutoffs import (
+    ValidationSample,
+    choose_cutoffs,
+    choose_smoothing_and_cutoffs,
+    union_dice,
+    validation_maps,
+    validation_sample,
+)
+from corelab.train.patches import hard_background
+from corelab.train.recipe import TrainOptions, fit_network, train_models
 
 SPACING = (5.0, 0.45, 0.45)  # already the analysis grid, so to_analysis_grid keeps the voxels
 CLASS_HU = {"severe": 17.0, "intermediate": 27.0, "subtle": 38.0}
@@ -206,7 +213,7 @@ def test_background_ratio_sets_the_number_of_background_patches():
     hu, scan = _square_lesion_scan()
     other = prepare_scan("o", np.full(hu.shape, 40.0, np.float32), SPACING, np.ones(hu.shape, bool),
                          np.zeros(hu.shape, bool), None)
-    from corelab.train import network_patches
+    from corelab.train.recipe import network_patches
 
     options = replace(TINY, background_ratio=3.0, other_background_fraction=0.25)
     _, labels = network_patches("severe", [scan], [other], options, rng=np.random.default_rng(1))
@@ -231,7 +238,7 @@ def test_hard_background_strata_hand_worked():
 
 def test_fit_is_seeded_and_cutoff_separates_a_learnable_lesion():
     hu, scan = _square_lesion_scan()
-    from corelab.train import network_patches
+    from corelab.train.recipe import network_patches
 
     patches, labels = network_patches("severe", [scan], [], TINY, rng=np.random.default_rng(1))
     assert labels.sum() == TINY.patches_per_class and (labels == 0).sum() == TINY.patches_per_class
@@ -269,7 +276,7 @@ def test_a_control_switches_off_a_network_that_cannot_tell_lesion_from_brain():
     (region 3x80x80 = 19200 voxels, lesion 3x30x30 = 2700): on its own scan alone, claiming
     everything is best, 2*2700 / (2700 + 19200) = 0.2466 (the old per-network rule's trap). With a
     control (Dice 1 when nothing is claimed, else 0): (0.2466 + 0) / 2 < (0 + 1) / 2, so it is off."""
-    from corelab.model import PatchCNN
+    from corelab.segment.networks import PatchCNN
 
     net = PatchCNN().eval()
     with torch.no_grad():
@@ -294,7 +301,7 @@ def test_smoothing_is_chosen_on_validation_maps_when_it_removes_scattered_false_
     voxel at background level 0.1 (holes), and scattered background voxels at 0.7 (one in 25). Unsmoothed, no cut-off
     gets the lesion without the scatter or the holes; smoothed by 1 pixel, the lesion stays above the
     background and a cut-off separates them almost exactly."""
-    from corelab.train_cutoffs import ValidationMaps
+    from corelab.train.cutoffs import ValidationMaps
 
     prob = np.full((1, 60, 60), 0.1, np.float32)
     kind = np.zeros(prob.shape, np.int8)
@@ -313,8 +320,8 @@ def test_smoothing_is_chosen_on_validation_maps_when_it_removes_scattered_false_
 
 
 def test_calibration_shift_moves_tissue_by_one_offset_per_patch_and_leaves_air():
-    from corelab.model import InputNorm
-    from corelab.train import _shift_calibration
+    from corelab.segment.norm import InputNorm
+    from corelab.train.recipe import _shift_calibration
 
     norm = InputNorm()
     x = torch.full((200, 3, 19, 19), (40.0 - norm.center_hu) / norm.scale_hu)
@@ -328,8 +335,8 @@ def test_calibration_shift_moves_tissue_by_one_offset_per_patch_and_leaves_air()
 
 
 def test_training_input_is_brain_referenced_by_default():
-    from corelab.model import BRAIN_REFERENCE_HU, InputNorm
-    from corelab.train import TrainOptions
+    from corelab.segment.norm import BRAIN_REFERENCE_HU, InputNorm
+    from corelab.train.recipe import TrainOptions
 
     assert TrainOptions().norm == InputNorm(brain_reference_hu=BRAIN_REFERENCE_HU)
     hu, _ = _square_lesion_scan()
@@ -343,7 +350,7 @@ def test_training_input_is_brain_referenced_by_default():
 
 def test_fit_keeps_the_epoch_with_the_lowest_validation_loss():
     hu, scan = _square_lesion_scan()
-    from corelab.train import network_patches, validation_loss
+    from corelab.train.recipe import network_patches, validation_loss
 
     patches, labels = network_patches("severe", [scan], [], TINY, rng=np.random.default_rng(1))
     val_patches, val_labels = network_patches("severe", [scan], [], TINY, rng=np.random.default_rng(9))

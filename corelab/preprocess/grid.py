@@ -35,8 +35,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from corelab.config import GridParams
+from corelab.io.volume import Volume, same_geometry
 from corelab.preprocess.exceptions import AnalysisGridError, check_hu
-from corelab.scans import Volume, same_geometry
 
 __all__ = ["to_analysis_grid", "labels_to_input_grid", "mask_to_analysis_grid", "slab_weights"]
 
@@ -50,7 +50,7 @@ def to_analysis_grid(volume: Volume, params: GridParams = GridParams()) -> Volum
     volume: a scan in HU ([z, y, x], spacing in mm). Returns a float32 HU `Volume` whose origin and
     direction place it in the same physical space; ``meta.notes`` gains one sentence per change.
 
-    >>> from corelab.scans import Volume
+    >>> from corelab.io import Volume
     >>> thin = Volume(np.arange(10, dtype=np.float32)[:, None, None] * np.ones((10, 2, 2), np.float32), (1.0, 0.45, 0.45))
     >>> grid = to_analysis_grid(thin)
     >>> grid.spacing, grid.array[:, 0, 0].tolist()

@@ -12,7 +12,7 @@ from scipy import ndimage as ndi
 
 from corelab.config import CLASS_RANGES_HU, LABELS
 from corelab.errors import CorelabError
-from corelab.scans import Volume
+from corelab.io.volume import Volume
 from corelab.synth import anatomy, lesions, physics
 from corelab.synth.anatomy import T
 from corelab.synth.fields import FineGrid, rotation_matrix, smooth_noise

@@ -29,16 +29,16 @@ import numpy as np
 import pandas as pd
 
 from corelab import __version__
-from corelab.scans import write_image
+from corelab.config import SYNTH_RECORD_FILE
+from corelab.io.volume import write_image
+from corelab.synth import lesions
 from corelab.synth.dicom_write import derived_uid, write_dicom_series
 from corelab.synth.phantom import CLASSES, Phantom, SynthError, make_patient
 from corelab.synth.readers import manual_read
 from corelab.synth.scanner import draw_scanner
-from corelab.synth import lesions
 
-__all__ = ["TrialSummary", "make_trial", "TRUTH_COLUMNS", "MANIFEST_COLUMNS", "GENERATOR_FILE"]
+__all__ = ["TrialSummary", "make_trial", "TRUTH_COLUMNS", "MANIFEST_COLUMNS"]
 
-GENERATOR_FILE = "synth.json"  # how the trial was made (command, seed, size, corelab version)
 
 MANIFEST_COLUMNS = ("patient_id", "scan", "onset", "scan_time", "series_uid", "site")
 TRUTH_COLUMNS = (
@@ -146,7 +146,7 @@ def make_trial(
                    f"matrix={matrix}, n_sites={n_sites})")
     generator = {"command": command, "n": n, "seed": int(seed), "matrix": matrix, "thin_slices": thin_slices,
                  "n_sites": n_sites, "corelab": __version__}
-    (out / GENERATOR_FILE).write_text(json.dumps(generator, indent=2) + "\n")
+    (out / SYNTH_RECORD_FILE).write_text(json.dumps(generator, indent=2) + "\n")
     return TrialSummary(
         out_dir=out,
         manifest=manifest,

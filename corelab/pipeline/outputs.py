@@ -1,0 +1,158 @@
+"""Files of a `corelab run` output folder, written atomically.
+
+Every file is first written under a temporary name in its final folder and then moved into place
+with `os.replace`, so a killed run leaves either the old file or the new one, never half of one.
+A per-scan record (``records/<patient_id>.json``) is written last, after the mask and the QC image:
+its presence says the scan's outputs are complete, which is what a rerun checks before skipping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pandas as pd
+
+from corelab.audit import file_sha256, folder_checksums
+from corelab.io.manifest import OUTPUT_COLUMNS
+from corelab.io.tables import neutralize_frame
+
+__all__ = [
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "write_mask",
+    "scan_sha256",
+    "file_sha256",
+    "read_record",
+    "write_record",
+    "write_tables",
+    "ROUNDING",
+]
+
+# Rounding happens here only, when rows become a table. 1e-4 mL is 0.1 mm^3, well below one voxel.
+ROUNDING = {
+    "hours_since_onset": 2,
+    "infarct_ml": 4,
+    "severe_ml": 4,
+    "intermediate_ml": 4,
+    "subtle_ml": 4,
+    "hemorrhage_ml": 4,
+    "intracranial_ml": 2,
+    "infarct_mean_hu": 2,
+    "brain_median_hu": 1,
+}
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` (same suffixes, so writers pick the same format);
+    on success move it onto ``path``, on failure remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:12]}-{path.name}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_mask(labels: np.ndarray, like, path: str | Path) -> None:
+    """Write a uint8 label map in ``like``'s geometry (a `corelab.io.volume.Volume`) atomically."""
+    from corelab.io.volume import write_image
+
+    with atomic_path(path) as tmp:
+        write_image(np.asarray(labels, dtype=np.uint8), like, tmp)
+
+
+def scan_sha256(path: str | Path) -> str:
+    """SHA-256 over a scan's input: a file's bytes, or for a folder every file below it (hidden
+    files skipped) in sorted relative-path order, each file's relative path hashed with its bytes
+    so that renaming a slice changes the checksum too."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    return str(folder_checksums(path)["sha256"])  # the one listing and digest rule for folders
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def write_record(path: str | Path, record: dict[str, Any]) -> None:
+    """Write one scan's result record (JSON) atomically."""
+    atomic_write_text(path, json.dumps(record, indent=1, default=_json_default, allow_nan=False) + "\n")
+
+
+def read_record(path: str | Path) -> dict[str, Any] | None:
+    """A record written by `write_record`, or None when it is missing or unreadable (then the
+    scan is simply done again)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _cell(column: str, value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if column in ROUNDING and isinstance(value, (int, float)):
+        return round(float(value), ROUNDING[column])
+    return value
+
+
+def write_tables(rows: list[dict[str, Any]], extra_columns: tuple[str, ...], out_dir: str | Path) -> pd.DataFrame:
+    """Write ``volumes.csv`` and ``volumes.xlsx`` (same content, manifest order) and return the table.
+
+    Columns: `corelab.io.manifest.OUTPUT_COLUMNS`, then the manifest's extra columns unchanged.
+    Empty cells mean unknown (``in_window``) or not measured (a failed row).
+    """
+    out_dir = Path(out_dir)
+    columns = list(OUTPUT_COLUMNS) + [c for c in extra_columns if c not in OUTPUT_COLUMNS]
+    table = pd.DataFrame(
+        [{c: _cell(c, row.get(c)) for c in columns} for row in rows], columns=columns, dtype=object
+    )
+    inert = neutralize_frame(table)  # manifest text must not become a live spreadsheet formula
+    with atomic_path(out_dir / "volumes.csv") as tmp:
+        inert.to_csv(tmp, index=False)
+    with atomic_path(out_dir / "volumes.xlsx") as tmp:
+        with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
+            inert.to_excel(writer, index=False, sheet_name="volumes")
+            sheet = writer.sheets["volumes"]
+            sheet.freeze_panes = "B2"
+            # patient_id as text: an id "007" must not become the number 7 when the sheet is edited.
+            for (cell,) in sheet.iter_rows(min_row=2, min_col=1, max_col=1):
+                cell.number_format = "@"
+    return table

@@ -1,0 +1,99 @@
+"""`corelab compare`: agreement of automated results (or a second reader) with manual reads, as a PDF.
+
+The workflow of the command: per-patient rows from `corelab.compare`, statistics from
+`corelab.agreement`, and the report (HTML, PDF, workbook) from `corelab.report`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from corelab.compare.rows import (
+    CompareError,
+    automated_rows,
+    compare_provenance_info,
+    read_results,
+    read_run_json,
+    reader_rows,
+)
+from corelab.report.pdf import build_report, render, write_workbook
+
+__all__ = ["CompareSummary", "compare"]
+
+
+@dataclass(frozen=True)
+class CompareSummary:
+    """What `compare` wrote and the headline numbers (overall primary population)."""
+
+    pdf: Path
+    xlsx: Path
+    html: Path
+    mode: str  # "automated" or "inter-reader"
+    n_patients: int
+    n_analysed: int
+    n_excluded: int
+    icc_a1: float
+    dice_mean: float
+
+    def __str__(self) -> str:
+        return (
+            f"{self.mode} agreement: {self.n_analysed} of {self.n_patients} patients analysed "
+            f"({self.n_excluded} excluded), ICC(A,1) {self.icc_a1:.2f}, mean Dice {self.dice_mean:.2f}; "
+            f"wrote {self.pdf}, {self.xlsx} and {self.html}"
+        )
+
+
+def compare(
+    results_dir: str | Path | None,
+    reference_dir: str | Path,
+    *,
+    against: str | Path | None = None,
+    out_pdf: str | Path | None = None,
+    trial_name: str | None = None,
+) -> CompareSummary:
+    """Agreement of ``results_dir``'s automated masks (or of reader ``against``) with ``reference_dir``.
+
+    Writes agreement.pdf, agreement.html and agreement.xlsx (default: in ``results_dir``; beside
+    ``out_pdf`` when given). In inter-reader mode ``results_dir`` is optional and only supplies the
+    scans (for hypodensity classes), imaging-window flags and sites.
+    """
+    reference_dir = Path(reference_dir)
+    if not reference_dir.is_dir():
+        raise CompareError(f"The reference folder {reference_dir} does not exist.")
+    results = Path(results_dir) if results_dir is not None else None
+    has_results = results is not None and (results / "volumes.csv").is_file()
+    if against is None and not has_results:
+        raise CompareError(f"{results} holds no volumes.csv; run `corelab run` first or give a results folder.")
+    if against is not None and not Path(against).is_dir():
+        raise CompareError(f"The second reader's folder {against} does not exist.")
+    run_info = read_run_json(results) if has_results else {}
+    table = read_results(results) if has_results else None
+    if against is None:
+        per_patient = automated_rows(table, results, reference_dir, run_info)
+    else:
+        per_patient = reader_rows(table, results, reference_dir, Path(against), run_info)
+    if per_patient.empty:
+        raise CompareError("There are no patients to compare: the results table and reference folders are empty.")
+    pdf = Path(out_pdf) if out_pdf is not None else (results if results is not None and results.is_dir()
+                                                      else Path.cwd()) / "agreement.pdf"
+    pdf.parent.mkdir(parents=True, exist_ok=True)
+    mode = "automated" if against is None else "inter-reader"
+    built = build_report(
+        per_patient, mode=mode, run_info=run_info, trial_name=trial_name,
+        sources={"results": str(results) if has_results else "", "reference": str(reference_dir),
+                 "against": str(against) if against is not None else ""},
+        compare_info=compare_provenance_info(results if has_results else None, reference_dir, against),
+    )
+    html, xlsx = pdf.with_suffix(".html"), pdf.with_suffix(".xlsx")
+    render(built.context, html, pdf)
+    write_workbook(built, xlsx)
+    primary = per_patient[per_patient["in_primary"]]
+    overall = built.tables["overall"].iloc[0]
+    return CompareSummary(
+        pdf=pdf, xlsx=xlsx, html=html, mode=mode, n_patients=len(per_patient), n_analysed=len(primary),
+        n_excluded=len(per_patient) - len(primary), icc_a1=float(overall["icc_a1"]),
+        dice_mean=float(overall.get("dice_mean", math.nan)),
+    )
+

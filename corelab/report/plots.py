@@ -1,0 +1,152 @@
+"""Figures of the agreement report, as SVG text (embedded in the HTML, vector in the PDF).
+
+Every function takes the per-patient table (see `corelab.compare.rows`) and, for Bland-Altman, the
+statistics already computed by `corelab.agreement`, so the lines drawn are the numbers printed.
+Panels follow the paper's Figure 2: all patients, then severe, intermediate and subtle.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on batch machines
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = ["CLASS_COLORS", "scatter_grid", "bland_altman_grid", "dice_plot"]
+
+# The paper's Figure 3 colours: red severe, orange intermediate, yellow (darkened to print) subtle.
+CLASS_COLORS = {"severe": "#d62728", "intermediate": "#ff7f0e", "subtle": "#bfa100",
+                "unclassified": "#7f7f7f", "unknown": "#7f7f7f"}
+PANELS = ("All", "severe", "intermediate", "subtle")
+
+plt.rcParams.update({"font.size": 7, "axes.titlesize": 8, "svg.fonttype": "none", "axes.grid": True,
+                     "grid.alpha": 0.3})
+
+
+def _svg(figure: plt.Figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _panel_rows(per_patient: pd.DataFrame, panel: str) -> pd.DataFrame:
+    rows = per_patient.dropna(subset=["reference_ml", "other_ml"])
+    return rows if panel == "All" else rows[rows["hypodensity_class"] == panel]
+
+
+def _colors(rows: pd.DataFrame) -> list[str]:
+    return [CLASS_COLORS.get(c, "#1f77b4") for c in rows["hypodensity_class"]]
+
+
+def _class_legend(axis: plt.Axes, rows: pd.DataFrame) -> None:
+    present = [c for c in CLASS_COLORS if c in set(rows["hypodensity_class"])]
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=CLASS_COLORS[c], markeredgecolor="black",
+                          markeredgewidth=0.3, markersize=4, label=c) for c in present]
+    if handles:
+        axis.legend(handles=handles, loc="best", fontsize=6, framealpha=0.8)
+
+
+def _empty(axis: plt.Axes, title: str) -> None:
+    axis.set_title(f"{title} (n = 0)")
+    axis.text(0.5, 0.5, "no patients", ha="center", va="center", transform=axis.transAxes)
+    axis.set_xticks([])
+    axis.set_yticks([])
+
+
+def scatter_grid(per_patient: pd.DataFrame, *, reference_label: str, other_label: str) -> str:
+    """Automated (or reader B) vs reference volume, mL, with the identity line; 2 x 2 panels."""
+    figure, axes = plt.subplots(2, 2, figsize=(6.6, 6.2))
+    for axis, panel in zip(axes.ravel(), PANELS):
+        rows = _panel_rows(per_patient, panel)
+        if rows.empty:
+            _empty(axis, panel)
+            continue
+        high = max(float(rows[["reference_ml", "other_ml"]].to_numpy().max()), 1.0) * 1.05
+        axis.plot([0, high], [0, high], color="black", linewidth=0.8, label="identity")
+        axis.scatter(rows["reference_ml"], rows["other_ml"], s=14, c=_colors(rows), edgecolors="black",
+                     linewidths=0.3, zorder=3)
+        axis.set_xlim(0, high)
+        axis.set_ylim(0, high)
+        axis.set_aspect("equal")
+        axis.set_title(f"{panel} (n = {len(rows)})")
+        if panel == "All":
+            _class_legend(axis, rows)
+        axis.set_xlabel(f"{reference_label} volume (mL)")
+        axis.set_ylabel(f"{other_label} volume (mL)")
+    figure.tight_layout()
+    return _svg(figure)
+
+
+def bland_altman_grid(
+    per_patient: pd.DataFrame, stats: pd.DataFrame, *, reference_label: str, other_label: str
+) -> str:
+    """Bland-Altman plots (difference other - reference vs mean, mL) with bias, limits and their CIs.
+
+    stats: `corelab.agreement.agreement_table` by class (columns group, ba_bias, ba_loa_low, ...).
+    """
+    by_group = stats.set_index("group")
+    figure, axes = plt.subplots(2, 2, figsize=(6.6, 5.6))
+    for axis, panel in zip(axes.ravel(), PANELS):
+        rows = _panel_rows(per_patient, panel)
+        if rows.empty or panel not in by_group.index:
+            _empty(axis, panel)
+            continue
+        s = by_group.loc[panel]
+        mean = (rows["reference_ml"] + rows["other_ml"]) / 2
+        diff = rows["other_ml"] - rows["reference_ml"]
+        axis.scatter(mean, diff, s=14, c=_colors(rows), edgecolors="black", linewidths=0.3, zorder=3)
+        right = max(float(mean.max()), 1.0) * 1.05
+        for key, style in (("ba_bias", "-"), ("ba_loa_low", "--"), ("ba_loa_high", "--")):
+            value = s[key]
+            if not math.isfinite(value):
+                continue
+            axis.axhline(value, color="#1f4e79", linestyle=style, linewidth=0.9)
+            low, high = s[f"{key}_ci_low"], s[f"{key}_ci_high"]
+            if math.isfinite(low) and math.isfinite(high) and high > low:
+                if key == "ba_bias":  # shade only the bias CI; wide limit CIs would cover the points
+                    axis.axhspan(low, high, color="#1f4e79", alpha=0.12, linewidth=0)
+                else:
+                    for bound in (low, high):
+                        axis.axhline(bound, color="#1f4e79", linestyle=":", linewidth=0.6)
+            axis.text(right, value, f" {value:.1f}", va="center", fontsize=6, color="#1f4e79", clip_on=False)
+        axis.axhline(0, color="black", linewidth=0.5)
+        axis.set_xlim(0, right)
+        axis.set_title(f"{panel} (n = {len(rows)})")
+        if panel == "All":
+            _class_legend(axis, rows)
+        axis.set_xlabel(f"mean of {reference_label} and {other_label} (mL)")
+        axis.set_ylabel(f"{other_label} - {reference_label} (mL)")
+    figure.tight_layout()
+    return _svg(figure)
+
+
+def dice_plot(per_patient: pd.DataFrame, *, classes: tuple[str, ...] = PANELS) -> str:
+    """Dice per patient: box plot with every patient as a dot, for all patients and per class."""
+    figure, axis = plt.subplots(figsize=(6.0, 2.6))
+    data, labels, colors = [], [], []
+    for panel in classes:
+        rows = per_patient.dropna(subset=["dice"])
+        rows = rows if panel == "All" else rows[rows["hypodensity_class"] == panel]
+        data.append(rows["dice"].to_numpy(float))
+        labels.append(f"{panel}\n(n = {len(rows)})")
+        colors.append(_colors(rows))
+    positions = np.arange(1, len(data) + 1)
+    filled = [i for i, d in enumerate(data) if len(d)]
+    if filled:
+        axis.boxplot([data[i] for i in filled], positions=positions[filled], widths=0.5, showfliers=False)
+    jitter = np.random.default_rng(0)  # fixed seed: the same report twice is the same picture
+    for position, values, color in zip(positions, data, colors):
+        if len(values):
+            axis.scatter(position + jitter.uniform(-0.12, 0.12, len(values)), values, s=10, c=color,
+                         edgecolors="black", linewidths=0.3, zorder=3)
+    axis.set_xticks(positions, labels)
+    axis.set_ylim(-0.03, 1.03)
+    axis.set_ylabel("Dice")
+    figure.tight_layout()
+    return _svg(figure)

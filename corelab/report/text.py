@@ -1,0 +1,303 @@
+"""The words of the agreement report: methods generated from run.json, and every definition.
+
+Split from `corelab.report` to keep files small. Parameters are looked up in run.json by their
+name (the last key of a nested path, e.g. ``parameters.method.csf.lower_hu`` answers ``lower_hu``)
+so the text states the values the run actually used; a value run.json lacks is written as
+"not recorded" rather than filled in from today's defaults.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from corelab.agreement import LOA_Z
+from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU
+
+__all__ = [
+    "flatten",
+    "lookup",
+    "methods_paragraphs",
+    "run_provenance",
+    "compare_provenance",
+    "DEFINITIONS",
+    "COLUMN_MEANINGS",
+    "SUMMARY_MEANINGS",
+]
+
+NOT_RECORDED = "not recorded"
+
+
+def flatten(tree: object, prefix: str = "") -> dict[str, object]:
+    """Nested dicts/lists as {"a.b.0.c": value}.
+
+    >>> flatten({"a": {"b": 1, "c": [2, 3]}})
+    {'a.b': 1, 'a.c.0': 2, 'a.c.1': 3}
+    """
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        return {prefix: tree}
+    out: dict[str, object] = {}
+    for key, value in items:
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def lookup(flat: dict[str, object], *names: str, within: str = "") -> object:
+    """First value whose last key is one of ``names`` (and whose path contains ``within``)."""
+    for key, value in flat.items():
+        last = key.rsplit(".", 1)[-1].lower()
+        if last in names and within in key.lower():
+            return value
+    return NOT_RECORDED
+
+
+def _cutoffs(flat: dict[str, object]) -> str:
+    found = []
+    for name in ("severe", "intermediate", "subtle", "hemorrhage"):
+        for key, value in flat.items():
+            parts = key.lower().split(".")
+            if name in parts and any(p in ("cutoff", "cutoffs", "cut_off", "cut_offs", "threshold") for p in parts):
+                found.append(f"{name} {value}")
+                break
+    return ", ".join(found) if found else f"[{NOT_RECORDED} in run.json]"
+
+
+def _input_and_smoothing(flat: dict[str, object]) -> str:
+    """The two steps corelab adds to the paper's method, as the model recorded them (run.json "models").
+
+    >>> _input_and_smoothing({"models.brain_reference_hu": 35.0, "models.smoothing_mm": 3.0})
+    '; each scan was shifted so that the median HU of its analysis region is 35.0 HU, and each probability map was smoothed in-plane with a Gaussian of sigma 3.0 mm over the analysis region (not in the paper)'
+    >>> _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0})
+    ''
+    """
+    reference, sigma = lookup(flat, "brain_reference_hu"), lookup(flat, "smoothing_mm")
+    steps = []
+    if reference is not None:
+        steps.append(f"each scan was shifted so that the median HU of its analysis region is {reference} HU"
+                     if reference != NOT_RECORDED else f"the scan's HU reference {NOT_RECORDED} in run.json")
+    if sigma == NOT_RECORDED:
+        steps.append(f"probability smoothing {NOT_RECORDED} in run.json")
+    elif float(sigma) > 0:
+        steps.append(f"each probability map was smoothed in-plane with a Gaussian of sigma {sigma} mm over the "
+                     "analysis region")
+    return "; " + ", and ".join(steps) + " (not in the paper)" if steps else ""
+
+
+def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> list[str]:
+    """The methods section as plain-text paragraphs (autoescaped by the template)."""
+    flat = flatten(run_info)
+
+    def p(*names: str, unit: str = "", within: str = "") -> str:
+        value = lookup(flat, *names, within=within)
+        return f"[{NOT_RECORDED} in run.json]" if value == NOT_RECORDED else f"{value}{unit}"
+
+    low, high = lookup(flat, "min_hours"), lookup(flat, "max_hours")
+    window = (f"{low} h to {high} h after onset, bounds inclusive" if NOT_RECORDED not in (low, high)
+              else f"bounds {NOT_RECORDED} in run.json; corelab's default is 12 h to 14 days")
+    ranges = "; ".join(
+        f"{name} [{low:g}, {high:g}{']' if i == len(CLASS_RANGES_HU) - 1 else ')'} HU"
+        for i, (name, (low, high)) in enumerate(CLASS_RANGES_HU.items())
+    )
+    text = [
+        f"Population. {counts['total']} patients were listed; the primary analysis population is every "
+        f"patient scanned within the follow-up window ({window}), {'processed without error, ' if mode == 'automated' else ''}"
+        f"with a reference read: n = {counts['analysed']}. The {counts['excluded']} other patients are "
+        "listed with the reason in the exclusions table; none is silently dropped.",
+    ]
+    if mode == "automated":
+        text.append(
+            f"Automated segmentation (corelab {p('corelab', within='version')}, models "
+            f"{p('model_version', 'version', within='model')}). Scans were reconstructed to axial slices of "
+            f"{p('slice_mm', unit=' mm')} with pixels of {p('pixel_mm', unit=' mm')}. Intracranial region: bone "
+            f"above {p('bone_hu', unit=' HU')}, dilated by {p('dilate_mm', unit=' mm')}, region grown inside the "
+            f"skull from the bone's centre of gravity, dilated again; everything below the foramen magnum (first "
+            f"slice under the largest one with an area below {p('foramen_area_mm2', unit=' mm²')}) removed. "
+            f"CSF: region grown from voxels within {p('seed_radius_mm', unit=' mm')} of the intracranial "
+            f"centroid, thresholds {p('lower_hu', unit=' HU')} to {p('upper_hu', unit=' HU')}. Four CNNs of one architecture (19×19×3 patch, two 5×5 "
+            "convolutions with 64 and 128 maps each followed by 2×2 max-pooling, two dense layers of 256) "
+            f"segment severe, intermediate and subtle hypodense infarct and hemorrhage{_input_and_smoothing(flat)}, "
+            f"with cut-offs {_cutoffs(flat)} (probability cut-offs chosen on validation scans); their union "
+            "(hemorrhage included) is the automated infarct, as in Sales Barros et al. 2020. The automated volume "
+            "is volumes.csv's infarct_ml."
+        )
+        grid = "the automated mask's grid"
+        reference = "manual reference masks"
+    else:
+        text.append(
+            "Inter-reader agreement. Reader B's masks are compared with reader A's, which serve as the "
+            "reference; no automated masks are used."
+        )
+        grid = "reader A's grid"
+        reference = "reader A's masks"
+    text.append(
+        f"Reference. Nonzero voxels of the {reference} are infarct (hemorrhage within or beside it "
+        f"included). Reference volumes are counted on the mask's own grid; for overlap measures the "
+        f"other mask is compared on {grid}, masks on a different grid resampled by nearest neighbour."
+    )
+    exclusion = "voxels the automated mask labels hemorrhage and " if mode == "automated" else ""
+    text.append(
+        f"Hypodensity class. The mean HU of the scan inside the reference mask, leaving out {exclusion}"
+        f"voxels of {HEMORRHAGE_HU:g} HU or more (blood), as the paper excludes hemorrhage; classes {ranges}. "
+        "Means outside these ranges (or an empty reference) are 'unclassified'; patients whose scan could "
+        "not be read are 'unknown'."
+    )
+    return text
+
+
+def _text(value: object) -> str:
+    """A run.json value as one line of text; missing or empty is "not recorded"."""
+    if value is None or value == "" or value == [] or value == {}:
+        return NOT_RECORDED
+    if isinstance(value, (list, tuple)):
+        return shlex.join(str(v) for v in value)  # a command line, quoted as a shell would need it
+    return str(value)
+
+
+def run_provenance(run_info: dict) -> list[tuple[str, str]]:
+    """Who ran `corelab run`, when and with what, as (item, value) rows read from run.json.
+
+    A run.json written by an older corelab lacks some items: they read "not recorded".
+
+    >>> rows = dict(run_provenance({"versions": {"corelab": "0.1.0", "numpy": "2.1"}, "user": "ana",
+    ...                             "inputs": [{"scan_sha256": "ab"}, {"scan_sha256": ""}]}))
+    >>> rows["corelab version"], rows["user"], rows["dependencies"], rows["started (UTC)"]
+    ('0.1.0', 'ana', 'numpy 2.1', 'not recorded')
+    >>> rows["scan checksums"]
+    '1 of 2 scans (sha256 per scan: run.json inputs, agreement.xlsx inputs sheet)'
+    """
+    if not run_info:
+        return [("run.json", NOT_RECORDED)]
+    versions = dict(run_info.get("versions") or {})
+    models = dict(run_info.get("models") or {})
+    params = dict(run_info.get("parameters") or {})
+    inputs = list(run_info.get("inputs") or [])
+    dependencies = ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("corelab", "python") and v)
+    rows = [
+        ("corelab version", _text(versions.get("corelab"))),
+        ("started (UTC)", _text(run_info.get("started"))),
+        ("finished (UTC)", _text(run_info.get("finished"))),
+        ("user", _text(run_info.get("user"))),
+        ("host", _text(run_info.get("host"))),
+        ("platform", _text(run_info.get("platform"))),
+        ("Python", _text(versions.get("python"))),
+        ("dependencies", _text(dependencies)),
+        ("command line", _text(run_info.get("command_line"))),
+        ("working folder", _text(run_info.get("cwd"))),
+        ("manifest", _text(run_info.get("manifest"))),
+        ("manifest sha256", _text(run_info.get("manifest_sha256"))),
+        ("scan checksums", f"{sum(bool(i.get('scan_sha256')) for i in inputs)} of {len(inputs)} scans (sha256 per "
+                           "scan: run.json inputs, agreement.xlsx inputs sheet)" if inputs else NOT_RECORDED),
+        ("model folder", _text(models.get("folder"))),
+        ("model version", _text(models.get("version"))),
+    ]
+    rows += [(f"model sha256: {name}", _text(sha)) for name, sha in dict(models.get("checksums") or {}).items()]
+    if params:
+        execution = ("device", "workers", "threads", "scheduler")
+        rows.append(("execution", ", ".join(f"{k} {params[k]}" for k in execution if params.get(k) is not None)))
+        rows.append(("method parameters", "Appendix B (and agreement.xlsx run_parameters sheet)"))
+    return rows
+
+
+def compare_provenance(compare_info: dict) -> list[tuple[str, str]]:
+    """Who wrote this report, when and from which files, as (item, value) rows.
+
+    >>> rows = dict(compare_provenance({"written": "2026-01-02T03:04:05+00:00",
+    ...     "reference": {"folder": "/ref", "n_files": 2, "bytes": 2048, "sha256": "ab12"}}))
+    >>> rows["written (UTC)"], rows["reference files"], rows["reference sha256 (all files)"]
+    ('2026-01-02T03:04:05+00:00', '2 files, 2.0 KiB', 'ab12')
+    """
+    if not compare_info:
+        return [("compare", NOT_RECORDED)]
+    rows = [
+        ("corelab version", _text(compare_info.get("corelab_version"))),
+        ("written (UTC)", _text(compare_info.get("written"))),
+        ("user", _text(compare_info.get("user"))),
+        ("host", _text(compare_info.get("host"))),
+        ("command line", _text(compare_info.get("command_line"))),
+        ("working folder", _text(compare_info.get("cwd"))),
+    ]
+    results = dict(compare_info.get("results") or {})
+    if results:
+        rows += [("results volumes.csv sha256", _text(results.get("volumes_csv_sha256"))),
+                 ("results run.json sha256", _text(results.get("run_json_sha256")))]
+    for key, name in (("reference", "reference"), ("against", "second reader")):
+        folder = dict(compare_info.get(key) or {})
+        if folder:
+            rows += [(f"{name} folder", _text(folder.get("folder"))),
+                     (f"{name} files", f"{folder.get('n_files', 0)} files, {folder.get('bytes', 0) / 1024:.1f} KiB"),
+                     (f"{name} sha256 (all files)", _text(folder.get("sha256")))]
+    return rows
+
+
+DEFINITIONS: list[tuple[str, str]] = [
+    ("Difference", "other minus reference (automated minus manual, or reader B minus reader A), in mL; "
+     "a positive bias means larger automated (reader B) volumes."),
+    ("ICC(A,1)", "two-way random effects, absolute agreement, single measure (McGraw & Wong 1996; "
+     "Shrout & Fleiss ICC(2,1)), 95% CI from the F distribution (pingouin, CI given to 2 decimals). "
+     "Undefined with fewer than 3 patients or when all volumes are equal. Interpretation as the paper: "
+     "< 0.4 poor, 0.4 to < 0.6 fair, 0.6 to < 0.75 good, >= 0.75 excellent."),
+    ("ICC(C,1)", "two-way, consistency, single measure (Shrout & Fleiss ICC(3,1)); ignores a constant "
+     "offset, so ICC(C,1) well above ICC(A,1) signals systematic bias."),
+    ("Lin's CCC", "concordance correlation coefficient, 2 s_xy / (s_x² + s_y² + (mean_x - mean_y)²) with "
+     "n denominators (Lin 1989); 95% CI from Fisher's z with Lin's asymptotic variance."),
+    ("Bland-Altman", f"bias = mean difference d̄; limits of agreement (LoA) d̄ ± {LOA_Z} s (s = SD of the "
+     "differences). Approximate 95% CIs (Bland & Altman 1999): bias ± t(n-1) s/√n; each limit "
+     "± t(n-1) s √(3/n)."),
+    ("Bland-Altman, ratio scale", "the same on ln(other) - ln(reference), back-transformed: the bias is "
+     "the geometric mean ratio other/reference, the limits are ratios. Pairs with a zero volume have no "
+     "ratio and are left out of this analysis only (their number is given)."),
+    ("Proportional bias", "least-squares regression of the difference on the pair mean; slope with 95% "
+     "CI (t, n-2 df) and p for slope = 0. A small p means the difference grows with infarct size."),
+    ("Dice", "2|A∩B| / (|A| + |B|) per patient on one grid. Both masks empty: Dice undefined, the "
+     "patient is left out of the Dice summary and counted ('both empty'); one empty: Dice 0."),
+    ("HD95", "95th percentile of the pooled surface-to-surface distances in both directions, in mm, "
+     "from voxel-spaced distance maps of the mask contours (SimpleITK); undefined if a mask is empty."),
+    ("Lesion detection", "each 26-connected component of the reference mask, whatever its size, counts "
+     "as detected when at least one of its voxels is in the other mask; rate = detected / all lesions, "
+     "pooled over patients."),
+    ("|Difference|", "absolute volume difference |other - reference| in mL; median (IQR)."),
+    ("Summaries", "mean ± SD (n - 1); median (IQR) with quartiles by linear interpolation."),
+]
+
+COLUMN_MEANINGS: dict[str, str] = {
+    "patient_id": "patient id as in the manifest (text)",
+    "site": "site from the manifest",
+    "in_primary": "true when in the primary analysis population",
+    "excluded_because": "reasons the patient is not in the primary analysis, '; '-separated",
+    "status": "ok / failed, from volumes.csv",
+    "hours_since_onset": "hours from onset to the follow-up scan",
+    "reference_ml": "reference (manual or reader A) volume, mL, on the reference mask's own grid",
+    "other_ml": "automated (volumes.csv infarct_ml) or reader B volume, mL",
+    "difference_ml": "other_ml - reference_ml, mL",
+    "abs_difference_ml": "|difference_ml|, mL",
+    "dice": "Dice coefficient (empty when both masks are empty)",
+    "both_empty": "true when reference and other mask are both empty",
+    "hd95_mm": "95th percentile symmetric surface distance, mm",
+    "lesions": "connected components (26-connectivity) of the reference",
+    "lesions_detected": "reference components touched by the other mask",
+    "reference_mean_hu": "mean scan HU inside the reference without hemorrhage (HU)",
+    "hypodensity_class": "severe / intermediate / subtle / unclassified / unknown (from reference_mean_hu)",
+    "note": "why a value is missing",
+}
+
+SUMMARY_MEANINGS: dict[str, str] = {
+    "group": "All, a hypodensity class, or a site",
+    "n": "patients in the group",
+    "icc_a1, icc_a1_ci_low, icc_a1_ci_high": "ICC(A,1) and its 95% CI",
+    "icc_c1, icc_c1_ci_low, icc_c1_ci_high": "ICC(C,1) and its 95% CI",
+    "ba_n, ba_bias, ba_sd, ba_loa_low, ba_loa_high (+ _ci_low, _ci_high)":
+        "Bland-Altman in mL: pairs, bias, SD of the differences, limits of agreement, 95% CIs",
+    "ba_slope, ba_slope_ci_low, ba_slope_ci_high, ba_slope_p": "proportional bias: slope of difference on mean, CI, p",
+    "ratio_*": "the same on the ratio scale (bias and limits are ratios other/reference; sd and slope in ln units); "
+               "ratio_n_zero = pairs left out for a zero volume",
+    "ccc, ccc_ci_low, ccc_ci_high": "Lin's concordance correlation coefficient and 95% CI",
+    "reference_median, reference_q1, reference_q3, other_*": "volume medians and quartiles, mL",
+    "absdiff_n, _mean, _sd, _median, _q1, _q3": "absolute volume difference, mL",
+    "dice_n, _mean, _sd, _median, _q1, _q3; n_both_empty": "Dice summary (both-empty patients left out and counted)",
+    "hd95_n, _mean, _sd, _median, _q1, _q3": "HD95 summary, mm",
+    "lesions, lesions_detected, detection_rate": "reference lesions, those detected, pooled rate",
+    "icc_note, ba_note, ratio_note, ccc_note, notes": "why a number is undefined",
+}

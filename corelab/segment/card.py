@@ -1,0 +1,231 @@
+"""A model folder's card: card.json (architecture, HU handling, cut-offs, training, checksums) and
+MODEL_CARD.md, written when networks are saved and read when they load.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from corelab import __version__
+from corelab.audit import file_sha256
+from corelab.errors import ModelError
+from corelab.segment.networks import PATCH_CENTER, PATCH_SIZE, SEEN_SIZE
+from corelab.segment.norm import InputNorm
+
+__all__ = [
+    "CARD_VERSION",
+    "NETWORK_NAMES",
+    "SINGLE_NAME",
+    "ModelFolderError",
+    "ChecksumError",
+    "card_smoothing_mm",
+    "norm_from_card",
+    "version_string",
+    "save_models",
+    "record_held_out",
+]
+
+NETWORK_NAMES = ("severe", "intermediate", "subtle", "hemorrhage")
+SINGLE_NAME = "single"  # the paper's single-CNN baseline
+CARD_VERSION = 1
+
+
+class ModelFolderError(ModelError):
+    """A model folder is missing, incomplete or its card cannot be read."""
+
+
+class ChecksumError(ModelError):
+    """A weights file does not match the sha256 recorded in card.json."""
+
+
+
+def version_string(card: Mapping) -> str:
+    """Card version + 8 hex digits over the weights' checksums, the cut-offs and the smoothing: the
+    same weights cut or smoothed otherwise give other volumes, so they are another version."""
+    checksums = card["weights_sha256"]
+    joined = "".join(f"{name}:{checksums[name]}" for name in sorted(checksums))
+    joined += json.dumps({"cutoffs": card["cutoffs"], "smoothing_mm": card_smoothing_mm(card)}, sort_keys=True)
+    return f"{card['version']}+{hashlib.sha256(joined.encode()).hexdigest()[:8]}"
+
+
+def save_models(
+    folder: str | Path,
+    networks: Mapping[str, nn.Module],
+    cutoffs: Mapping[str, float],
+    *,
+    norm: InputNorm = InputNorm(),
+    grid: Mapping | None = None,
+    training: Mapping | None = None,
+    scores: Mapping | None = None,
+    version: str | None = None,
+    smoothing_mm: float = 0.0,
+) -> Path:
+    """Write `<name>.pt` weights, card.json and MODEL_CARD.md into `folder`; returns card.json's path.
+
+    smoothing_mm: in-plane Gaussian sigma the probability maps are smoothed with before the cut-offs
+        (the cut-offs were chosen with it; see `corelab.segment.labels.smooth_probabilities`).
+    grid: the analysis grid, e.g. {"slice_mm": 5.0, "pixel_mm": 0.45}.
+    training: what the networks were trained on (cohort, synthetic or not, seed, sizes, options).
+    scores: held-out or validation scores to record, e.g. {"validation_dice": {...}}.
+    """
+    missing = sorted(set(networks) - set(cutoffs))
+    if missing:
+        raise ModelError(f"No cut-off was given for network(s) {', '.join(missing)}.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    checksums: dict[str, str] = {}
+    for name, net in networks.items():
+        path = folder / f"{name}.pt"
+        torch.save({key: value.detach().cpu() for key, value in net.state_dict().items()}, path)
+        checksums[path.name] = file_sha256(path)
+    card_version = version or f"corelab-{__version__}"
+    card = {
+        "card_version": CARD_VERSION,
+        "version": card_version,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "method": "Sales Barros et al., J NeuroIntervent Surg 2020;12:848-852 (three-CNN approach)",
+        "kind": "single-cnn-baseline" if SINGLE_NAME in networks else "three-cnn",
+        "networks": list(networks),
+        "architecture": {
+            "input": [3, PATCH_SIZE, PATCH_SIZE],
+            "channels": "analysis-grid slices z-1, z, z+1 (edge slices replicated)",
+            "layers": ["conv 5x5 64 ReLU", "max-pool 2x2/2", "conv 5x5 128 ReLU", "max-pool 2x2/2",
+                       "dense 256 ReLU", "dense 256 ReLU", "dense 1 sigmoid"],
+            "patch_center_index": PATCH_CENTER,
+            "seen_window": f"{SEEN_SIZE}x{SEEN_SIZE}, offsets -8..+7 around the voxel (floor pooling)",
+            "outside_image": "padded with the normalized value of air",
+        },
+        "analysis_grid": dict(grid or {"slice_mm": 5.0, "pixel_mm": 0.45}),
+        "hu_input": {**asdict(norm), "rule": _NORM_RULE if norm.brain_reference_hu is None else _BRAIN_RULE + _NORM_RULE},
+        "cutoffs": {name: float(cutoffs[name]) for name in networks},
+        "postprocess": {"smoothing_mm": float(smoothing_mm), "rule": _SMOOTHING_RULE},
+        "labels": {"severe": 1, "intermediate": 2, "subtle": 3, "hemorrhage": 4},
+        "precedence": "hemorrhage > subtle > intermediate > severe",
+        "training": dict(training or {}),
+        "scores": dict(scores or {}),
+        "validated_on_patients": False,
+        "intended_use": "Research use. Not validated on patients.",
+        "weights_sha256": checksums,
+    }
+    card_path = folder / "card.json"
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    (folder / "MODEL_CARD.md").write_text(markdown_card(card, version_string(card)))
+    return card_path
+
+
+_CARD_SUMMARY_KEYS = (
+    "cohort", "cohort_generator", "synthetic", "seed", "n_scans", "classes", "hemorrhage_labels", "patches_per_class", "epochs", "early_stopping",
+)
+
+
+def record_held_out(folder: str | Path, held_out: Mapping, *, headline: str) -> None:
+    """Write held-out scores into a model folder's card.json (``scores.held_out``) and MODEL_CARD.md.
+
+    headline: one or two sentences that MODEL_CARD.md puts first, after "Research use only." (the
+    verdict a reader must see). The weights and their checksums are not touched.
+    """
+    card_path = Path(folder) / "card.json"
+    if not card_path.is_file():
+        raise ModelFolderError(f"{folder} has no card.json to record held-out scores in.")
+    card = json.loads(card_path.read_text())
+    card["scores"] = {**card.get("scores", {}), "held_out": dict(held_out)}
+    card["headline"] = headline
+    card_path.write_text(json.dumps(card, indent=2, default=str) + "\n")
+    (Path(folder) / "MODEL_CARD.md").write_text(
+        markdown_card(card, version_string(card)))
+
+
+def markdown_card(card: Mapping, version: str) -> str:
+    training = card.get("training", {})
+    lines = [
+        f"# corelab model `{version}`",
+        "",
+        "**Not validated on patients.** Research use only."
+        + (f" {card['headline']}" if card.get("headline") else "")
+        + (" Trained on synthetic phantom CTs only." if training.get("synthetic") else ""),
+        "",
+        f"- Method: {card['method']}; kind: {card['kind']}; networks: {', '.join(card['networks'])}.",
+        "- Input: 19x19 patch, 3 slices (z-1, z, z+1) of the 5 mm analysis grid as channels; "
+        "the network sees a 16x16 window at offsets -8..+7 around the voxel.",
+        "- HU handling: "
+        + (f"each scan shifted so the median HU of its analysis region is {card['hu_input']['brain_reference_hu']}, "
+           if card["hu_input"].get("brain_reference_hu") is not None else "")
+        + f"clip to [{card['hu_input']['clip_low_hu']}, {card['hu_input']['clip_high_hu']}] HU, "
+        f"then (HU - {card['hu_input']['center_hu']}) / {card['hu_input']['scale_hu']}.",
+        f"- Probability maps smoothed in-plane before the cut-offs: Gaussian sigma {card_smoothing_mm(card):g} mm "
+        "(0 = none), averaged over the analysis region only.",
+        f"- Cut-offs ({training.get('cutoff_rule', 'chosen on validation scans to maximize Dice')}): "
+        + ", ".join(f"{name} {value:.3f}" for name, value in card["cutoffs"].items()) + ".",
+        "- Training data: "
+        + "; ".join(f"{key} {json.dumps(training[key], default=str)}" for key in _CARD_SUMMARY_KEYS
+                    if training.get(key) is not None)
+        + " (scan lists and the full recipe are in card.json).",
+    ]
+    if card.get("scores"):
+        lines += _scores_markdown(card["scores"])
+    lines += ["", "Weights checksums (sha256) are in card.json and are verified on every load.", ""]
+    return "\n".join(lines)
+
+
+def _scores_markdown(scores: Mapping) -> list[str]:
+    """The card's scores as a reader wants them: validation Dice in one line, held-out scores as the
+    paper's Table 1 (ICC(A,1), Dice mean +- SD, n per class, both approaches side by side).
+
+    >>> _scores_markdown({"validation_dice": {"severe": 0.71}, "note": "union"})
+    ['- Validation Dice (union): severe 0.71.']
+    """
+    def number(value, digits=2):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    def dice(cell):
+        return number(cell.get("dice_mean")) + ("" if cell.get("dice_sd") is None else f" ± {cell['dice_sd']:.2f}")
+
+    lines = []
+    if scores.get("validation_dice"):
+        lines.append(f"- Validation Dice ({scores.get('note', 'per network')}): "
+                     + ", ".join(f"{k} {number(v)}" for k, v in scores["validation_dice"].items()) + ".")
+    held = scores.get("held_out")
+    if not held:
+        return lines
+    approaches = [(label, held[key]) for key, label in (("three_cnn", "three-CNN"), ("single_cnn", "single CNN"))
+                  if isinstance(held.get(key), Mapping)]
+    lines += ["", f"Held-out scores: {held.get('cohort', '')}. Command: `{held.get('command', '')}`.", ""]
+    lines.append("| class | " + " | ".join(f"{label} ICC(A,1) | {label} Dice | n" for label, _ in approaches) + " |")
+    lines.append("|---|" + "---|---|---|" * len(approaches))
+    for cls in ("severe", "intermediate", "subtle", "all"):
+        cells = [a.get(cls, {}) for _, a in approaches]
+        lines.append(f"| {cls} | " + " | ".join(f"{number(c.get('icc_a1'))} | {dice(c)} | {c.get('n', '-')}"
+                                               for c in cells) + " |")
+    controls = "; ".join(f"{label} " + ", ".join(f"{v:g}" for v in a.get("control_false_ml", [])) + " mL"
+                         for label, a in approaches)
+    lines += ["", f"Volume claimed on control scans (no infarct): {controls}."]
+    return lines
+
+
+_SMOOTHING_RULE = ("each network's probability map, inside the analysis region, is averaged in-plane with a "
+                   "Gaussian of sigma smoothing_mm over region voxels only, then cut at its cut-off")
+
+
+def card_smoothing_mm(card: Mapping) -> float:
+    return float((card.get("postprocess") or {}).get("smoothing_mm", 0.0))
+
+
+_NORM_RULE = "clip to [clip_low_hu, clip_high_hu], then (HU - center_hu) / scale_hu"
+_BRAIN_RULE = "shift the scan so the median HU of its analysis region is brain_reference_hu, then "
+
+
+def norm_from_card(fields: Mapping) -> InputNorm:
+    """The card's hu_input; cards written before brain_reference_hu existed mean absolute HU."""
+    reference = fields.get("brain_reference_hu")
+    return InputNorm(
+        **{key: float(fields[key]) for key in asdict(InputNorm()) if key != "brain_reference_hu"},
+        brain_reference_hu=None if reference is None else float(reference),
+    )

@@ -1,0 +1,126 @@
+"""Automated infarct segmentation on the analysis grid: four CNNs, smoothing, cut-offs, precedence.
+
+Each network's dense probability map is first smoothed in-plane (`smooth_probabilities`, the sigma
+recorded in the model card, chosen with the cut-offs on validation scans; not in the paper: one
+patch's decision is noisy at 0.45 mm pixels, and a lesion is a region, so its neighbours' votes count),
+then dichotomized at its cut-off (a voxel is foreground when its
+probability >= cut-off) inside the analysis region; the union of the four is the automated infarct.
+Labels (DESIGN): 1 severe, 2 intermediate, 3 subtle, 4 hemorrhage; where several networks claim a
+voxel, hemorrhage > subtle > intermediate > severe (the paper's Figure 3 rendering order).
+
+Single-CNN baseline folders ("single" + "hemorrhage"): the single network has no class, so its
+voxels are labelled with the hypodensity class of their own mean HU (intermediate when that mean is
+outside every class range); volumes and Dice of the union do not depend on this choice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from corelab.config import LABELS, hypodensity_class
+from corelab.errors import CorelabError
+from corelab.segment.card import SINGLE_NAME
+from corelab.segment.dense import dense_probabilities
+from corelab.segment.folder import ModelSet
+
+__all__ = ["segment", "labels_from_probabilities", "smooth_probabilities", "SegmentInputError"]
+
+# Later entries overwrite earlier ones: this order is the precedence rule.
+PRECEDENCE = ("severe", "intermediate", "subtle", "hemorrhage")
+
+
+class SegmentInputError(CorelabError, ValueError):
+    """The arrays handed to `segment` do not fit together (shape, dimensions)."""
+
+
+def smooth_probabilities(probabilities: dict[str, np.ndarray], region: np.ndarray, sigma_px: float) -> dict[str, np.ndarray]:
+    """Each map averaged in-plane with a Gaussian of `sigma_px` pixels over region voxels only.
+
+    Normalized convolution: sum(g * p * region) / sum(g * region), so CSF, skull and air beside a
+    voxel (probability 0, not scored) do not pull it down. Slices are not mixed (5 mm apart). 0
+    outside the region; `sigma_px` 0 returns the maps unchanged.
+
+    >>> region = np.zeros((1, 1, 9), bool); region[0, 0, 2:7] = True
+    >>> p = np.zeros((1, 1, 9)); p[0, 0, 4] = 1.0; p[0, 0, 2] = 0.5
+    >>> [round(float(v), 2) for v in smooth_probabilities({"a": p}, region, 1.0)["a"][0, 0]]
+    [0.0, 0.0, 0.36, 0.39, 0.43, 0.26, 0.08, 0.0, 0.0]
+    """
+    if sigma_px <= 0:
+        return probabilities
+    from scipy import ndimage  # here: unsmoothed labels (benchmarks/cuda_check.py) need no SciPy
+
+    region = np.asarray(region, dtype=bool)
+    smoothed = {name: np.zeros(region.shape, np.float32) for name in probabilities}
+    if not region.any():
+        return smoothed
+    # Only the region's bounding box: outside the region every term is 0 anyway (zero padding).
+    box = tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(region))
+    inside = region[box]
+    sigma = (0.0, float(sigma_px), float(sigma_px))
+    weight = ndimage.gaussian_filter(inside.astype(np.float32), sigma, mode="constant")
+    weight = np.where(inside, weight, 1.0)
+    for name, prob in probabilities.items():
+        total = ndimage.gaussian_filter(np.where(inside, prob[box], 0).astype(np.float32), sigma, mode="constant")
+        smoothed[name][box] = np.where(inside, total / weight, 0)
+    return smoothed
+
+
+def labels_from_probabilities(
+    probabilities: dict[str, np.ndarray],
+    cutoffs: dict[str, float],
+    region: np.ndarray,
+    *,
+    hu: np.ndarray | None = None,
+    smoothing_px: float = 0.0,
+) -> np.ndarray:
+    """uint8 labels 0-4 from per-network probability maps, cut-offs and the analysis region.
+
+    `hu` is needed only for a "single" network (its voxels take the class of their mean HU).
+    smoothing_px: `smooth_probabilities` first (the model's `ModelSet.smoothing_px`).
+
+    >>> region = np.ones((1, 1, 3), bool)
+    >>> probs = {"severe": np.array([[[0.9, 0.9, 0.1]]]), "hemorrhage": np.array([[[0.0, 0.8, 0.9]]])}
+    >>> labels_from_probabilities(probs, {"severe": 0.5, "hemorrhage": 0.5}, region).tolist()
+    [[[1, 4, 4]]]
+    """
+    region = np.asarray(region, dtype=bool)
+    probabilities = smooth_probabilities(probabilities, region, smoothing_px)
+    labels = np.zeros(region.shape, dtype=np.uint8)
+    if SINGLE_NAME in probabilities:
+        claimed = region & (probabilities[SINGLE_NAME] >= cutoffs[SINGLE_NAME])
+        if claimed.any():
+            if hu is None:
+                raise SegmentInputError("The single-CNN baseline needs the HU array to label its voxels.")
+            name = hypodensity_class(float(np.mean(hu[claimed]))) or "intermediate"
+            labels[claimed] = LABELS[name]
+    for name in PRECEDENCE:
+        if name in probabilities:
+            labels[region & (probabilities[name] >= cutoffs[name])] = LABELS[name]
+    return labels
+
+
+def segment(
+    hu: np.ndarray, region: np.ndarray, models: ModelSet, *, device: str = "cpu", precision: str = "float32"
+) -> np.ndarray:
+    """Automated infarct labels on the analysis grid: uint8 `[z, y, x]`, 0 outside `region`.
+
+    hu: HU (float) on the 5 mm analysis grid, `[z, y, x]`. region: bool analysis region
+    (intracranial minus CSF) of the same shape. models: from `corelab.segment.folder.load_models`.
+    device: "cpu" or "cuda" (CUDA without a GPU raises `CudaUnavailableError`).
+    precision: the CNNs' arithmetic, "float32" (default) or the opt-in "bfloat16" approximation.
+
+    Example (on a scan read and preprocessed as in docs/INTERFACES.md):
+        labels = segment(analysis.array, regions.region, load_models(), device="cpu")
+        infarct_voxels = (labels > 0).sum()
+    """
+    hu = np.asarray(hu)
+    region = np.asarray(region)
+    if hu.ndim != 3:
+        raise SegmentInputError(f"The scan array must be 3D [z, y, x] but has {hu.ndim} dimension(s).")
+    if region.shape != hu.shape:
+        raise SegmentInputError(f"The analysis region {region.shape} does not match the scan {hu.shape}.")
+    region = region.astype(bool)
+    probabilities = dense_probabilities(hu, region, models.networks, norm=models.norm, device=device,
+                                        precision=precision)
+    return labels_from_probabilities(probabilities, dict(models.cutoffs), region, hu=hu,
+                                     smoothing_px=models.smoothing_px)

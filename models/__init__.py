@@ -1,0 +1,1 @@
+"""The shipped model folders (weights and cards), installed as package data: see corelab.segment.folder."""

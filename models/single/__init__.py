@@ -1,0 +1,1 @@
+"""The single-CNN baseline model folder, installed as package data."""
