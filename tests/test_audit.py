@@ -166,6 +166,7 @@ def test_searcher_finds_patient_data_where_it_is(tmp_path):
     assert "Doe^Jane" in leaks["qc.png"] and "MRN123456" in leaks["mask.nii.gz"]
 
 
+@pytest.mark.slow
 def test_no_patient_data_in_any_output_console_or_log(tmp_path, models, capfd, caplog):
     from typer.testing import CliRunner
 

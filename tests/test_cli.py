@@ -3,6 +3,7 @@
 import shutil
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from corelab import __version__
@@ -25,6 +26,7 @@ def test_help_lists_every_command():
         assert command in result.output
 
 
+@pytest.mark.slow
 def test_run_then_compare_from_the_command_line(tmp_path):
     trial = make_trial(tmp_path / "trial", n=2)
     out = tmp_path / "results"
@@ -60,6 +62,7 @@ def test_train_on_a_folder_without_a_manifest_is_a_named_failure(tmp_path):
     assert not (tmp_path / "models" / "card.json").exists()
 
 
+@pytest.mark.slow
 def test_synth_writes_a_readable_trial(tmp_path):
     result = runner.invoke(app, ["synth", str(tmp_path / "trial"), "--n", "1", "--seed", "5"])
     assert result.exit_code == 0, result.output

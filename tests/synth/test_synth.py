@@ -281,6 +281,7 @@ def test_box_projection_equals_full_projection():
     assert not phantom._project_in_box(fine, phantom._aligned_box(~np.ones_like(mask), grid), grid).any()
 
 
+@pytest.mark.slow
 def test_full_resolution_patient():
     # The production path: 512 matrix, drawn on a 2x coarser in-plane grid and interpolated.
     p = make_patient(4, matrix=512, hypodensity="severe")

@@ -19,7 +19,7 @@ from pipeline_trial import SMALL_METHOD, make_trial, write_model_folder
 
 from corelab.pipeline.batch import run_batch
 
-TESTS = Path(__file__).resolve().parent
+HELPERS = Path(__file__).resolve().parents[1] / "helpers"
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +43,14 @@ def _assert_same_outputs(a: Path, b: Path) -> None:
         assert np.array_equal(masks_a[name], masks_b[name]), name
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_redoing_finished_scans(tmp_path, models):
     trial = make_trial(tmp_path / "trial", n=5, models=models)
     out = tmp_path / "killed"
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path.insert(0, {str(TESTS)!r})
+        sys.path.insert(0, {str(HELPERS)!r})
         from pipeline_trial import SMALL_METHOD
         from corelab.pipeline.batch import run_batch
         run_batch({str(trial.manifest)!r}, out_dir={str(out)!r}, models_dir={str(trial.models)!r},
@@ -92,6 +93,7 @@ def test_killed_run_resumes_without_redoing_finished_scans(tmp_path, models):
     _assert_same_outputs(out, clean)
 
 
+@pytest.mark.slow
 def test_two_worker_dask_cluster_gives_the_serial_output(tmp_path, models):
     trial = make_trial(tmp_path / "trial", n=2, models=models)
     serial = run_batch(trial.manifest, out_dir=tmp_path / "serial", models_dir=trial.models,

@@ -90,6 +90,7 @@ def make_cohort(folder: Path, kinds, *, seed=0, hemorrhage=(), no_truth=()) -> P
 KINDS = ["severe", "severe", "intermediate", "intermediate", "subtle", "subtle"]
 
 
+@pytest.mark.slow
 def test_train_models_writes_loadable_checked_folders(tmp_path):
     cohort = make_cohort(tmp_path / "cohort", KINDS + ["none"], hemorrhage=(0, 2, 3, 5), no_truth=(5,))
     lines = []

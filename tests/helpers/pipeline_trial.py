@@ -2,8 +2,8 @@
 and a manifest. Small on purpose (72x72 pixels of 1.5 mm, 15 slices of 5 mm) so a scan runs in about
 a second on one core; the method runs on a 1.5 mm analysis grid (`SMALL_METHOD`) for the same reason.
 
-Import from a test as ``from pipeline_trial import make_trial, SMALL_METHOD`` (pytest puts
-``tests/`` on ``sys.path``).
+Import from a test as ``from pipeline_trial import make_trial, SMALL_METHOD`` (pyproject's pytest
+``pythonpath`` puts ``tests/helpers/`` on ``sys.path``).
 """
 
 from __future__ import annotations

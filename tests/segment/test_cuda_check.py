@@ -13,7 +13,7 @@ import torch
 from corelab.segment.dense import _ieee_float32
 from corelab.segment.norm import InputNorm
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
