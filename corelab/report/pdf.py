@@ -20,6 +20,7 @@ import pandas as pd
 
 from corelab import __version__
 from corelab.agreement import agreement_table, rounded
+from corelab.config import CLASSES
 from corelab.errors import CorelabError
 from corelab.io.tables import neutralize_frame
 from corelab.report import plots
@@ -38,7 +39,6 @@ __all__ = ["BuiltReport", "ReportError", "TEMPLATES", "build_report", "render", 
 
 # The repository's templates/, installed as the package data corelab.report.templates.
 TEMPLATES = Path(str(resources.files("corelab.report.templates")))
-CLASS_ORDER = ["severe", "intermediate", "subtle"]
 TABLE_KEYS = ("volume", "bland_altman_ml", "bland_altman_ratio", "overlap", "site", "sensitivity",
               "exclusion_counts", "exclusions", "patients")
 
@@ -185,7 +185,7 @@ def build_report(
     labels = ("manual", "automated") if mode == "automated" else ("reader A", "reader B")
     primary = per_patient[per_patient["in_primary"]]
     keys = {"reference": "reference_ml", "other": "other_ml"}
-    by_class = agreement_table(primary, **keys, by="hypodensity_class", order=CLASS_ORDER)
+    by_class = agreement_table(primary, **keys, by="hypodensity_class", order=list(CLASSES))
     tables: dict[str, pd.DataFrame] = {"overall": by_class}
     context_tables = _format_tables(by_class, labels, "by hypodensity class (primary population)")
     has_site = "site" in per_patient and (per_patient["site"].fillna("") != "").any()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 
 from corelab.agreement import LOA_Z
-from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU
+from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU, LABELS
 
 __all__ = [
     "flatten",
@@ -56,7 +56,7 @@ def lookup(flat: dict[str, object], *names: str, within: str = "") -> object:
 
 def _cutoffs(flat: dict[str, object]) -> str:
     found = []
-    for name in ("severe", "intermediate", "subtle", "hemorrhage"):
+    for name in LABELS:
         for key, value in flat.items():
             parts = key.lower().split(".")
             if name in parts and any(p in ("cutoff", "cutoffs", "cut_off", "cut_offs", "threshold") for p in parts):

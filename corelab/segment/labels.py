@@ -25,8 +25,8 @@ from corelab.segment.folder import ModelSet
 
 __all__ = ["segment", "labels_from_probabilities", "smooth_probabilities", "SegmentInputError"]
 
-# Later entries overwrite earlier ones: this order is the precedence rule.
-PRECEDENCE = ("severe", "intermediate", "subtle", "hemorrhage")
+# Later entries overwrite earlier ones: this order is the precedence rule (the label values' order).
+PRECEDENCE = tuple(LABELS)
 
 
 class SegmentInputError(CorelabError, ValueError):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from corelab.config import CLASS_RANGES_HU, LABELS
+from corelab.config import CLASS_RANGES_HU, CLASSES, LABELS
 from corelab.errors import CorelabError
 from corelab.io.volume import Volume
 from corelab.synth import anatomy, lesions, physics
@@ -21,7 +21,6 @@ from corelab.synth.scanner import Scanner, draw_scanner
 __all__ = ["Phantom", "PatientTruth", "make_patient", "SynthError"]
 
 FLUID_HU = 8.0  # what fully necrotic, oedematous tissue tends to (close to CSF)
-CLASSES = ("severe", "intermediate", "subtle")
 MIXED = 255  # tissue code of an output voxel that mixes tissues
 
 

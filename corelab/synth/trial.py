@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 
 from corelab import __version__
-from corelab.config import SYNTH_RECORD_FILE
+from corelab.config import CLASSES, SYNTH_RECORD_FILE
 from corelab.io.volume import write_image
 from corelab.synth import lesions
 from corelab.synth.dicom_write import derived_uid, write_dicom_series
-from corelab.synth.phantom import CLASSES, Phantom, SynthError, make_patient
+from corelab.synth.phantom import Phantom, SynthError, make_patient
 from corelab.synth.readers import manual_read
 from corelab.synth.scanner import draw_scanner
 

@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from corelab.config import CLASS_RANGES_HU, Method
+from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU, Method
 from corelab.errors import CohortError, CorelabError
 from corelab.io.files import find_image
 from corelab.measure import hypodensity_class
@@ -106,7 +106,7 @@ def prepare_scan(
     hemorrhage: np.ndarray | None,
     *,
     norm: InputNorm = InputNorm(),
-    hemorrhage_hu: float = 50.0,
+    hemorrhage_hu: float = HEMORRHAGE_HU,
 ) -> PreparedScan:
     """Arrays on the analysis grid -> a cropped `PreparedScan` (pure step; no file I/O).
 
@@ -159,7 +159,7 @@ def load_cohort(
     *,
     method: Method = Method(),
     norm: InputNorm = InputNorm(),
-    hemorrhage_hu: float = 50.0,
+    hemorrhage_hu: float = HEMORRHAGE_HU,
     log: Callable[[str], None] = print,
 ) -> list[PreparedScan]:
     """Read every manifest row's scan, manual mask and (when present) truth labels, preprocessed."""
@@ -243,7 +243,7 @@ def split_cohort(
     if len(hem_val) + len(hem_train) < 2:
         raise TooFewScansError(
             f"The cohort has {len(hem_val) + len(hem_train)} scan(s) with hemorrhage inside the analysis region; "
-            "the hemorrhage CNN needs at least 2 (truth/<id>.nii.gz label 4, or reference voxels >= 50 HU)."
+            f"the hemorrhage CNN needs at least 2 (truth/<id>.nii.gz label 4, or reference voxels >= {HEMORRHAGE_HU:g} HU)."
         )
     if not hem_val:
         hem_val, hem_train = [hem_train[-1]], hem_train[:-1]

@@ -34,7 +34,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from corelab.config import SYNTH_RECORD_FILE, Method
+from corelab.config import CLASSES, HEMORRHAGE_HU, SYNTH_RECORD_FILE, Method
 from corelab.segment.card import SINGLE_NAME, save_models
 from corelab.segment.networks import PatchCNN
 from corelab.segment.norm import BRAIN_REFERENCE_HU, InputNorm
@@ -51,7 +51,6 @@ from corelab.train.patches import AUGMENT_SIZE, augment_windows, hard_background
 
 __all__ = ["TrainOptions", "TrainSummary", "train_models", "fit_network", "network_patches", "validation_loss"]
 
-INFARCT_NETWORKS = ("severe", "intermediate", "subtle")
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,7 @@ class TrainOptions:
     hard_fraction: float = 0.5
     other_background_fraction: float = 0.25
     smoothing_grid_mm: tuple[float, ...] = SMOOTHING_GRID_MM
-    hemorrhage_hu: float = 50.0
+    hemorrhage_hu: float = HEMORRHAGE_HU
     threads: int = 1
     method: Method = field(default_factory=Method)
     norm: InputNorm = field(default_factory=lambda: InputNorm(brain_reference_hu=BRAIN_REFERENCE_HU))
@@ -157,7 +156,7 @@ def network_patches(
     """
     n_fg = options.patches_per_class
     n_bg = int(round(n_fg * options.background_ratio))
-    n_other = int(round(n_bg * options.other_background_fraction)) if others and name in INFARCT_NETWORKS else 0
+    n_other = int(round(n_bg * options.other_background_fraction)) if others and name in CLASSES else 0
     pad = options.norm.pad_value
     patches, labels = [], []
     for scan, fg_count, bg_count in zip(donors, _split_counts(n_fg, len(donors)), _split_counts(n_bg - n_other, len(donors))):
@@ -290,7 +289,7 @@ def train_models(
         scans = load_cohort(cohort_dir, method=options.method, norm=options.norm,
                             hemorrhage_hu=options.hemorrhage_hu, log=log)
         split = split_cohort(scans, val_scans=options.val_scans, rng=rng)
-        names = [*INFARCT_NETWORKS, "hemorrhage"] + ([SINGLE_NAME] if single else [])
+        names = [*CLASSES, "hemorrhage"] + ([SINGLE_NAME] if single else [])
         networks = {name: _train_one(name, scans, split, options, seed=seed + index, rng=rng, log=log)
                     for index, name in enumerate(names)}
         smoothing_mm, cutoffs, dice = _choose_all_cutoffs(networks, scans, split, options, log=log)
@@ -300,7 +299,7 @@ def train_models(
         scores = {"validation_dice": {name: round(dice[name], 4) for name in names},
                   "note": "mean per-scan Dice of the approach's union (three CNNs or single, plus hemorrhage) "
                           "on each network's own validation scans (not held out)"}
-        four = [*INFARCT_NETWORKS, "hemorrhage"]
+        four = [*CLASSES, "hemorrhage"]
         save_models(out_dir, {n: networks[n] for n in four}, {n: cutoffs[n] for n in four},
                     norm=options.norm, grid=_grid(options), training=training, smoothing_mm=smoothing_mm,
                     scores={**scores, "validation_dice": {n: scores["validation_dice"][n] for n in four}})
@@ -390,7 +389,7 @@ def _training_record(cohort_dir, scans, split, options, *, seed, synthetic, name
         "synthetic": bool(synthetic),
         "seed": seed,
         "n_scans": len(scans),
-        "classes": {c: sum(s.hypodensity == c for s in scans) for c in INFARCT_NETWORKS},
+        "classes": {c: sum(s.hypodensity == c for s in scans) for c in CLASSES},
         "hemorrhage_labels": {src: sum(s.hemorrhage_source == src for s in scans) for src in ("truth", "threshold")},
         "train_scans": {name: list(split.train[name]) for name in names},
         "validation_scans": {name: list(split.val[name]) for name in names},
