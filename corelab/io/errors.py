@@ -9,6 +9,8 @@ from __future__ import annotations
 from corelab.errors import ScanError
 
 __all__ = [
+    "MAX_VOXELS",
+    "too_large",
     "ScanNotFoundError",
     "EmptyFolderError",
     "UnreadableScanError",
@@ -85,3 +87,20 @@ class MaskOutsideScanError(ScanError):
 
 class MaskGridError(ScanError):
     """A mask has the scan's voxel grid but other voxel sizes: its geometry was lost on saving."""
+
+
+# The memory bound of one worker is 3 GiB. Its measured peak (benchmarks/speed.py, section 4;
+# torch 2.13, 2 threads, oneDNN primitive cache capped at 16) is 1.6-2.1 GiB for a
+# 512 x 512 x 64 scan (it varies by up to 0.5 GiB between runs of the same scan) and 2.9 GiB for
+# 512 x 512 x 512: about 1.7 GiB plus 10.4 bytes per input voxel. So scans over 100 million voxels
+# (512 x 512 x 381; about 2.5 GiB, leaving room for that variation) are refused from their
+# headers, before any pixels are read; the sentence says what to do instead.
+MAX_VOXELS = 100_000_000
+
+
+def too_large(what: str) -> ScanTooLargeError:
+    """The error for a scan over `MAX_VOXELS`; `what` says what its header claims."""
+    return ScanTooLargeError(
+        f"{what}, more than the {MAX_VOXELS:,} voxels that keep a corelab worker within 3 GiB of memory;"
+        f" export the series with thicker slices (the method measures on 5 mm slabs)."
+    )

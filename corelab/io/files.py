@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from corelab.io.dicom import MAX_VOXELS, too_large
 from corelab.io.errors import (
+    MAX_VOXELS,
     MaskValuesError,
     NoHUCalibrationError,
     NotCTError,
     NotVolumeError,
     UnreadableScanError,
+    too_large,
 )
 from corelab.io.volume import ScanMeta, Volume, from_sitk
 

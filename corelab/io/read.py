@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from corelab.io.dicom import MAX_VOXELS, is_dicom_file, read_dicom
+from corelab.io.dicom import read_dicom
+from corelab.io.dicom_headers import is_dicom_file
 from corelab.io.errors import (
+    MAX_VOXELS,
     EmptyFolderError,
     InconsistentSeriesError,
     MaskGridError,
