@@ -173,6 +173,33 @@ def _svg_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
+def _patients_table(per_patient: pd.DataFrame, labels: tuple[str, str], has_site: bool) -> dict:
+    p = rounded(per_patient)
+    return _table(
+        "Per-patient results",
+        ["Patient", *(["Site"] if has_site else []), "Class", "mean HU", f"{labels[0]} mL", f"{labels[1]} mL",
+         "difference mL", "Dice", "HD95 mm", "lesions found", "primary"],
+        [[r["patient_id"], *([str(r["site"])] if has_site else []), r["hypodensity_class"], _f(r["reference_mean_hu"], 1),
+          _f(r["reference_ml"], 1), _f(r["other_ml"], 1), _f(r["difference_ml"], 1),
+          "both empty" if r["both_empty"] else _f(r["dice"], 3), _f(r["hd95_mm"], 1),
+          "–" if pd.isna(r["lesions"]) else f"{r['lesions_detected']}/{r['lesions']}", "yes" if r["in_primary"] else "no"]
+         for _, r in p.iterrows()],
+        "Class from the reference's mean HU; 'unknown' without a readable scan or reference mask. "
+        "Dice 'both empty': left out of the Dice summaries.", css="nowrap")
+
+
+def _figures(primary: pd.DataFrame, by_class: pd.DataFrame, labels: tuple[str, str]) -> list[dict]:
+    return [
+        {"title": f"{labels[1].capitalize()} against {labels[0]} volume, with the identity line (primary population)",
+         "src": _svg_uri(plots.scatter_grid(primary, reference_label=labels[0], other_label=labels[1]))},
+        {"title": "Bland-Altman plots (mL): bias (solid line, its 95% CI shaded) and 95% limits of agreement "
+                  "(dashed, their 95% CIs dotted), overall and per hypodensity class",
+         "src": _svg_uri(plots.bland_altman_grid(primary, by_class, reference_label=labels[0], other_label=labels[1]))},
+        {"title": "Dice per patient (both-empty patients not shown), overall and per class",
+         "src": _svg_uri(plots.dice_plot(primary))},
+    ]
+
+
 def build_report(
     per_patient: pd.DataFrame, *, mode: str, run_info: dict, trial_name: str | None = None,
     sources: dict[str, str] | None = None, today: dt.date | None = None, compare_info: dict | None = None,
@@ -208,31 +235,11 @@ def build_report(
         [[r["patient_id"], *([str(r["site"])] if has_site else []), r["excluded_because"]] for _, r in excluded.iterrows()],
         "" if len(excluded) else "No patient was excluded.")
     tables["per_patient"] = per_patient
-    p = rounded(per_patient)
-    context_tables["patients"] = _table(
-        "Per-patient results",
-        ["Patient", *(["Site"] if has_site else []), "Class", "mean HU", f"{labels[0]} mL", f"{labels[1]} mL",
-         "difference mL", "Dice", "HD95 mm", "lesions found", "primary"],
-        [[r["patient_id"], *([str(r["site"])] if has_site else []), r["hypodensity_class"], _f(r["reference_mean_hu"], 1),
-          _f(r["reference_ml"], 1), _f(r["other_ml"], 1), _f(r["difference_ml"], 1),
-          "both empty" if r["both_empty"] else _f(r["dice"], 3), _f(r["hd95_mm"], 1),
-          "–" if pd.isna(r["lesions"]) else f"{r['lesions_detected']}/{r['lesions']}", "yes" if r["in_primary"] else "no"]
-         for _, r in p.iterrows()],
-        "Class from the reference's mean HU; 'unknown' without a readable scan or reference mask. "
-        "Dice 'both empty': left out of the Dice summaries.", css="nowrap")
+    context_tables["patients"] = _patients_table(per_patient, labels, has_site)
     counts = {"total": len(per_patient), "analysed": len(primary), "excluded": len(excluded)}
     compare_info = compare_info or {}
     tables.update(_provenance_tables(run_info, compare_info))
     flat = flatten(run_info)
-    figures = [
-        {"title": f"{labels[1].capitalize()} against {labels[0]} volume, with the identity line (primary population)",
-         "src": _svg_uri(plots.scatter_grid(primary, reference_label=labels[0], other_label=labels[1]))},
-        {"title": "Bland-Altman plots (mL): bias (solid line, its 95% CI shaded) and 95% limits of agreement "
-                  "(dashed, their 95% CIs dotted), overall and per hypodensity class",
-         "src": _svg_uri(plots.bland_altman_grid(primary, by_class, reference_label=labels[0], other_label=labels[1]))},
-        {"title": "Dice per patient (both-empty patients not shown), overall and per class",
-         "src": _svg_uri(plots.dice_plot(primary))},
-    ]
     context = {
         "title": "Infarct volume agreement report" if mode == "automated" else "Inter-reader agreement report",
         "trial_name": trial_name or "",
@@ -250,7 +257,7 @@ def build_report(
         "methods": methods_paragraphs(run_info, mode=mode, counts=counts),
         "definitions": DEFINITIONS,
         "tables": context_tables,
-        "figures": figures,
+        "figures": _figures(primary, by_class, labels),
         # Per-scan checksums are one row each: they go to the workbook's inputs sheet, not the appendix.
         "parameters": [(k, str(v)) for k, v in flat.items() if not k.startswith("inputs.")],
     }
