@@ -55,34 +55,29 @@ __all__ = ["TrainOptions", "TrainSummary", "train_models", "fit_network", "netwo
 
 @dataclass(frozen=True)
 class TrainOptions:
-    """Training parameters (defaults sized for a ~100-scan cohort: about 30 min of training and 15 min
-    of validation maps on one CPU core).
+    """Training parameters; the defaults are sized for a cohort of about 100 scans (README gives the
+    measured times and why each default was chosen).
 
-    patches_per_class: foreground patches per network. 40,000 over 8 epochs: on 100 synthetic scans
-        every network's lowest validation loss was lower than with 20,000 over 12 (e.g. severe 0.231
-        vs 0.248, subtle 0.491 vs 0.497, single 0.483 vs 0.501), in about 20% more time.
+    patches_per_class: foreground patches per network.
     background_ratio: background patches per foreground patch (1 = balanced, as the paper's
         "balanced" sampling; 3 puts more of the normal brain, which is most of every scan, in front
         of the network at the same number of lesion patches).
     epochs, batch_size, learning_rate: Adam on binary cross-entropy; the epoch with the lowest loss on
-        validation patches is kept (on 100 synthetic scans: epochs 3-8 of 8).
+        validation patches is kept.
     val_scans: validation scans per network (paper: 20).
     calibration_shift_hu: each training patch (lesion and background alike) is shifted by one HU
         offset drawn uniformly from +-this, new every epoch*. Scanners differ in calibration by a few
         HU; a network that must not lean on the absolute level of a whole scan learns the local
-        contrast instead. 0 = off (the paper augments only by flips and rotations). 3 HU by default:
-        on 100 synthetic scans (absolute-HU input) it matched 0 in validation Dice and halved the
-        volume claimed on a held-out control (53 vs 102 mL). With the brain-referenced input (`norm`)
-        it stands for the error of the reference itself (a large lesion moves the median by 1-3 HU).
+        contrast instead. 0 = off (the paper augments only by flips and rotations). With the
+        brain-referenced input (`norm`) it stands for the error of the reference itself (a large
+        lesion moves the median by 1-3 HU).
     norm: HU handling; by default brain-referenced (`corelab.segment.norm.InputNorm`, `BRAIN_REFERENCE_HU`).
     hard_fraction: share of background patches drawn from the hard strata.
     other_background_fraction: share of an infarct CNN's background from other groups' patients.
     smoothing_grid_mm: in-plane Gaussian sigmas (mm) tried for the probability maps; the one whose
         cut-offs give the best union Dice on the validation scans is recorded in the card.
     hemorrhage_hu: hemorrhage rule for scans without truth labels (see `corelab.train.cohort`).
-    threads: torch CPU threads while training. 1 by default: on a 2-core machine shared with other
-        work, two OpenMP threads waiting on each other trained 5-8x slower than one (measured,
-        PyTorch 2.13); pass 2 on an idle machine (about 1.5x faster there).
+    threads: torch CPU threads while training (1 by default; README says why).
     """
 
     patches_per_class: int = 40_000
