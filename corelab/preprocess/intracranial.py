@@ -25,8 +25,8 @@ What this module adds, because real heads break the recipe:
   from every one); it does hold the inner table's blurred edge below 160 HU.
 - Partial volume: a 160 HU threshold stops short of the inner table. On 5 mm slabs the sloping
   skull at the top and bottom of the head makes slabs that are mostly brain read above 160 HU, and
-  in-plane the blurred brain-bone edge crosses 160 HU before its half-way point. The paper's region
-  misses 5% of the volume on the test phantom and 5-9% on corelab.synth heads. The intracranial mask
+  in-plane the blurred brain-bone edge crosses 160 HU before its half-way point, so the paper's region
+  misses a few percent of the volume. The intracranial mask
   therefore also counts the bone voxels just outside the region (one slab up or down, up to 2 mm
   in-plane) whose HU is closer to the region's median than to cortical bone (90th percentile of
   bone voxels): mostly brain, by the half-way rule for a blurred edge. These voxels are above 160 HU, so the analysis region

@@ -10,8 +10,7 @@ scans of the union's Dice, one network at a time with the others fixed (coordina
 
 A network chosen alone on its own class's scans would be rewarded for claiming normal brain: one
 that cannot tell its lesion from brain and claims a share f of every region scores
-2 f|L| / (|L| + f|region|) there, which grows with f (measured: the subtle CNN claimed 100-370 mL on
-every held-out phantom). On every network's scans and the controls (Dice 1 when nothing is claimed
+2 f|L| / (|L| + f|region|) there, which grows with f. On every network's scans and the controls (Dice 1 when nothing is claimed
 on a control, else 0) it is not.
 
 Scored voxels are those of the analysis region (outside it nothing is claimed or scored, as the
