@@ -9,7 +9,7 @@ from a source tree that is not installed, on machines without SimpleITK or pydic
 
 1. Equivalence: four seeded random-weight PatchCNNs, random HU in [-30, 110] on a (4, 96, 96) grid
    with a random region (discs with holes); `dense_probabilities` on `--device` against patch-wise
-   inference (`corelab.train.patches.extract_patches` + `PatchCNN.probability`) on the CPU in float32 at
+   inference (`corelab.segment.patches.extract_patches` + `PatchCNN.probability`) on the CPU in float32 at
    500 random region voxels plus the region's corners. Passes when max |difference| < 1e-5 and
    every voxel outside the region is 0.
 2. Shipped weights on a realistic scan: `benchmarks/data/cuda_case.npz` holds a synthetic
@@ -46,7 +46,7 @@ from corelab.segment.card import NETWORK_NAMES
 from corelab.segment.dense import _ieee_float32, dense_probabilities
 from corelab.segment.folder import load_models, resolve_device
 from corelab.segment.labels import labels_from_probabilities
-from corelab.segment.networks import PatchCNN
+from corelab.segment.barros2020 import PatchCNN
 from corelab.segment.norm import InputNorm
 from corelab.segment.patches import extract_patches
 

@@ -1,5 +1,6 @@
-"""Step 3, the networks: their definitions, model folders and cards, dense inference, and
-`segment()`, which turns a preprocessed scan into labels 0-4 on the analysis grid.
+"""Step 3, the networks: their architectures (a registry, named by each model's card), model folders
+and cards, dense inference, and `segment()`, which turns a preprocessed scan into labels 0-4 on the
+analysis grid.
 """
 
 from corelab.segment.card import NETWORK_NAMES, SINGLE_NAME, record_held_out, save_models
@@ -12,7 +13,7 @@ from corelab.segment.folder import (
     resolve_device,
 )
 from corelab.segment.labels import SegmentInputError, labels_from_probabilities, segment, smooth_probabilities
-from corelab.segment.networks import PatchCNN
+from corelab.segment.networks import ARCHITECTURES, ArchitectureError, PatchCNN, build_network
 from corelab.segment.norm import BRAIN_REFERENCE_HU, InputNorm, brain_median
 
 __all__ = [
@@ -33,5 +34,8 @@ __all__ = [
     "BRAIN_REFERENCE_HU",
     "brain_median",
     "PatchCNN",
+    "ARCHITECTURES",
+    "ArchitectureError",
+    "build_network",
     "dense_probabilities",
 ]

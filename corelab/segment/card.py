@@ -1,5 +1,8 @@
 """A model folder's card: card.json (architecture, HU handling, cut-offs, training, checksums) and
 MODEL_CARD.md, written when networks are saved and read when they load.
+
+The card's "architecture" names the networks' class in `corelab.segment.networks.ARCHITECTURES`
+(cards written before it had a name mean the paper's CNN) beside the class's own description.
 """
 
 from __future__ import annotations
@@ -17,7 +20,12 @@ from torch import nn
 from corelab import __version__
 from corelab.audit import file_sha256
 from corelab.errors import ModelError
-from corelab.segment.networks import PATCH_CENTER, PATCH_SIZE, SEEN_SIZE
+from corelab.segment.networks import (
+    PAPER_ARCHITECTURE,
+    architecture_name,
+    architecture_of,
+    describe_architecture,
+)
 from corelab.segment.norm import InputNorm
 
 __all__ = [
@@ -26,6 +34,7 @@ __all__ = [
     "SINGLE_NAME",
     "ModelFolderError",
     "ChecksumError",
+    "architecture_from_card",
     "card_smoothing_mm",
     "norm_from_card",
     "version_string",
@@ -75,10 +84,14 @@ def save_models(
     grid: the analysis grid, e.g. {"slice_mm": 5.0, "pixel_mm": 0.45}.
     training: what the networks were trained on (cohort, synthetic or not, seed, sizes, options).
     scores: held-out or validation scores to record, e.g. {"validation_dice": {...}}.
+    The networks share one registered architecture, which the card names (`ArchitectureError`
+    from `corelab.segment.networks` otherwise).
     """
     missing = sorted(set(networks) - set(cutoffs))
     if missing:
         raise ModelError(f"No cut-off was given for network(s) {', '.join(missing)}.")
+    architecture = architecture_of(networks.values())
+    architecture_card = {"name": architecture_name(architecture), **describe_architecture(architecture)}
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     checksums: dict[str, str] = {}
@@ -94,15 +107,7 @@ def save_models(
         "method": "Sales Barros et al., J NeuroIntervent Surg 2020;12:848-852 (three-CNN approach)",
         "kind": "single-cnn-baseline" if SINGLE_NAME in networks else "three-cnn",
         "networks": list(networks),
-        "architecture": {
-            "input": [3, PATCH_SIZE, PATCH_SIZE],
-            "channels": "analysis-grid slices z-1, z, z+1 (edge slices replicated)",
-            "layers": ["conv 5x5 64 ReLU", "max-pool 2x2/2", "conv 5x5 128 ReLU", "max-pool 2x2/2",
-                       "dense 256 ReLU", "dense 256 ReLU", "dense 1 sigmoid"],
-            "patch_center_index": PATCH_CENTER,
-            "seen_window": f"{SEEN_SIZE}x{SEEN_SIZE}, offsets -8..+7 around the voxel (floor pooling)",
-            "outside_image": "padded with the normalized value of air",
-        },
+        "architecture": architecture_card,
         "analysis_grid": dict(grid or {"slice_mm": 5.0, "pixel_mm": 0.45}),
         "hu_input": {**asdict(norm), "rule": _NORM_RULE if norm.brain_reference_hu is None else _BRAIN_RULE + _NORM_RULE},
         "cutoffs": {name: float(cutoffs[name]) for name in networks},
@@ -153,8 +158,7 @@ def markdown_card(card: Mapping, version: str) -> str:
         + (" Trained on synthetic phantom CTs only." if training.get("synthetic") else ""),
         "",
         f"- Method: {card['method']}; kind: {card['kind']}; networks: {', '.join(card['networks'])}.",
-        "- Input: 19x19 patch, 3 slices (z-1, z, z+1) of the 5 mm analysis grid as channels; "
-        "the network sees a 16x16 window at offsets -8..+7 around the voxel.",
+        _architecture_markdown(card),
         "- HU handling: "
         + (f"each scan shifted so the median HU of its analysis region is {card['hu_input']['brain_reference_hu']}, "
            if card["hu_input"].get("brain_reference_hu") is not None else "")
@@ -173,6 +177,18 @@ def markdown_card(card: Mapping, version: str) -> str:
         lines += _scores_markdown(card["scores"])
     lines += ["", "Weights checksums (sha256) are in card.json and are verified on every load.", ""]
     return "\n".join(lines)
+
+
+def _architecture_markdown(card: Mapping) -> str:
+    """The card's architecture in one line.
+
+    >>> _architecture_markdown({"architecture": {"input": [3, 11, 11], "seen_window": "11x11, offsets -5..+5"}})
+    '- Architecture `barros2020-patch-cnn`: 11x11 patch, 3 analysis-grid slices (z-1, z, z+1) as channels; seen window 11x11, offsets -5..+5.'
+    """
+    architecture = card.get("architecture") or {}
+    channels, rows, cols = architecture.get("input", [3, 19, 19])
+    return (f"- Architecture `{architecture_from_card(card)}`: {rows}x{cols} patch, {channels} analysis-grid slices "
+            f"(z-1, z, z+1) as channels; seen window {architecture.get('seen_window', 'not recorded')}.")
 
 
 def _scores_markdown(scores: Mapping) -> list[str]:
@@ -212,6 +228,15 @@ def _scores_markdown(scores: Mapping) -> list[str]:
 
 _SMOOTHING_RULE = ("each network's probability map, inside the analysis region, is averaged in-plane with a "
                    "Gaussian of sigma smoothing_mm over region voxels only, then cut at its cut-off")
+
+
+def architecture_from_card(card: Mapping) -> str:
+    """The registry name of the card's architecture; cards written before it was named mean the paper's CNN.
+
+    >>> architecture_from_card({"architecture": {"input": [3, 19, 19]}})
+    'barros2020-patch-cnn'
+    """
+    return str((card.get("architecture") or {}).get("name", PAPER_ARCHITECTURE))
 
 
 def card_smoothing_mm(card: Mapping) -> float:

@@ -1,49 +1,35 @@
-"""Dense inference: the patch CNN evaluated for every voxel of a slice at once.
+"""Dense inference: a model's networks evaluated for every voxel of the analysis region at once.
 
-The patch network is rewritten as a fully convolutional one that computes exactly the same function.
-With the voxel at patch index 8 and the input padded by 8 before and 10 after (in y and x), the
-patch of output voxel v starts at padded row v, and the layers become:
+The networks share one architecture (`corelab.segment.networks`). When its class offers a
+whole-tile form (`dense_form`, e.g. `PatchCNN`'s fully convolutional rewrite), the region is
+computed in row tiles whose halo and padding follow the architecture's declared patch and
+receptive field (`patch_center`, `patch_size`, `seen_size`). An architecture without one is
+evaluated patch by patch: `corelab.segment.patches.extract_patches` with its `patch_size` and
+`patch_center` at every region voxel, in batches (exact, and slow).
 
-    conv1 5x5                          (unchanged, stride 1)
-    max-pool 2x2, stride 1             (pool1 output p of a patch = dense map at v + 2p)
-    conv2 5x5, dilation 2              (its taps are 2 apart on the dense map)
-    max-pool 2x2, stride 1, dilation 2 (pool2 reads conv2 outputs 0 and 1, i.e. dense v and v + 2)
-    dense layers                       (matrix products, on the region's voxels only)
-
-Where the time goes (`benchmarks/speed.py`): conv2 is two thirds of the arithmetic and runs at
-the machine's matrix-product rate as a oneDNN convolution with channels-last maps; the rest was
-overhead that this module removes:
-
-- the four first convolutions are stacked into one (one read of the input, 256 maps);
-- ReLU is fused into the convolutions and dense layers where PyTorch's oneDNN build offers it
-  (`torch.ops.mkldnn._convolution_pointwise`, `_linear_pointwise`); elsewhere (CUDA, builds without
-  oneDNN) the plain layer is followed by an in-place ReLU, the same arithmetic;
-- max-pools are element-wise maxima of shifted views, separably over x then y (ReLU and max
-  commute, so the order of ReLU and pooling does not change a value);
-- the dense layers (a third of the arithmetic) run as matrix products on the voxels of the
-  analysis region only: the convolutions must cover the region's bounding box, but a voxel outside
-  the region gets probability 0 whatever the network says, so its dense layers are skipped. This
-  is exact: every region voxel gets the same arithmetic as before.
+Also here: the CNN precision names and the guard that keeps CUDA float32 free of TF32.
 """
 
 from __future__ import annotations
 
+import copy
 from contextlib import contextmanager
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 
 from corelab.errors import ModelError
 from corelab.segment.folder import resolve_device
-from corelab.segment.networks import PATCH_CENTER, PATCH_SIZE, SEEN_SIZE, PatchCNN
+from corelab.segment.networks import architecture_of
 from corelab.segment.norm import InputNorm
+from corelab.segment.patches import extract_patches
 
-__all__ = ["DenseNetworks", "dense_probabilities", "dense_probabilities_from_input", "region_boxes", "region_tiles", "dense_flops_per_voxel",
+__all__ = ["dense_probabilities", "dense_probabilities_from_input", "region_boxes", "region_tiles", "dense_flops_per_voxel",
            "PRECISIONS", "PrecisionError", "precision_dtype"]
 
-# conv1 maps per network, conv2 maps, dense widths: the paper's architecture (corelab.segment).
+# conv1 maps per network, conv2 maps, dense widths of the paper's architecture (`PatchCNN`).
 _C1, _C2, _FC = 64, 128, 256
 # The CNNs' arithmetic (`corelab.config.Method.precision`): float32 is the default and exact to
 # rounding; bfloat16 is an opt-in approximation for CPUs with AMX / AVX512-BF16.
@@ -108,81 +94,6 @@ def dense_flops_per_voxel(networks: int = 1) -> int:
     return networks * per
 
 
-def _fused_conv_available(device: torch.device) -> bool:
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    # Both fused ops or neither: builds differ in which oneDNN ops they register.
-    return all(hasattr(torch.ops.mkldnn, op) for op in ("_convolution_pointwise", "_linear_pointwise"))
-
-
-class DenseNetworks:
-    """K patch CNNs in dense form: a `[3, h + 15, w + 15]` input tile -> `[K, n]` logits of n voxels.
-
-    Input row v + i is patch row i of output voxel v (i = 0..15; patch rows 16-18 are never seen).
-    `__call__(tile, inside)` returns the logits of the voxels where `inside` (`[h, w]` bool) is
-    true, in row-major order, as float32. `dtype` is the arithmetic (float32, or bfloat16 as an
-    opt-in approximation).
-    """
-
-    def __init__(self, networks: Sequence[PatchCNN], device: torch.device, dtype: torch.dtype = torch.float32) -> None:
-        if len(networks) == 0:
-            raise ValueError("DenseNetworks needs at least one network")
-        self.device = device
-        self.k = len(networks)
-        self.dtype = dtype
-        self.fused = _fused_conv_available(device)
-        layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
-
-        def take(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.detach().to(device=device, dtype=dtype)
-
-        with torch.no_grad():
-            self.w1 = torch.cat([take(n.conv1.weight) for n in networks]).contiguous(memory_format=layout)
-            self.b1 = torch.cat([take(n.conv1.bias) for n in networks])
-            self.heads = [
-                (
-                    take(n.conv2.weight).contiguous(memory_format=layout), take(n.conv2.bias),
-                    take(n.fc1.weight).contiguous(), take(n.fc1.bias),
-                    take(n.fc2.weight).contiguous(), take(n.fc2.bias),
-                    take(n.out.weight).reshape(-1).contiguous(), take(n.out.bias),
-                )
-                for n in networks
-            ]
-        self.layout = layout
-
-    def _conv_relu(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dilation: int) -> torch.Tensor:
-        if self.fused:
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, weight, bias, [0, 0], [1, 1], [dilation, dilation], 1, "relu", [], "")
-        return F.conv2d(x, weight, bias, dilation=dilation).relu_()
-
-    @staticmethod
-    def _max2x2(x: torch.Tensor, step: int) -> torch.Tensor:
-        # 2x2 max-pool with stride 1 and dilation `step`, separably: over x, then over y. Two
-        # maxima of contiguous-row views; measured 6x faster than four strided views at once.
-        across = torch.maximum(x[:, :, :, :-step], x[:, :, :, step:])
-        return torch.maximum(across[:, :, :-step], across[:, :, step:])
-
-    def _linear_relu(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        if self.fused:
-            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu", [], "")
-        return F.linear(x, weight, bias).relu_()
-
-    def __call__(self, tile: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
-        x = tile[None].to(self.dtype).contiguous(memory_format=self.layout)
-        maps = self._conv_relu(x, self.w1, self.b1, 1)
-        rows = inside.reshape(-1).nonzero().squeeze(1)
-        logits = []
-        for k, (w2, b2, f1w, f1b, f2w, f2b, ow, ob) in enumerate(self.heads):
-            pooled = self._max2x2(maps[:, _C1 * k:_C1 * (k + 1)], 1).contiguous(memory_format=self.layout)
-            features = self._max2x2(self._conv_relu(pooled, w2, b2, 2), 2)
-            # [1, 128, h, w] -> the region voxels' 128 features, one row per voxel
-            features = features[0].permute(1, 2, 0).reshape(-1, _C2).index_select(0, rows)
-            hidden = self._linear_relu(self._linear_relu(features, f1w, f1b), f2w, f2b)
-            logits.append(torch.addmv(ob, hidden, ow))
-        return torch.stack(logits).float()
-
-
 def region_boxes(region: np.ndarray) -> list[tuple[int, int, int, int, int]]:
     """Per slice with region voxels: (z, y0, y1, x0, x1), the region's bounding box (end exclusive).
 
@@ -223,7 +134,7 @@ def region_tiles(region: np.ndarray, *, tile_voxels: int) -> Iterator[tuple[int,
 def dense_probabilities(
     hu: np.ndarray,
     region: np.ndarray,
-    networks: Mapping[str, PatchCNN],
+    networks: Mapping[str, nn.Module],
     *,
     norm: InputNorm = InputNorm(),
     device: str = "cpu",
@@ -233,13 +144,15 @@ def dense_probabilities(
     """Foreground probability of every region voxel for each network; 0 outside the region.
 
     hu: `[z, y, x]` HU on the analysis grid. region: bool mask of the same shape (the analysis
-    region: intracranial minus CSF). Returns name -> float32 array shaped like `hu`.
-    Only the region's extent is computed: per slice, row tiles of about `tile_voxels` output voxels
+    region: intracranial minus CSF). networks: name -> network, all of one architecture (see the
+    module docstring). Returns name -> float32 array shaped like `hu`.
+    With a whole-tile form only the region's extent is computed: per slice, row tiles of about `tile_voxels` output voxels
     (memory stays bounded, about 3 kB per tile voxel for four networks), each cut to the columns
     where the region lies in those rows. precision: "float32" (default) or "bfloat16" (an opt-in
     approximation, see `corelab.config.Method`). On CUDA, float32 runs without TF32 (flags restored
     on return), so CUDA and CPU probabilities agree to float32 rounding.
 
+    >>> from corelab.segment.networks import PatchCNN
     >>> hu = np.full((1, 6, 6), 30.0, np.float32); region = np.zeros((1, 6, 6), bool); region[0, 2, 3] = True
     >>> p = dense_probabilities(hu, region, {"a": PatchCNN()})
     >>> bool(p["a"][0, 2, 3] > 0), float(p["a"].sum() - p["a"][0, 2, 3])
@@ -256,7 +169,7 @@ def dense_probabilities(
 def dense_probabilities_from_input(
     x: np.ndarray,
     region: np.ndarray,
-    networks: Mapping[str, PatchCNN],
+    networks: Mapping[str, nn.Module],
     *,
     pad_value: float,
     device: str = "cpu",
@@ -264,7 +177,9 @@ def dense_probabilities_from_input(
     precision: str = "float32",
 ) -> dict[str, np.ndarray]:
     """`dense_probabilities` on input already normalized (`InputNorm.apply`), e.g. a training cohort's
-    stored scans; `pad_value` is the norm's value of air, used outside the image."""
+    stored scans; `pad_value` is the norm's value of air, used outside the image. The networks share
+    one architecture (`ArchitectureError` otherwise); its `dense_form`, when it has one, computes them
+    tile by tile, else they are evaluated patch by patch."""
     x = np.asarray(x, dtype=np.float32)
     region = np.asarray(region, dtype=bool)
     if x.ndim != 3 or region.shape != x.shape:
@@ -275,22 +190,69 @@ def dense_probabilities_from_input(
     probabilities = {name: np.zeros(x.shape, dtype=np.float32) for name in names}
     if not names or not region.any():
         return probabilities
-    dense = DenseNetworks([networks[name] for name in names], torch_device, dtype)
-    before, after = PATCH_CENTER, PATCH_SIZE - 1 - PATCH_CENTER
-    padded = np.pad(x, ((1, 1), (before, after), (before, after)), mode="edge")  # z replicate
-    pad_value = np.float32(pad_value)
-    padded[:, :before, :] = pad_value
-    padded[:, -after:, :] = pad_value
-    padded[:, :, :before] = pad_value
-    padded[:, :, -after:] = pad_value
+    nets = [networks[name] for name in names]
+    architecture = architecture_of(nets)
+    dense_form = getattr(architecture, "dense_form", None)
+    form = dense_form(nets, torch_device, dtype) if dense_form is not None else None
     with torch.inference_mode(), _ieee_float32(torch_device):
+        if form is None:
+            for name, prob in zip(names, _patchwise(x, region, nets, pad_value, torch_device, dtype)):
+                probabilities[name][region] = prob
+            return probabilities
+        padded = _padded_input(x, architecture, pad_value)
+        halo = architecture.seen_size - 1
         for z, t0, t1, c0, c1 in region_tiles(region, tile_voxels=tile_voxels):
             inside = region[z, t0:t1, c0:c1]
-            # Padded z index z + 1 is slice z. Output row v reads padded rows v .. v + 15 only
-            # (floor pooling drops patch rows 16-18), so a tile needs SEEN_SIZE - 1 extra rows.
-            tile = torch.from_numpy(np.ascontiguousarray(padded[z:z + 3, t0:t1 + SEEN_SIZE - 1, c0:c1 + SEEN_SIZE - 1]))
-            prob = torch.sigmoid(dense(tile.to(torch_device), torch.from_numpy(inside).to(torch_device)))
+            # Padded z index z + 1 is slice z. Output row v reads padded rows v .. v + seen_size - 1
+            # only (the rest of its patch never reaches the output), so a tile needs `halo` extra rows.
+            tile = torch.from_numpy(np.ascontiguousarray(padded[z:z + 3, t0:t1 + halo, c0:c1 + halo]))
+            prob = torch.sigmoid(form(tile.to(torch_device), torch.from_numpy(inside).to(torch_device)))
             prob = prob.to("cpu").numpy()
             for i, name in enumerate(names):
                 probabilities[name][z, t0:t1, c0:c1][inside] = prob[i]
     return probabilities
+
+
+def _padded_input(x: np.ndarray, architecture: type[nn.Module], pad_value: float) -> np.ndarray:
+    """`x` padded for whole-tile forms: one replicated slice before and after, and `patch_center`
+    rows/columns before and `patch_size - 1 - patch_center` after, of `pad_value` (the value of air);
+    the patch of voxel (z, y, x) then starts at padded (z, y, x) (`extract_patches`' rules)."""
+    before = architecture.patch_center
+    after = architecture.patch_size - 1 - before
+    padded = np.pad(x, ((1, 1), (before, after), (before, after)), mode="edge")  # z replicate
+    pad_value = np.float32(pad_value)
+    rows, cols = x.shape[1:]
+    padded[:, :before, :] = pad_value
+    padded[:, before + rows:, :] = pad_value
+    padded[:, :, :before] = pad_value
+    padded[:, :, before + cols:] = pad_value
+    return padded
+
+
+def _patchwise(
+    x: np.ndarray, region: np.ndarray, nets: Sequence[nn.Module], pad_value: float, device: torch.device,
+    dtype: torch.dtype, *, batch: int = 4096,
+) -> np.ndarray:
+    """`[K, n]` probabilities of the n region voxels (row-major) for architectures without a whole-tile
+    form: each voxel's patch extracted with the architecture's declared geometry and passed through
+    each network, `batch` patches at a time. bfloat16 runs under autocast."""
+    architecture = type(nets[0])
+    on_device = [_on_device(net, device) for net in nets]
+    voxels = np.argwhere(region)
+    out = np.empty((len(nets), len(voxels)), np.float32)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        for first in range(0, len(voxels), batch):
+            patches = extract_patches(x, voxels[first:first + batch], pad_value=pad_value,
+                                      size=architecture.patch_size, center=architecture.patch_center)
+            patches = torch.from_numpy(patches).to(device)
+            for k, net in enumerate(on_device):
+                out[k, first:first + batch] = torch.sigmoid(net(patches)).float().cpu().numpy()
+    return out
+
+
+def _on_device(net: nn.Module, device: torch.device) -> nn.Module:
+    """`net`, or a copy on `device` when its weights lie elsewhere (the caller's network is left as it is)."""
+    weight = next(net.parameters(), None)
+    if weight is None or (weight.device.type == device.type and device.index in (None, weight.device.index)):
+        return net
+    return copy.deepcopy(net).to(device)

@@ -1,8 +1,9 @@
 """A model folder read for inference: its networks built and checked against the card, on a device.
 
 A model is a folder (weights plus card.json; see `corelab.segment.card`). `load_models` verifies
-every weight file's checksum before the networks are built, and the `ModelSet` it returns carries
-the analysis grid, HU handling, smoothing and cut-offs the networks were trained with.
+every weight file's checksum before the networks are built, builds them as the architecture the
+card names (`corelab.segment.networks.ARCHITECTURES`), and the `ModelSet` it returns carries the
+analysis grid, HU handling, smoothing and cut-offs the networks were trained with.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from corelab.segment.card import (
     SINGLE_NAME,
     ChecksumError,
     ModelFolderError,
+    architecture_from_card,
     card_smoothing_mm,
     norm_from_card,
     version_string,
 )
-from corelab.segment.networks import PatchCNN
+from corelab.segment.networks import build_network
 from corelab.segment.norm import InputNorm
 
 __all__ = ["CudaUnavailableError", "ModelSet", "resolve_device", "default_models_dir", "load_models"]
@@ -42,8 +44,8 @@ class CudaUnavailableError(ModelError):
 class ModelSet:
     """Trained networks ready for inference, as read from a model folder.
 
-    networks: name -> PatchCNN in eval mode on `device` ("severe", "intermediate", "subtle",
-        "hemorrhage"; or "single" and "hemorrhage" for the single-CNN baseline).
+    networks: name -> network of the card's architecture, in eval mode on `device` ("severe",
+        "intermediate", "subtle", "hemorrhage"; or "single" and "hemorrhage" for the single-CNN baseline).
     cutoffs: name -> probability cut-off in (0, 1) chosen on validation scans.
     norm: the HU handling the networks were trained with.
     card: the parsed card.json.
@@ -109,7 +111,8 @@ def load_models(folder: str | Path | None = None, device: str = "cpu") -> ModelS
 
     Load once per process and pass the `ModelSet` down; each call re-reads and re-verifies.
     Raises `ModelFolderError` (missing/incomplete folder), `ChecksumError` (a changed weights file),
-    `CudaUnavailableError` (device "cuda" without a GPU).
+    `ArchitectureError` (an architecture corelab does not know), `CudaUnavailableError` (device
+    "cuda" without a GPU).
     """
     folder = Path(folder) if folder is not None else default_models_dir()
     torch_device = resolve_device(device)
@@ -122,9 +125,10 @@ def load_models(folder: str | Path | None = None, device: str = "cpu") -> ModelS
         cutoffs = {name: float(card["cutoffs"][name]) for name in names}
         checksums = dict(card["weights_sha256"])
         norm = norm_from_card(card["hu_input"])
+        architecture = architecture_from_card(card)
     except (ValueError, KeyError, TypeError) as error:
         raise ModelFolderError(f"The model card {card_path} cannot be read ({error}).") from error
-    networks: dict[str, PatchCNN] = {}
+    networks: dict[str, nn.Module] = {}
     for name in names:
         path = folder / f"{name}.pt"
         if not path.is_file() or path.name not in checksums:
@@ -132,11 +136,11 @@ def load_models(folder: str | Path | None = None, device: str = "cpu") -> ModelS
         actual = file_sha256(path)
         if actual != checksums[path.name]:
             raise ChecksumError(f"The weights file {path} does not match the sha256 in its card; it was changed or damaged.")
-        net = PatchCNN()
+        net = build_network(architecture)
         try:
             net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         except (RuntimeError, KeyError) as error:
-            raise ModelFolderError(f"The weights file {path} does not fit the paper's architecture ({error}).") from error
+            raise ModelFolderError(f"The weights file {path} does not fit the architecture {architecture} ({error}).") from error
         networks[name] = net.to(torch_device).eval()
     return ModelSet(
         networks=networks,

@@ -1,66 +1,108 @@
-"""The paper's patch CNN (one architecture for all four networks) and the registry of architectures.
+"""The network architectures a model folder can name, and the paper's patch CNN with its dense form.
 
-Architecture (Sales Barros et al. 2020, "CNN-based infarct segmentation"):
+An architecture is an `nn.Module` class that maps a `[N, channels, patch_size, patch_size]` batch
+to one foreground logit per patch, `[N]`, and declares as class attributes:
 
-    input 19x19x3 (slices z-1, z, z+1 of the 5 mm analysis grid as channels)
-    conv 5x5, 64 maps, ReLU        19 -> 15
-    max-pool 2x2 stride 2          15 -> 7   (floor: conv row/column 14 is dropped)
-    conv 5x5, 128 maps, ReLU        7 -> 3
-    max-pool 2x2 stride 2           3 -> 1   (floor: conv row/column 2 is dropped)
-    dense 256, ReLU; dense 256, ReLU; dense 1 -> sigmoid = foreground probability of the voxel
+    patch_size    in-plane patch side (voxels)
+    patch_center  patch index (row and column) of the classified voxel
+    seen_size     patch rows/columns 0 .. seen_size - 1 are those that reach the output (its
+                  receptive field); a whole-tile form reads seen_size - 1 rows/columns of halo
+    channels      3: the analysis-grid slices z-1, z, z+1 (`corelab.segment.patches`)
+    layers        the layers in words, for card.json (`describe_architecture`)
+    dense_form    optional: `(networks, device, dtype) -> form`, where `form(tile, inside)` gives the
+                  logits of several networks on a whole tile (the contract of `DenseNetworks`);
+                  without it `corelab.segment.dense` evaluates the networks patch by patch.
 
-Which input rows the network sees. Tracing the output back through the floor pooling: pool2 reads
-conv2 rows 0-1, which read pool1 rows 0-5, which read conv1 rows 0-11, which read input rows 0-15.
-Rows and columns 16, 17 and 18 of the 19x19 patch never influence the output; the network sees a
-16x16 window. An even window has no middle voxel, so we place the voxel at patch index
-`PATCH_CENTER` = 8: the seen window spans offsets -8..+7 around the voxel, whose centre is 0.5 voxel
-(0.225 mm) before the voxel in y and x, the closest an even window can be centred. (Placing the voxel
-at the geometric centre, index 9, would leave the seen window 1.5 voxels off-centre.) Every patch
-extractor in corelab (training, patch-wise and dense inference) uses this placement.
-
+`ARCHITECTURES` names each one; card.json records the name and `build_network(name)` builds it. A
+new architecture is one file in `corelab/segment/` (importing torch, not this module; the paper's
+CNN is `corelab/segment/barros2020.py`) plus its entry in `ARCHITECTURES`.
 """
 
 from __future__ import annotations
 
-import torch
+from typing import Iterable
+
 from torch import nn
 
-__all__ = ["PATCH_SIZE", "PATCH_CENTER", "SEEN_SIZE", "PatchCNN"]
+from corelab.errors import ModelError
+from corelab.segment.barros2020 import PatchCNN
 
-PATCH_SIZE = 19  # in-plane patch side, voxels (paper)
-PATCH_CENTER = 8  # patch index of the classified voxel (see module docstring)
-SEEN_SIZE = 16  # rows/columns of the patch that reach the output through floor pooling
+__all__ = [
+    "PAPER_ARCHITECTURE",
+    "ArchitectureError",
+    "PatchCNN",
+    "ARCHITECTURES",
+    "build_network",
+    "architecture_of",
+    "architecture_name",
+    "describe_architecture",
+]
+
+PAPER_ARCHITECTURE = "barros2020-patch-cnn"  # also what a card without an architecture name means
+_GEOMETRY = ("patch_size", "patch_center", "seen_size", "channels")
 
 
-class PatchCNN(nn.Module):
-    """The paper's CNN: a [N, 3, 19, 19] input batch -> foreground logit per patch, shape [N].
+class ArchitectureError(ModelError):
+    """A network architecture is unknown or undeclared, or one model's networks mix architectures."""
 
-    Use `probability` for the sigmoid of the logit. The layer names (conv1, conv2, fc1, fc2, out) are
-    the keys of the saved weights and are read by `corelab.segment.dense`.
 
-    >>> net = PatchCNN()
-    >>> tuple(net(torch.zeros(2, 3, 19, 19)).shape)
-    (2,)
+ARCHITECTURES: dict[str, type[nn.Module]] = {
+    PAPER_ARCHITECTURE: PatchCNN,
+}
+
+
+def _known() -> str:
+    return ", ".join(sorted(ARCHITECTURES))
+
+
+def build_network(name: str) -> nn.Module:
+    """A new network (random weights) of the registered architecture `name`.
+
+    >>> type(build_network("barros2020-patch-cnn")).__name__
+    'PatchCNN'
     """
+    if name not in ARCHITECTURES:
+        raise ArchitectureError(f"The network architecture {name!r} is not one corelab knows (known: {_known()}).")
+    return ARCHITECTURES[name]()
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=5)
-        self.conv2 = nn.Conv2d(64, 128, kernel_size=5)
-        self.pool = nn.MaxPool2d(kernel_size=2, stride=2)  # floor mode, as most frameworks default
-        self.fc1 = nn.Linear(128, 256)
-        self.fc2 = nn.Linear(256, 256)
-        self.out = nn.Linear(256, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(torch.relu(self.conv1(x)))
-        x = self.pool(torch.relu(self.conv2(x)))
-        x = torch.flatten(x, 1)
-        x = torch.relu(self.fc1(x))
-        x = torch.relu(self.fc2(x))
-        return self.out(x)[:, 0]
+def architecture_of(networks: Iterable[nn.Module]) -> type[nn.Module]:
+    """The one class all `networks` share, checked to declare its patch geometry.
 
-    def probability(self, x: torch.Tensor) -> torch.Tensor:
-        """Foreground probability of each patch's voxel, in [0, 1]."""
-        return torch.sigmoid(self.forward(x))
+    `ArchitectureError` when the networks mix classes, are none, or their class lacks `patch_size`,
+    `patch_center`, `seen_size` or `channels`.
+    """
+    classes = {type(net) for net in networks}
+    if len(classes) != 1:
+        names = ", ".join(sorted(cls.__name__ for cls in classes)) or "none"
+        raise ArchitectureError(f"The networks of one model must share one architecture, not {names}.")
+    cls = classes.pop()
+    missing = [name for name in _GEOMETRY if not isinstance(getattr(cls, name, None), int)]
+    if missing:
+        raise ArchitectureError(f"The network class {cls.__name__} does not declare its {', '.join(missing)}.")
+    return cls
 
+
+def architecture_name(cls: type[nn.Module]) -> str:
+    """The registry name of an architecture class; `ArchitectureError` for an unregistered one."""
+    for name, registered in ARCHITECTURES.items():
+        if registered is cls:
+            return name
+    raise ArchitectureError(f"The network class {cls.__name__} is not a registered architecture (known: {_known()}).")
+
+
+def describe_architecture(cls: type[nn.Module]) -> dict:
+    """An architecture as card.json records it beside its name: input, channels, layers, placement.
+
+    >>> describe_architecture(PatchCNN)["seen_window"]
+    '16x16, offsets -8..+7 around the voxel'
+    """
+    after = cls.seen_size - 1 - cls.patch_center
+    return {
+        "input": [cls.channels, cls.patch_size, cls.patch_size],
+        "channels": "analysis-grid slices z-1, z, z+1 (edge slices replicated)",
+        "layers": list(getattr(cls, "layers", ())),
+        "patch_center_index": cls.patch_center,
+        "seen_window": f"{cls.seen_size}x{cls.seen_size}, offsets -{cls.patch_center}..+{after} around the voxel",
+        "outside_image": "padded with the normalized value of air",
+    }

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from corelab.segment.networks import PATCH_CENTER, PATCH_SIZE
+from corelab.segment.barros2020 import PATCH_CENTER, PATCH_SIZE
 
 __all__ = ["extract_patches"]
 

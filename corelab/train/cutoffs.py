@@ -26,7 +26,7 @@ import numpy as np
 
 from corelab.segment.dense import dense_probabilities_from_input
 from corelab.segment.labels import smooth_probabilities
-from corelab.segment.networks import PatchCNN
+from corelab.segment.barros2020 import PatchCNN
 from corelab.train.cohort import PreparedScan
 
 __all__ = ["CUTOFF_GRID", "SMOOTHING_GRID_MM", "ValidationMaps", "ValidationSample", "validation_maps",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from corelab.segment.networks import PATCH_CENTER, PATCH_SIZE
+from corelab.segment.barros2020 import PATCH_CENTER, PATCH_SIZE
 
 __all__ = ["augment_windows", "hard_background", "sample_voxels", "AUGMENT_SIZE"]
 

@@ -36,7 +36,7 @@ import torch
 
 from corelab.config import CLASSES, HEMORRHAGE_HU, SYNTH_RECORD_FILE, Method
 from corelab.segment.card import SINGLE_NAME, save_models
-from corelab.segment.networks import PatchCNN
+from corelab.segment.barros2020 import PatchCNN
 from corelab.segment.norm import BRAIN_REFERENCE_HU, InputNorm
 from corelab.segment.patches import extract_patches
 from corelab.train.cohort import CohortSplit, PreparedScan, load_cohort, split_cohort

@@ -56,7 +56,7 @@ def write_model_folder(folder: Path, *, seed: int = 0) -> Path:
 
     from corelab.segment.card import NETWORK_NAMES, save_models
     from corelab.segment.dense import dense_probabilities
-    from corelab.segment.networks import PatchCNN
+    from corelab.segment.barros2020 import PatchCNN
     from corelab.segment.norm import InputNorm
 
     torch.manual_seed(seed)

@@ -252,7 +252,7 @@ def test_a_brain_far_from_the_models_reference_is_flagged(tmp_path):
     from corelab.pipeline.scan import ScanJob, process_scan
     from corelab.segment.card import NETWORK_NAMES, save_models
     from corelab.segment.folder import load_models
-    from corelab.segment.networks import PatchCNN
+    from corelab.segment.barros2020 import PatchCNN
     from corelab.segment.norm import InputNorm
 
     torch.manual_seed(0)

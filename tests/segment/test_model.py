@@ -9,7 +9,7 @@ import torch
 from corelab.segment.card import ChecksumError, ModelFolderError, save_models
 from corelab.segment.dense import PrecisionError, dense_probabilities, region_boxes
 from corelab.segment.folder import CudaUnavailableError, load_models, resolve_device
-from corelab.segment.networks import PATCH_CENTER, PatchCNN
+from corelab.segment.barros2020 import PATCH_CENTER, PatchCNN
 from corelab.segment.norm import InputNorm
 from corelab.segment.patches import extract_patches
 from corelab.train.patches import AUGMENT_SIZE, augment_windows

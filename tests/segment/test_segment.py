@@ -7,7 +7,7 @@ import torch
 from corelab.segment.card import save_models
 from corelab.segment.folder import load_models
 from corelab.segment.labels import SegmentInputError, labels_from_probabilities, segment
-from corelab.segment.networks import PatchCNN
+from corelab.segment.barros2020 import PatchCNN
 from corelab.segment.norm import InputNorm
 
 NORM = InputNorm()

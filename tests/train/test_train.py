@@ -277,7 +277,7 @@ def test_a_control_switches_off_a_network_that_cannot_tell_lesion_from_brain():
     (region 3x80x80 = 19200 voxels, lesion 3x30x30 = 2700): on its own scan alone, claiming
     everything is best, 2*2700 / (2700 + 19200) = 0.2466 (the old per-network rule's trap). With a
     control (Dice 1 when nothing is claimed, else 0): (0.2466 + 0) / 2 < (0 + 1) / 2, so it is off."""
-    from corelab.segment.networks import PatchCNN
+    from corelab.segment.barros2020 import PatchCNN
 
     net = PatchCNN().eval()
     with torch.no_grad():
