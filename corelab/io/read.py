@@ -92,7 +92,7 @@ def _read_any(path: str | Path, *, series_uid: str | None, as_labels: bool) -> V
     if not path.exists():
         raise ScanNotFoundError(f"The scan path {path} does not exist.")
     if path.is_dir() or is_dicom_file(path) or path.suffix.lower() in (".dcm", ".ima"):
-        return read_dicom(path, series_uid=series_uid, as_labels=as_labels)
+        return _with_series_order(read_dicom(path, series_uid=series_uid, as_labels=as_labels))
     if image_suffix(path) is None:
         raise UnsupportedFormatError(
             f"{path} is not a format corelab reads (a DICOM folder or file, {', '.join(IMAGE_SUFFIXES)})."
@@ -103,6 +103,34 @@ def _read_any(path: str | Path, *, series_uid: str | None, as_labels: bool) -> V
         note = f"series_uid {series_uid} ignored: {path.name} is an image file with a single series."
         volume = replace(volume, meta=replace(volume.meta, notes=volume.meta.notes + (note,)))
     return volume
+
+
+def _with_series_order(volume: Volume) -> Volume:
+    """A DICOM volume that `read_dicom` stacked against the series' own slice order, with that order
+    recorded as ``meta.stored_grid``.
+
+    DICOM readers (GDCM, SimpleITK's ImageSeriesReader, dcm2niix) stack slices along the normal
+    row x column of ImageOrientationPatient; `read_dicom` stacks them towards superior. On a
+    feet-first scan (orientation -1 0 0 0 1 0) that normal points to the feet, so the series' own
+    grid starts at the top slice: masks are written back onto it, as for a top-down image file.
+    (A multi-frame file is read by SimpleITK in its frame order, which this does not see.)
+    """
+    direction = np.asarray(volume.direction, dtype=float).reshape(3, 3)
+    normal = np.cross(direction[:, 0], direction[:, 1])
+    if volume.meta.stored_grid is not None or float(normal @ direction[:, 2]) >= 0:
+        return volume
+    top = np.asarray(volume.origin, dtype=float) + (volume.array.shape[0] - 1) * volume.spacing[0] * direction[:, 2]
+    flipped = direction.copy()
+    flipped[:, 2] *= -1.0
+    stored = StoredGrid(
+        shape=tuple(int(n) for n in volume.array.shape),
+        spacing=volume.spacing,
+        origin=tuple(float(v) for v in top),
+        direction=tuple(float(v) for v in flipped.ravel()),
+    )
+    note = ("The series' own slice order (along its ImageOrientationPatient normal, e.g. top-down on a feet-first"
+            " scan) was reversed on reading; masks are written back in the series' order.")
+    return replace(volume, meta=replace(volume.meta, notes=volume.meta.notes + (note,), stored_grid=stored))
 
 
 def orient_superior(volume: Volume) -> Volume:

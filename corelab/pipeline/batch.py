@@ -26,12 +26,12 @@ import socket
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from corelab.audit import invocation, package_versions
 from corelab.config import Method
 from corelab.errors import CorelabError
-from corelab.io.manifest import Manifest, ManifestRow, imaging_window, read_manifest
+from corelab.io.manifest import Manifest, ManifestRow, read_manifest
 from corelab.pipeline.executors import ExecutorSpec, run_dask, run_serial
 from corelab.pipeline.outputs import (
     atomic_write_bytes,
@@ -39,6 +39,7 @@ from corelab.pipeline.outputs import (
     file_sha256,
     read_record,
     scan_sha256,
+    table_row,
     write_mask,
     write_record,
     write_tables,
@@ -105,12 +106,7 @@ def run_batch(
     """
     from corelab.segment.folder import default_models_dir, load_models
 
-    if workers < 1 or (threads is not None and threads < 1):
-        raise BatchOptionError(f"Workers and threads must be 1 or more, not {workers} and {threads}.")
-    try:  # before any scan: a typo must not fail every row one by one
-        precision_dtype(method.precision)
-    except PrecisionError as error:
-        raise BatchOptionError(str(error)) from error
+    _check_options(workers, threads, method)
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.perf_counter()
     manifest = read_manifest(manifest_path)
@@ -123,14 +119,50 @@ def run_batch(
     # The analysis grid belongs to the model: networks only work on the grid they were trained on.
     method = replace(method, grid=models.grid)
     params = _parameters(method)
+    _prepare_output_folder(out)
+    provenance = _provenance(manifest, models, params, device, workers, scheduler, threads, started)
+    atomic_write_text(out / "run.json", json.dumps({**provenance, "finished": None}, indent=1) + "\n")
+
+    outcomes, jobs, skipped = _plan_rows(out, manifest, models, params)
+
+    def on_result(result: ScanResult) -> None:
+        outcomes[result.index] = _save_result(out, manifest.rows[result.index], result, models, params)
+
+    _execute(jobs, on_result, models=models, models_path=models_path, device=device, method=method,
+             workers=workers, scheduler=scheduler, threads=threads, progress=progress)
+
+    rows = [table_row(row, outcomes[i], model_version=models.version, window=method.window)
+            for i, row in enumerate(manifest.rows)]
+    write_tables(rows, manifest.extra_columns, out)
+    summary = _summary(out, rows, skipped, seconds=time.perf_counter() - clock)
+    _finish_provenance(out, provenance, summary, _inputs(out, manifest, outcomes))
+    return summary
+
+
+def _check_options(workers: int, threads: int | None, method: Method) -> None:
+    """Refuse unusable options with `BatchOptionError`, before anything is read or written."""
+    if workers < 1 or (threads is not None and threads < 1):
+        raise BatchOptionError(f"Workers and threads must be 1 or more, not {workers} and {threads}.")
+    try:  # before any scan: a typo must not fail every row one by one
+        precision_dtype(method.precision)
+    except PrecisionError as error:
+        raise BatchOptionError(str(error)) from error
+
+
+def _prepare_output_folder(out: Path) -> None:
+    """Create masks/, qc/ and records/ under ``out`` and remove what a killed run half wrote."""
     for sub in ("masks", "qc", "records"):
         (out / sub).mkdir(parents=True, exist_ok=True)
         # Half-written files of a killed run; the finished ones were moved into place already.
         for stale in (out / sub).glob(".tmp-*"):
             stale.unlink(missing_ok=True)
-    provenance = _provenance(manifest, models, params, device, workers, scheduler, threads, started)
-    atomic_write_text(out / "run.json", json.dumps({**provenance, "finished": None}, indent=1) + "\n")
 
+
+def _plan_rows(
+    out: Path, manifest: Manifest, models, params: dict[str, Any]
+) -> tuple[dict[int, dict[str, Any]], list[ScanJob], int]:
+    """Per manifest row, its outcome when it needs no processing (refused by the manifest check, or
+    reusable from an earlier run), else a job; returns (outcomes by row index, jobs, reused count)."""
     outcomes: dict[int, dict[str, Any]] = {}
     jobs: list[ScanJob] = []
     skipped = 0
@@ -144,23 +176,39 @@ def run_batch(
             skipped += 1
         else:
             jobs.append(ScanJob(index, row.patient_id, str(row.scan), row.series_uid))
+    return outcomes, jobs, skipped
 
-    def on_result(result: ScanResult) -> None:
-        outcomes[result.index] = _save_result(out, manifest.rows[result.index], result, models, params)
-        bar.advance()
 
+def _execute(
+    jobs: list[ScanJob],
+    on_result: Callable[[ScanResult], None],
+    *,
+    models,
+    models_path: Path,
+    device: str,
+    method: Method,
+    workers: int,
+    scheduler: str | None,
+    threads: int | None,
+    progress: bool,
+) -> None:
+    """Process ``jobs`` in this process or on dask, handing each result to ``on_result`` here."""
     with _Progress(total=len(jobs), enabled=progress) as bar:
+        def handle(result: ScanResult) -> None:
+            on_result(result)
+            bar.advance()
+
         if workers > 1 or scheduler:
             spec = ExecutorSpec(workers=workers, scheduler=scheduler)
             run_dask(jobs, spec=spec, models_dir=str(models_path), device=device, method=method,
-                     on_result=on_result, threads=threads)
+                     on_result=handle, threads=threads)
         else:
-            run_serial(jobs, models, device=device, method=method, on_result=on_result,
+            run_serial(jobs, models, device=device, method=method, on_result=handle,
                        threads=threads or os.cpu_count() or 1)
 
-    rows = [_table_row(row, outcomes[i], models, method) for i, row in enumerate(manifest.rows)]
-    write_tables(rows, manifest.extra_columns, out)
-    summary = BatchSummary(
+
+def _summary(out: Path, rows: list[dict[str, Any]], skipped: int, *, seconds: float) -> BatchSummary:
+    return BatchSummary(
         out_dir=out,
         n_rows=len(rows),
         n_ok=sum(r["status"] == "ok" for r in rows),
@@ -168,17 +216,22 @@ def run_batch(
         n_skipped=skipped,
         n_out_of_window=sum(r["in_window"] is False for r in rows),
         n_window_unknown=sum(r["in_window"] is None and r["status"] == "ok" for r in rows),
-        seconds=time.perf_counter() - clock,
+        seconds=seconds,
     )
+
+
+def _finish_provenance(out: Path, provenance: dict[str, Any], summary: BatchSummary,
+                       inputs: list[dict[str, str]]) -> None:
+    """Complete run.json (end time, counts, per-row inputs) and write it again."""
     finished = dt.datetime.now(dt.timezone.utc)
     provenance.update(
         finished=finished.isoformat(timespec="seconds"),
         seconds=round(summary.seconds, 1),
-        counts={"rows": summary.n_rows, "ok": summary.n_ok, "failed": summary.n_failed, "reused": skipped},
-        inputs=_inputs(out, manifest, outcomes),
+        counts={"rows": summary.n_rows, "ok": summary.n_ok, "failed": summary.n_failed,
+                "reused": summary.n_skipped},
+        inputs=inputs,
     )
     atomic_write_text(out / "run.json", json.dumps(provenance, indent=1) + "\n")
-    return summary
 
 
 def _parameters(method: Method) -> dict[str, Any]:
@@ -217,8 +270,6 @@ def _reusable_record(out: Path, row: ManifestRow, models, params: dict[str, Any]
 
 def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params: dict[str, Any]) -> dict[str, Any]:
     """Write one scan's mask, QC image and (last) its record; return the record."""
-    from corelab.io.volume import Volume
-
     record: dict[str, Any] = {
         "record_version": RECORD_VERSION,
         "patient_id": row.patient_id,
@@ -236,8 +287,9 @@ def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params
     }
     if result.status == "ok":
         mask_rel, qc_rel = f"masks/{row.patient_id}.nii.gz", f"qc/{row.patient_id}.png"
-        like = Volume(array=result.labels, spacing=result.spacing, origin=result.origin, direction=result.direction)
-        write_mask(result.labels, like, out / mask_rel)
+        # With its meta, so the mask goes back onto the input file's own grid (meta.stored_grid).
+        like = result.label_volume()
+        write_mask(like.array, like, out / mask_rel)
         atomic_write_bytes(out / qc_rel, result.qc_png)
         m = result.measurements
         record.update(
@@ -257,65 +309,6 @@ def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params
         )
     write_record(_record_path(out, row.patient_id), record)
     return record
-
-
-def _iso(value: dt.datetime | None) -> str:
-    return value.isoformat(sep=" ") if value is not None else ""
-
-
-def _table_row(row: ManifestRow, outcome: dict[str, Any], models, method: Method) -> dict[str, Any]:
-    """One volumes.csv row. Timing is recomputed from the current manifest on every run, so a
-    corrected onset takes effect without segmenting the scan again."""
-    table: dict[str, Any] = {
-        "patient_id": row.patient_id,
-        "status": outcome.get("status", "failed"),
-        "error": outcome.get("error", ""),
-        "onset": _iso(row.onset) or row.onset_text,
-        "scan_time": _iso(row.scan_time) or row.scan_time_text,
-        "scan_time_source": "manifest" if row.scan_time else "",
-        "hours_since_onset": None,
-        "in_window": None,
-        "scan": str(row.scan) if row.scan else "",
-        "series_uid": row.series_uid,
-        "model_version": models.version,
-        **dict(row.extra),
-    }
-    flags: list[str] = []
-    if table["status"] == "ok":
-        scan_time = row.scan_time
-        if scan_time is None and outcome.get("acquisition_datetime"):
-            scan_time = dt.datetime.fromisoformat(outcome["acquisition_datetime"])
-            table.update(scan_time=_iso(scan_time), scan_time_source="dicom")
-        timing = imaging_window(row.onset, scan_time, method.window)
-        m = outcome["measurements"]
-        table.update(
-            hours_since_onset=timing.hours_since_onset,
-            in_window=timing.in_window,
-            series_uid=outcome.get("series_uid") or row.series_uid,
-            infarct_ml=m["infarct_ml"],
-            severe_ml=m["severe_ml"],
-            intermediate_ml=m["intermediate_ml"],
-            subtle_ml=m["subtle_ml"],
-            hemorrhage_ml=m["hemorrhage_ml"],
-            intracranial_ml=outcome.get("intracranial_ml"),
-            infarct_mean_hu=m["infarct_mean_hu"],
-            brain_median_hu=outcome.get("brain_median_hu"),
-            hypodensity_class=m["hypodensity_class"],
-            mask=outcome["mask"],
-            qc=outcome["qc"],
-            scan_sha256=outcome["scan_sha256"],
-            # What reading did to the scan (series chosen, tilt corrected, slices interpolated),
-            # in the table so a reviewer sees it without opening records/<patient_id>.json.
-            read_notes=" ".join(n.strip() for n in outcome.get("notes", []) if n and n.strip()),
-        )
-        flags += [timing.flag] if timing.flag else []
-        flags += outcome.get("flags", [])
-    elif row.onset is not None and row.scan_time is not None:
-        # The scan failed but the manifest's own dates still say where it falls in the window.
-        timing = imaging_window(row.onset, row.scan_time, method.window)
-        table.update(hours_since_onset=timing.hours_since_onset, in_window=timing.in_window)
-    table["flags"] = " ".join(f.strip() for f in flags if f and f.strip())
-    return table
 
 
 def _provenance(manifest: Manifest, models, params, device, workers, scheduler, threads, started) -> dict[str, Any]:

@@ -4,11 +4,13 @@ Every file is first written under a temporary name in its final folder and then 
 with `os.replace`, so a killed run leaves either the old file or the new one, never half of one.
 A per-scan record (``records/<patient_id>.json``) is written last, after the mask and the QC image:
 its presence says the scan's outputs are complete, which is what a rerun checks before skipping.
+`table_row` and `write_tables` turn manifest rows and their records into the volumes tables.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import math
 import os
@@ -20,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from corelab.audit import file_sha256, folder_checksums
-from corelab.io.manifest import OUTPUT_COLUMNS
+from corelab.config import TimingWindow
+from corelab.io.manifest import OUTPUT_COLUMNS, ManifestRow, imaging_window
 from corelab.io.tables import neutralize_frame
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "file_sha256",
     "read_record",
     "write_record",
+    "table_row",
     "write_tables",
     "ROUNDING",
 ]
@@ -80,7 +84,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def write_mask(labels: np.ndarray, like, path: str | Path) -> None:
-    """Write a uint8 label map in ``like``'s geometry (a `corelab.io.volume.Volume`) atomically."""
+    """Write a uint8 label map in ``like``'s geometry (a `corelab.io.volume.Volume`) atomically.
+
+    ``like`` must carry the scan's meta: when reading reoriented the input (``meta.stored_grid``),
+    the mask is written back onto the input file's own grid, so it overlays the file voxel for voxel
+    (`corelab.pipeline.scan.ScanResult.label_volume` builds such a ``like``).
+    """
     from corelab.io.volume import write_image
 
     with atomic_path(path) as tmp:
@@ -121,6 +130,70 @@ def read_record(path: str | Path) -> dict[str, Any] | None:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _iso(value: dt.datetime | None) -> str:
+    return value.isoformat(sep=" ") if value is not None else ""
+
+
+def table_row(row: ManifestRow, outcome: dict[str, Any], *, model_version: str,
+              window: TimingWindow = TimingWindow()) -> dict[str, Any]:
+    """One volumes.csv row (unrounded, see `write_tables`) from a manifest row and its outcome (a
+    record as `corelab.pipeline.batch` writes it, or ``{"status": "failed", "error": ...}``).
+
+    Timing is recomputed from the current manifest on every run, so a corrected onset takes effect
+    without segmenting the scan again; ``window``: the imaging window (`corelab.config.TimingWindow`).
+    """
+    table: dict[str, Any] = {
+        "patient_id": row.patient_id,
+        "status": outcome.get("status", "failed"),
+        "error": outcome.get("error", ""),
+        "onset": _iso(row.onset) or row.onset_text,
+        "scan_time": _iso(row.scan_time) or row.scan_time_text,
+        "scan_time_source": "manifest" if row.scan_time else "",
+        "hours_since_onset": None,
+        "in_window": None,
+        "scan": str(row.scan) if row.scan else "",
+        "series_uid": row.series_uid,
+        "model_version": model_version,
+        **dict(row.extra),
+    }
+    flags: list[str] = []
+    if table["status"] == "ok":
+        scan_time = row.scan_time
+        if scan_time is None and outcome.get("acquisition_datetime"):
+            scan_time = dt.datetime.fromisoformat(outcome["acquisition_datetime"])
+            table.update(scan_time=_iso(scan_time), scan_time_source="dicom")
+        timing = imaging_window(row.onset, scan_time, window)
+        m = outcome["measurements"]
+        table.update(
+            hours_since_onset=timing.hours_since_onset,
+            in_window=timing.in_window,
+            series_uid=outcome.get("series_uid") or row.series_uid,
+            infarct_ml=m["infarct_ml"],
+            severe_ml=m["severe_ml"],
+            intermediate_ml=m["intermediate_ml"],
+            subtle_ml=m["subtle_ml"],
+            hemorrhage_ml=m["hemorrhage_ml"],
+            intracranial_ml=outcome.get("intracranial_ml"),
+            infarct_mean_hu=m["infarct_mean_hu"],
+            brain_median_hu=outcome.get("brain_median_hu"),
+            hypodensity_class=m["hypodensity_class"],
+            mask=outcome["mask"],
+            qc=outcome["qc"],
+            scan_sha256=outcome["scan_sha256"],
+            # What reading did to the scan (series chosen, tilt corrected, slices interpolated),
+            # in the table so a reviewer sees it without opening records/<patient_id>.json.
+            read_notes=" ".join(n.strip() for n in outcome.get("notes", []) if n and n.strip()),
+        )
+        flags += [timing.flag] if timing.flag else []
+        flags += outcome.get("flags", [])
+    elif row.onset is not None and row.scan_time is not None:
+        # The scan failed but the manifest's own dates still say where it falls in the window.
+        timing = imaging_window(row.onset, row.scan_time, window)
+        table.update(hours_since_onset=timing.hours_since_onset, in_window=timing.in_window)
+    table["flags"] = " ".join(f.strip() for f in flags if f and f.strip())
+    return table
 
 
 def _cell(column: str, value: Any) -> Any:

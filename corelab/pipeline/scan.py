@@ -1,9 +1,10 @@
 """One scan through the method: read -> analysis grid -> regions -> CNNs -> labels -> measurements.
 
 `process_scan` runs wherever the scan is processed (this process, or a dask worker) and writes no
-file: it returns a `ScanResult` holding the label map, its geometry, the QC image as PNG bytes and
-the measurements, so that outputs are written in one place (`corelab.pipeline`) whichever way the
-batch runs. Every failure becomes a failed `ScanResult` with one sentence; nothing is raised.
+file: it returns a `ScanResult` holding the label map, the input's geometry and `ScanMeta` (not its
+HU), the QC image as PNG bytes and the measurements, so that outputs are written in one place
+(`corelab.pipeline`) whichever way the batch runs. Every failure becomes a failed `ScanResult` with
+one sentence; nothing is raised.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import contextlib
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.measure import Measurements, measure_labels
+
+if TYPE_CHECKING:
+    from corelab.io.volume import ScanMeta, Volume
 
 __all__ = ["ScanJob", "ScanResult", "process_scan", "torch_settings", "internal_error", "brain_shift_flag",
            "BRAIN_SHIFT_FLAG_HU"]
@@ -39,15 +43,19 @@ class ScanResult:
     """The outcome for one scan.
 
     status: "ok" or "failed"; error: "" or one sentence.
-    labels: uint8 [z, y, x] on the input scan's grid; spacing (mm), origin, direction: that grid.
+    labels: uint8 [z, y, x] on the input scan's grid as read (superior-up); spacing (mm), origin,
+    direction: that grid; meta: the input's `ScanMeta`, whose ``stored_grid`` is the file's own grid
+    when reading reoriented it. `label_volume` puts the four together for the mask writer; the
+    scan's HU do not travel back.
     measurements: volumes (mL) and density (HU) of `labels`; intracranial_ml on the analysis grid.
-    acquisition_datetime: the DICOM scan time, if any; flags: sentences from preprocessing;
-    notes: sentences from reading (series choice, resampling); qc_png: the QC image.
+    flags: sentences from preprocessing; qc_png: the QC image.
     brain_median_hu: median HU of the analysis region (intracranial minus CSF) on the analysis
     grid, the level brain-referenced models shift to their reference; across a site's scans it shows
     the scanner's calibration.
     scan_sha256: checksum of the input file(s); seconds: processing time; stage_seconds: that time
     per stage (read, preprocess, cnn, measure, qc), in the order they ran.
+    acquisition_datetime, notes (sentences from reading: series choice, resampling), modality and
+    series_uid are read from ``meta`` (None, (), "" and "" without it).
     """
 
     index: int
@@ -58,18 +66,44 @@ class ScanResult:
     spacing: tuple[float, float, float] | None = None
     origin: tuple[float, ...] | None = None
     direction: tuple[float, ...] | None = None
+    meta: ScanMeta | None = None
     measurements: Measurements | None = None
     intracranial_ml: float | None = None
     brain_median_hu: float | None = None
-    acquisition_datetime: dt.datetime | None = None
     flags: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
     qc_png: bytes = b""
     scan_sha256: str = ""
     seconds: float = 0.0
-    modality: str = ""
-    series_uid: str = field(default="")
     stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def acquisition_datetime(self) -> dt.datetime | None:
+        return self.meta.acquisition_datetime if self.meta is not None else None
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(self.meta.notes) if self.meta is not None else ()
+
+    @property
+    def modality(self) -> str:
+        return self.meta.modality if self.meta is not None else ""
+
+    @property
+    def series_uid(self) -> str:
+        return self.meta.series_uid if self.meta is not None else ""
+
+    def label_volume(self) -> Volume:
+        """`labels` as a `Volume` on the input's grid, meta included, so that
+        `corelab.io.write_image` writes it onto the input file's own grid (``meta.stored_grid``).
+
+        Raises ValueError for a failed result, which has no labels.
+        """
+        from corelab.io.volume import ScanMeta, Volume
+
+        if self.labels is None or self.spacing is None:
+            raise ValueError(f"The result for {self.patient_id} has no labels (status {self.status}).")
+        return Volume(array=self.labels, spacing=self.spacing, origin=self.origin, direction=self.direction,
+                      meta=self.meta if self.meta is not None else ScanMeta())
 
 
 # A scan whose brain median lies further than this from the models' brain reference is flagged: the
@@ -195,16 +229,13 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         spacing=tuple(float(s) for s in vol.spacing),
         origin=tuple(float(o) for o in vol.origin),
         direction=tuple(float(d) for d in vol.direction),
+        meta=vol.meta,
         measurements=measurements,
         intracranial_ml=intracranial_ml,
         brain_median_hu=brain_median_hu,
-        acquisition_datetime=vol.meta.acquisition_datetime,
         flags=tuple(getattr(regions, "flags", ()) or ()) + ((shift_flag,) if shift_flag else ()),
-        notes=tuple(vol.meta.notes),
         qc_png=qc,
         scan_sha256=sha,
         seconds=clock.total,
         stage_seconds=clock.stages,
-        modality=vol.meta.modality,
-        series_uid=vol.meta.series_uid,
     )
