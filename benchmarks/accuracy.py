@@ -14,7 +14,9 @@ out of the table, as the paper's test set had none, and listed apart with their 
 Each scan: analysis grid -> analysis region -> all five networks (three infarct CNNs, hemorrhage,
 single) in one dense pass -> labels for each approach -> back to the scan's grid. Volumes are label
 voxels x voxel volume (mL); Dice per patient; ICC(A,1) = two-way random, absolute
-agreement, single measure) of automated vs reference volumes (pingouin's ICC(A,1) row).
+agreement, single measure) of automated vs reference volumes (pingouin's ICC(A,1) row). Every
+table also scores the mirror rule (`benchmarks/mirror_rule.py`), the untrained floor a model must
+clear by far.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from corelab.measure import hypodensity_class
 from corelab.segment.dense import dense_probabilities
 from corelab.segment.folder import load_models
 from corelab.segment.labels import labels_from_probabilities, smooth_probabilities
+from mirror_rule import mirror_rule  # benchmarks/ is the script's folder, on sys.path
 
 # The accuracy targets of the CNN issue: overall ICC(A,1) and mean Dice per class, three-CNN approach.
 TARGETS = {"icc_a1": 0.95, "dice": {"severe": 0.80, "intermediate": 0.75, "subtle": 0.60}}
@@ -111,9 +114,12 @@ def evaluate(models3, single, *, n_test: int, test_seed: int, first: int = 0, mi
                 auto = labels_to_input_grid(kept.astype(np.uint8), grid, volume) > 0
                 row[f"{approach}_cc{ml:g}_ml"] = auto.sum() * phantom.voxel_ml
                 row[f"{approach}_cc{ml:g}_dice"] = dice(auto, reference)
+        floor = labels_to_input_grid(mirror_rule(grid.array, grid.spacing, regions.region).astype(np.uint8), grid, volume) > 0
+        row["mirror_ml"], row["mirror_dice"] = floor.sum() * phantom.voxel_ml, dice(floor, reference)
         rows.append(row)
         log(f"{row['patient']} {row['class']:<12} ref {row['reference_ml']:7.1f} mL  three {row['three_ml']:7.1f} mL "
             f"(Dice {row['three_dice']:.2f})  single {row['single_ml']:7.1f} mL (Dice {row['single_dice']:.2f})  "
+            f"mirror rule {row['mirror_ml']:7.1f} mL (Dice {row['mirror_dice']:.2f})  "
             f"{time.time() - started:.0f} s\n    claims (mL): "
             + ", ".join(f"{name} {row[f'{name}_claim_ml']:.1f}" for name in probs))
     return pd.DataFrame(rows)
@@ -124,6 +130,8 @@ def table1(results: pd.DataFrame) -> pd.DataFrame:
     infarcts = results[results["class"].isin(CLASSES)]
     out = []
     approaches = [("three", "Three-CNNs approach"), ("single", "Single CNN approach")]
+    if "mirror_ml" in results:  # CSVs written before the floor was added lack it
+        approaches.append(("mirror", "Mirror rule (floor)"))
     approaches += [(column[:-3], f"{column.split('_')[0]} parts>={column.split('_')[1][2:]} mL")
                    for column in results.columns if "_cc" in column and column.endswith("_ml")]
     for approach, label in approaches:
@@ -197,6 +205,7 @@ def print_table(results: pd.DataFrame) -> None:
     if len(controls):
         print(f"\ncontrols (no infarct, not in the table): n={len(controls)}, automated volume "
               f"three-CNN {controls['three_ml'].mean():.1f} mL, single {controls['single_ml'].mean():.1f} mL (mean)"
+              + (f", mirror rule {controls['mirror_ml'].mean():.1f} mL" if "mirror_ml" in controls else "")
               + "".join(f", {c[:-3]} {controls[c].mean():.1f} mL" for c in results.columns if "_cc" in c and c.endswith("_ml")))
 
 
