@@ -26,8 +26,9 @@ from corelab.audit import file_sha256, folder_checksums, invocation, utc_now
 from corelab.compare.metrics import mask_metrics, reference_mean_hu
 from corelab.errors import CorelabError
 from corelab.io.files import find_image, image_ids
-from corelab.io.read import Volume, mask_onto, read_mask, read_scan, same_geometry
+from corelab.io.read import mask_onto, read_mask, read_scan
 from corelab.io.tables import restore
+from corelab.io.volume import Volume, same_geometry
 from corelab.measure import hypodensity_class
 
 __all__ = ["CompareError", "read_results", "read_run_json", "automated_rows", "reader_rows", "parse_window",

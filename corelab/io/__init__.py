@@ -2,12 +2,7 @@
 convention, DICOM series choice, image files, the manifest, and the errors of bad input.
 """
 
-from corelab.io.files import find_image, image_ids
-from corelab.io.manifest import Manifest, ManifestRow, imaging_window, read_manifest
-from corelab.io.read import (
-    AIR_BELOW_HU,
-    IMAGE_SUFFIXES,
-    MAX_GAP_RATIO,
+from corelab.io.errors import (
     MAX_VOXELS,
     EmptyFolderError,
     InconsistentSeriesError,
@@ -18,60 +13,26 @@ from corelab.io.read import (
     NoHUCalibrationError,
     NotCTError,
     NotVolumeError,
-    ScanMeta,
     ScanNotFoundError,
     ScanTooLargeError,
     SeriesNotFoundError,
     SliceGapError,
-    StoredGrid,
     UnreadableScanError,
     UnsupportedFormatError,
-    Volume,
-    from_sitk,
-    mask_onto,
-    orient_superior,
-    read_mask,
-    read_scan,
-    same_geometry,
-    to_sitk,
-    write_image,
 )
+from corelab.io.files import AIR_BELOW_HU, IMAGE_SUFFIXES, find_image, image_ids
+from corelab.io.grid import MAX_GAP_RATIO
+from corelab.io.manifest import Manifest, ManifestRow, imaging_window, read_manifest
+from corelab.io.read import mask_onto, orient_superior, read_mask, read_scan
+from corelab.io.volume import ScanMeta, StoredGrid, Volume, from_sitk, same_geometry, to_sitk, write_image
 
 __all__ = [
-    "ScanMeta",
-    "StoredGrid",
-    "Volume",
-    "read_scan",
-    "read_mask",
-    "mask_onto",
-    "to_sitk",
-    "from_sitk",
-    "write_image",
-    "same_geometry",
-    "orient_superior",
-    "MAX_VOXELS",
-    "MAX_GAP_RATIO",
-    "AIR_BELOW_HU",
-    "IMAGE_SUFFIXES",
-    "ScanNotFoundError",
-    "EmptyFolderError",
-    "UnreadableScanError",
-    "UnsupportedFormatError",
-    "NoDicomImagesError",
-    "NotCTError",
-    "NotVolumeError",
-    "NoHUCalibrationError",
-    "ScanTooLargeError",
-    "SeriesNotFoundError",
-    "InconsistentSeriesError",
-    "SliceGapError",
-    "MaskValuesError",
-    "MaskOutsideScanError",
-    "MaskGridError",
-    "find_image",
-    "image_ids",
-    "Manifest",
-    "ManifestRow",
-    "read_manifest",
-    "imaging_window",
+    "Volume", "ScanMeta", "StoredGrid", "read_scan", "read_mask", "mask_onto", "orient_superior",
+    "to_sitk", "from_sitk", "write_image", "same_geometry", "find_image", "image_ids",
+    "Manifest", "ManifestRow", "read_manifest", "imaging_window",
+    "IMAGE_SUFFIXES", "AIR_BELOW_HU", "MAX_VOXELS", "MAX_GAP_RATIO",
+    "ScanNotFoundError", "EmptyFolderError", "UnreadableScanError", "UnsupportedFormatError",
+    "NoDicomImagesError", "NotCTError", "NotVolumeError", "NoHUCalibrationError", "ScanTooLargeError",
+    "SeriesNotFoundError", "InconsistentSeriesError", "SliceGapError", "MaskValuesError",
+    "MaskOutsideScanError", "MaskGridError",
 ]

@@ -25,66 +25,21 @@ import SimpleITK as sitk
 from corelab.io.dicom import read_dicom
 from corelab.io.dicom_headers import is_dicom_file
 from corelab.io.errors import (
-    MAX_VOXELS,
-    EmptyFolderError,
-    InconsistentSeriesError,
     MaskGridError,
     MaskOutsideScanError,
-    MaskValuesError,
-    NoDicomImagesError,
-    NoHUCalibrationError,
-    NotCTError,
-    NotVolumeError,
     ScanNotFoundError,
-    ScanTooLargeError,
-    SeriesNotFoundError,
-    SliceGapError,
-    UnreadableScanError,
     UnsupportedFormatError,
 )
 from corelab.io.files import (
-    AIR_BELOW_HU,
     IMAGE_SUFFIXES,
     as_label_array,
     check_hu_plausible,
     image_suffix,
     read_image_file,
 )
-from corelab.io.grid import MAX_GAP_RATIO
-from corelab.io.volume import ScanMeta, StoredGrid, Volume, from_sitk, same_geometry, to_sitk, write_image
+from corelab.io.volume import StoredGrid, Volume, from_sitk, same_geometry, to_sitk
 
-__all__ = [
-    "ScanMeta",
-    "StoredGrid",
-    "Volume",
-    "read_scan",
-    "read_mask",
-    "mask_onto",
-    "to_sitk",
-    "from_sitk",
-    "write_image",
-    "same_geometry",
-    "orient_superior",
-    "MAX_VOXELS",
-    "MAX_GAP_RATIO",
-    "AIR_BELOW_HU",
-    "IMAGE_SUFFIXES",
-    "ScanNotFoundError",
-    "EmptyFolderError",
-    "UnreadableScanError",
-    "UnsupportedFormatError",
-    "NoDicomImagesError",
-    "NotCTError",
-    "NotVolumeError",
-    "NoHUCalibrationError",
-    "ScanTooLargeError",
-    "SeriesNotFoundError",
-    "InconsistentSeriesError",
-    "SliceGapError",
-    "MaskValuesError",
-    "MaskOutsideScanError",
-    "MaskGridError",
-]
+__all__ = ["read_scan", "read_mask", "mask_onto", "orient_superior"]
 
 
 def _read_any(path: str | Path, *, series_uid: str | None, as_labels: bool) -> Volume:
