@@ -19,6 +19,7 @@ from torch import nn
 
 from corelab import __version__
 from corelab.audit import file_sha256
+from corelab.config import CLASSES, LABELS
 from corelab.errors import ModelError
 from corelab.segment.networks import (
     PAPER_ARCHITECTURE,
@@ -42,7 +43,7 @@ __all__ = [
     "record_held_out",
 ]
 
-NETWORK_NAMES = ("severe", "intermediate", "subtle", "hemorrhage")
+NETWORK_NAMES = tuple(LABELS)  # the three class networks and hemorrhage, in label order
 SINGLE_NAME = "single"  # the paper's single-CNN baseline
 CARD_VERSION = 1
 
@@ -112,8 +113,8 @@ def save_models(
         "hu_input": {**asdict(norm), "rule": _NORM_RULE if norm.brain_reference_hu is None else _BRAIN_RULE + _NORM_RULE},
         "cutoffs": {name: float(cutoffs[name]) for name in networks},
         "postprocess": {"smoothing_mm": float(smoothing_mm), "rule": _SMOOTHING_RULE},
-        "labels": {"severe": 1, "intermediate": 2, "subtle": 3, "hemorrhage": 4},
-        "precedence": "hemorrhage > subtle > intermediate > severe",
+        "labels": dict(LABELS),
+        "precedence": " > ".join(reversed(LABELS)),
         "training": dict(training or {}),
         "scores": dict(scores or {}),
         "validated_on_patients": False,
@@ -216,7 +217,7 @@ def _scores_markdown(scores: Mapping) -> list[str]:
     lines += ["", f"Held-out scores: {held.get('cohort', '')}. Command: `{held.get('command', '')}`.", ""]
     lines.append("| class | " + " | ".join(f"{label} ICC(A,1) | {label} Dice | n" for label, _ in approaches) + " |")
     lines.append("|---|" + "---|---|---|" * len(approaches))
-    for cls in ("severe", "intermediate", "subtle", "all"):
+    for cls in (*CLASSES, "all"):
         cells = [a.get(cls, {}) for _, a in approaches]
         lines.append(f"| {cls} | " + " | ".join(f"{number(c.get('icc_a1'))} | {dice(c)} | {c.get('n', '-')}"
                                                for c in cells) + " |")
