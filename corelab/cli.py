@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from corelab import __version__
+from corelab import __version__, bound_onednn_cache
 from corelab.errors import CorelabError
 
 app = typer.Typer(
@@ -76,6 +76,7 @@ def run(
     ] = "float32",
 ) -> None:
     """Segment every scan of MANIFEST; write volumes.csv/.xlsx, masks/, qc/ and run.json."""
+    bound_onednn_cache()  # before torch's first convolution here or in a local worker
     from corelab.config import Method
     from corelab.pipeline.batch import run_batch
 
@@ -123,6 +124,7 @@ def train(
     ] = None,
 ) -> None:
     """Train the four CNNs (severe, intermediate, subtle, hemorrhage) with the paper's recipe."""
+    bound_onednn_cache()  # before torch's first convolution
     from dataclasses import replace
 
     from corelab.train.recipe import TrainOptions, train_models

@@ -9,7 +9,9 @@ at a time) and ``cpu_count // workers`` torch threads: the machine's cores are s
 worker processes rather than oversubscribed. In this process (``workers=1``) torch gets every
 core. The thread count is fixed per command line, so a rerun of the same command is bit-identical.
 
-Models are loaded once per worker process and kept for that process's later scans.
+Models are loaded once per worker process and kept for that process's later scans. A worker caps
+oneDNN's primitive cache before its first scan (`corelab.bound_onednn_cache`), so its memory stays
+bounded on an outside cluster too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from corelab import bound_onednn_cache
 from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.pipeline.scan import ScanJob, ScanResult, internal_error, process_scan, torch_settings
@@ -50,6 +53,7 @@ def worker_models(models_dir: str, device: str):
 
 def _remote(job: ScanJob, models_dir: str, device: str, method: Method, threads: int | None) -> ScanResult:
     """The task a dask worker runs for one scan."""
+    bound_onednn_cache()  # a worker not started by `corelab run` (outside scheduler) did not inherit it
     if threads is None:  # an outside cluster: share this worker machine's cores between its threads
         try:
             from distributed import get_worker

@@ -7,15 +7,16 @@ Panels follow the paper's Figure 2: all patients, then severe, intermediate and 
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 
 import matplotlib
-
-matplotlib.use("Agg")  # no display on batch machines
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 __all__ = ["CLASS_COLORS", "scatter_grid", "bland_altman_grid", "dice_plot"]
 
@@ -24,14 +25,23 @@ CLASS_COLORS = {"severe": "#d62728", "intermediate": "#ff7f0e", "subtle": "#bfa1
                 "unclassified": "#7f7f7f", "unknown": "#7f7f7f"}
 PANELS = ("All", "severe", "intermediate", "subtle")
 
-plt.rcParams.update({"font.size": 7, "axes.titlesize": 8, "svg.fonttype": "none", "axes.grid": True,
-                     "grid.alpha": 0.3})
+# The report's look, applied only while a figure is drawn and saved: rcParams are read when text and
+# axes are created and when the SVG is written, and the caller's settings are left as they were.
+_STYLE = {"font.size": 7, "axes.titlesize": 8, "svg.fonttype": "none", "axes.grid": True, "grid.alpha": 0.3}
 
 
-def _svg(figure: plt.Figure) -> str:
+def _styled(draw):
+    @functools.wraps(draw)
+    def drawn_with_style(*args, **kwargs):
+        with matplotlib.rc_context(_STYLE):
+            return draw(*args, **kwargs)
+    return drawn_with_style
+
+
+def _svg(figure: Figure) -> str:
+    """The figure as SVG text; a Figure made directly (no pyplot) has no window to close."""
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", bbox_inches="tight")
-    plt.close(figure)
     return buffer.getvalue()
 
 
@@ -44,24 +54,26 @@ def _colors(rows: pd.DataFrame) -> list[str]:
     return [CLASS_COLORS.get(c, "#1f77b4") for c in rows["hypodensity_class"]]
 
 
-def _class_legend(axis: plt.Axes, rows: pd.DataFrame) -> None:
+def _class_legend(axis: Axes, rows: pd.DataFrame) -> None:
     present = [c for c in CLASS_COLORS if c in set(rows["hypodensity_class"])]
-    handles = [plt.Line2D([], [], marker="o", linestyle="", color=CLASS_COLORS[c], markeredgecolor="black",
-                          markeredgewidth=0.3, markersize=4, label=c) for c in present]
+    handles = [Line2D([], [], marker="o", linestyle="", color=CLASS_COLORS[c], markeredgecolor="black",
+                      markeredgewidth=0.3, markersize=4, label=c) for c in present]
     if handles:
         axis.legend(handles=handles, loc="best", fontsize=6, framealpha=0.8)
 
 
-def _empty(axis: plt.Axes, title: str) -> None:
+def _empty(axis: Axes, title: str) -> None:
     axis.set_title(f"{title} (n = 0)")
     axis.text(0.5, 0.5, "no patients", ha="center", va="center", transform=axis.transAxes)
     axis.set_xticks([])
     axis.set_yticks([])
 
 
+@_styled
 def scatter_grid(per_patient: pd.DataFrame, *, reference_label: str, other_label: str) -> str:
     """Automated (or reader B) vs reference volume, mL, with the identity line; 2 x 2 panels."""
-    figure, axes = plt.subplots(2, 2, figsize=(6.6, 6.2))
+    figure = Figure(figsize=(6.6, 6.2))
+    axes = figure.subplots(2, 2)
     for axis, panel in zip(axes.ravel(), PANELS):
         rows = _panel_rows(per_patient, panel)
         if rows.empty:
@@ -83,6 +95,7 @@ def scatter_grid(per_patient: pd.DataFrame, *, reference_label: str, other_label
     return _svg(figure)
 
 
+@_styled
 def bland_altman_grid(
     per_patient: pd.DataFrame, stats: pd.DataFrame, *, reference_label: str, other_label: str
 ) -> str:
@@ -91,7 +104,8 @@ def bland_altman_grid(
     stats: `corelab.agreement.agreement_table` by class (columns group, ba_bias, ba_loa_low, ...).
     """
     by_group = stats.set_index("group")
-    figure, axes = plt.subplots(2, 2, figsize=(6.6, 5.6))
+    figure = Figure(figsize=(6.6, 5.6))
+    axes = figure.subplots(2, 2)
     for axis, panel in zip(axes.ravel(), PANELS):
         rows = _panel_rows(per_patient, panel)
         if rows.empty or panel not in by_group.index:
@@ -126,9 +140,11 @@ def bland_altman_grid(
     return _svg(figure)
 
 
+@_styled
 def dice_plot(per_patient: pd.DataFrame, *, classes: tuple[str, ...] = PANELS) -> str:
     """Dice per patient: box plot with every patient as a dot, for all patients and per class."""
-    figure, axis = plt.subplots(figsize=(6.0, 2.6))
+    figure = Figure(figsize=(6.0, 2.6))
+    axis = figure.subplots()
     data, labels, colors = [], [], []
     for panel in classes:
         rows = per_patient.dropna(subset=["dice"])

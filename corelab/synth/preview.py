@@ -23,10 +23,7 @@ def preview(out_dir: str | Path, png_path: str | Path | None = None, *, max_pati
     class, measured mean infarct HU and volume (mL). Returns the PNG path (default
     ``out_dir/preview.png``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     out = Path(out_dir)
     truth_csv = out / "truth.csv"
@@ -36,7 +33,8 @@ def preview(out_dir: str | Path, png_path: str | Path | None = None, *, max_pati
     manifest = pd.read_excel(out / "manifest.xlsx", dtype={"patient_id": str}).set_index("patient_id")
     cols = min(4, len(truth))
     rows = int(np.ceil(len(truth) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 4.3 * rows), squeeze=False)
+    fig = Figure(figsize=(4 * cols, 4.3 * rows))  # drawn without pyplot: no backend or window state
+    axes = fig.subplots(rows, cols, squeeze=False)
     lo, hi = WINDOW_CENTER_HU - WINDOW_WIDTH_HU / 2, WINDOW_CENTER_HU + WINDOW_WIDTH_HU / 2
     for ax, row in zip(axes.ravel(), truth.itertuples()):
         hu = _read(out / manifest.loc[row.patient_id, "scan"])
@@ -55,7 +53,6 @@ def preview(out_dir: str | Path, png_path: str | Path | None = None, *, max_pati
     fig.tight_layout()
     png = Path(png_path) if png_path is not None else out / "preview.png"
     fig.savefig(png, dpi=110)
-    plt.close(fig)
     return png
 
 
