@@ -18,12 +18,14 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from corelab.config import CLASSES
+
 __all__ = ["CLASS_COLORS", "scatter_grid", "bland_altman_grid", "dice_plot"]
 
 # The paper's Figure 3 colours: red severe, orange intermediate, yellow (darkened to print) subtle.
 CLASS_COLORS = {"severe": "#d62728", "intermediate": "#ff7f0e", "subtle": "#bfa100",
                 "unclassified": "#7f7f7f", "unknown": "#7f7f7f"}
-PANELS = ("All", "severe", "intermediate", "subtle")
+PANELS = ("All", *CLASSES)
 
 # The report's look, applied only while a figure is drawn and saved: rcParams are read when text and
 # axes are created and when the SVG is written, and the caller's settings are left as they were.
