@@ -207,11 +207,11 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         measurements = measure_labels(labels, vol.array, vol.spacing)
         intracranial_ml = float(np.count_nonzero(regions.intracranial)) * grid.voxel_ml
         clock.lap("measure")
-        title = (
-            f"{job.patient_id}   infarct {measurements.infarct_ml:.1f} mL"
-            + (f"   {measurements.hypodensity_class}" if measurements.hypodensity_class else "")
+        title = job.patient_id + (
+            f"   hypodensity class: {measurements.hypodensity_class}" if measurements.hypodensity_class else ""
         )
-        qc = png_bytes(qc_figure(vol.array, labels, vol.spacing, title=title))
+        qc = png_bytes(qc_figure(vol.array, labels, vol.spacing, direction=vol.direction,
+                                 measurements=measurements, title=title))
         clock.lap("qc")
     except CorelabError as error:
         return ScanResult(job.index, job.patient_id, "failed", str(error), seconds=clock.total,

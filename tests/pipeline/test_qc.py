@@ -1,4 +1,6 @@
-"""QC images: windowing, colours of Figure 3, slice choice, and a PNG that reads back."""
+"""QC images: windowing, colours of Figure 3, slice choice, and a PNG that reads back.
+
+Outlines, markers, aspect and title: test_qc_outlines.py."""
 
 import io
 
@@ -9,7 +11,6 @@ import pytest
 from corelab.pipeline.qc import (
     LABEL_COLORS,
     choose_slices,
-    overlay_labels,
     png_bytes,
     qc_figure,
     window_gray,
@@ -24,18 +25,12 @@ def test_window_maps_center_to_mid_gray_and_clips():
         window_gray(hu, center=35, width=0)
 
 
-def test_overlay_uses_figure_3_colours():
-    gray = np.full((1, 5), 50, np.uint8)
-    labels = np.array([[0, 1, 2, 3, 4]])
-    rgb = overlay_labels(gray, labels, alpha=1.0)
-    assert rgb[0, 0].tolist() == [50, 50, 50]
-    red, orange, yellow, blue = (rgb[0, i].astype(int) for i in range(1, 5))
+def test_label_colours_are_figure_3():
+    red, orange, yellow, blue = (np.asarray(LABEL_COLORS[v]) for v in (1, 2, 3, 4))
     assert red[0] > 200 and red[1] < 60 and red[2] < 60
     assert orange[0] > 200 and 100 < orange[1] < 200 and orange[2] < 60
     assert yellow[0] > 200 and yellow[1] > 200 and yellow[2] < 60
     assert blue[2] > 200 and blue[0] < 60
-    half = overlay_labels(gray, labels, alpha=0.5)
-    assert half[0, 1].tolist() == [round(0.5 * 50 + 0.5 * LABEL_COLORS[1][0]), round(0.5 * 50 + 0.5 * 25), round(0.5 * 50 + 0.5 * 25)]
 
 
 def test_choose_slices_prefers_labelled_then_middle():
@@ -67,7 +62,7 @@ def test_qc_png_reads_back_with_labels_drawn():
         assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
         rgb = (image[..., :3] * 255).round().astype(int)
         r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-        reddish = (r > g + 60) & (r > b + 60) & (abs(g - b) < 20)  # red blended half over gray
+        reddish = (r > g + 60) & (r > b + 60) & (abs(g - b) < 20)  # red outline, antialiased over gray
         bluish = (b > r + 60) & (b > g + 40)
         return reddish.sum(), bluish.sum()
 
