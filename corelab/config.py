@@ -112,20 +112,25 @@ class GridParams:
 
 @dataclass(frozen=True)
 class IntracranialParams:
-    """Intracranial region segmentation (paper, "Preprocessing", bullet list)."""
+    """Intracranial region segmentation (paper, "Preprocessing", bullet list; the last two are corelab's, for real skulls)."""
 
     bone_hu: float = 160.0  # everything above is bone
     dilate_mm: float = 7.0  # closes skull foramina except the foramen magnum; applied twice
     foramen_area_mm2: float = 900.0  # first slice below the largest whose area is smaller
+    fat_hu: float = -30.0  # below: fat or air, never intracranial; inside the skull's outline a wall like bone
+    open_gap_mm: float = 15.0  # the skull is open (craniectomy) where a gap in its bone is wider than twice this
 
 
 @dataclass(frozen=True)
 class CSFParams:
-    """CSF segmentation by region growing from seeds near the intracranial centroid."""
+    """CSF segmentation by region growing from seeds near the intracranial centroid (the paper), plus
+    sulci grown from the surface of the intracranial region (corelab's: the last two)."""
 
     seed_radius_mm: float = 15.0
     lower_hu: float = -5.0
     upper_hu: float = 13.0
+    surface_mm: float = 3.0  # sulcal seeds: in-range voxels this close to the intracranial region's surface
+    sulcus_depth_mm: float = 20.0  # the grow from them stays this close to the surface
 
 
 @dataclass(frozen=True)

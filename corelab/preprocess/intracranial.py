@@ -7,18 +7,24 @@ from the slice of largest area, whose area < 900 mm^2; everything below it is dr
 
 What this module adds, because real heads break the recipe:
 
-- The grow runs over "not dilated bone" face-connected components. The space around the head is
+- The grow runs over "not dilated wall" face-connected components. The walls are the bone and,
+  inside each slice's convex hull of the bone, every voxel below ``fat_hu`` (-30 HU: fat or air): on 5 mm slabs
+  a thin plate of the skull base (an orbital roof, the floor of the sella, a sinus wall) averaged with
+  the fat or air beside it reads below 160 HU, and the orbit or sinus behind it, never intracranial,
+  closes the wall in its place. The space around the head lies outside the hull and stays open: it is
   every component holding air (< -500 HU) on the in-plane border of the image.
 - Seed: the bone's center of gravity when it lies in the largest enclosed component (at most 20%
   air, at least 50 mL). When it lands
   in bone, in a sinus or outside the head (a dense head rest, neck or face bones pulling it away),
   the largest enclosed component is used instead, with a flag.
-- Skull opened (craniectomy, a gap wider than twice 7 mm): no enclosed component is big enough
-  because the inside joins the air around the head. The grow is repeated with the opening closed,
-  flagged: under the skin (a 7 mm wall along the air around the head, so brain bulging through the
-  opening is kept), or, when that runs into face or neck soft tissue (grows over 1.3 times more),
-  across the opening (each slice limited to the convex hull of its bone). If both fail,
-  `SkullNotFoundError`.
+- A gap in the skull wider than twice 7 mm: no enclosed component is big enough because the inside
+  joins the air around the head. The grow is repeated with the gap closed, flagged: under the skin
+  (a 7 mm wall along the air around the head, so brain bulging through the opening is kept), or,
+  when that runs into face or neck soft tissue (grows over 1.3 times more), across the opening (each
+  slice limited to the convex hull of its bone). If both fail, `SkullNotFoundError`. The flag says
+  the skull is open (craniectomy) only when the gap is also wider than twice
+  ``IntracranialParams.open_gap_mm`` (the grow still leaks with the walls dilated that much);
+  a narrower gap is thin bone reading below 160 HU (or a burr hole) and is named so.
 - The second dilation can pass through a gap in a thin skull into the scalp; it is therefore kept
   away (7 mm dilation) from the space around the head, wherever that space comes within 2 x 7 mm
   of the grow. The paper's region never holds a voxel above 160 HU (the grow lies more than 7 mm
@@ -31,8 +37,10 @@ What this module adds, because real heads break the recipe:
   in-plane) whose HU is closer to the region's median than to cortical bone (90th percentile of
   bone voxels): mostly brain, by the half-way rule for a blurred edge. These voxels are above 160 HU, so the analysis region
   (`analysis_region`), which drops every voxel above 160 HU, never holds them.
-- Field of view: a region touching the in-plane image border, a grow reaching the top slice (scan
-  stops below the vertex) and a head with no foramen magnum in view are flagged, not errors.
+- Partial coverage: a region touching the in-plane image border (a field of view that cuts the
+  skull, e.g. one that ends in the face), a grow reaching the top slice (scan stops below the vertex)
+  and a head with no foramen magnum in view are flagged as partial coverage, not errors. Brain cut
+  by the image border opens nothing: only air on the border marks the space around the head.
 
 Axis convention: z index increases toward the top of the head (`to_analysis_grid` guarantees it).
 """
@@ -48,7 +56,7 @@ from corelab.config import IntracranialParams
 from corelab.preprocess.exceptions import EmptyRegionError, NoBoneError, NotHounsfieldError, SkullNotFoundError, check_hu
 from corelab.preprocess.morphology import dilate_mm, label_components, slice_convex_hulls, squared_distance_mm2
 
-__all__ = ["Intracranial", "intracranial_region", "foramen_magnum_slice", "partial_volume_rim"]
+__all__ = ["Intracranial", "intracranial_region", "foramen_magnum_slice", "partial_volume_rim", "inner_walls"]
 
 AIR_HU = -500.0  # below this a voxel is air (air is -1000 HU, fat about -100 HU)
 MIN_CAVITY_ML = 50.0  # smallest grow (before the second dilation) accepted as the cranial cavity
@@ -111,7 +119,10 @@ def intracranial_region(
     foramen = foramen_magnum_slice(region, spacing, area_mm2=params.foramen_area_mm2)
     region |= partial_volume_rim(region, hu, bone, spacing)
     if foramen is None:
-        flags.append("No foramen magnum was found below the largest slice; nothing was cut at the bottom.")
+        flags.append(
+            "No foramen magnum was found below the largest slice (partial coverage: the scan may start above the "
+            "skull base); nothing was cut at the bottom."
+        )
     else:
         region[:foramen] = False
     if not region.any():
@@ -128,13 +139,17 @@ def _paper_region(
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int], list[str]]:
     """The paper's dilate, grow, dilate (before the foramen cut): (region, grown, seed, flags)."""
     flags: list[str] = []
-    closed = dilate_mm(bone, spacing, params.dilate_mm)
+    # Slabs of 5 mm average thin plates (orbital roofs, sinus walls) with the fat or air beside
+    # them to below 160 HU; that fat and air (never intracranial) close the wall in their place.
+    walls = bone | inner_walls(hu, bone, params.fat_hu)
+    closed = dilate_mm(walls, spacing, params.dilate_mm)
     seed = tuple(int(round(c)) for c in np.argwhere(bone).mean(axis=0))
     grown, exterior, note = _grow_inside(~closed, hu, seed, voxel_ml)
     limit = None
     if grown is None:
-        grown, exterior, limit, note, flag = _close_open_skull(closed, bone, hu, seed, spacing, params.dilate_mm, voxel_ml)
-        flags.append(flag)
+        wide = _gap_is_wide(walls, hu, seed, spacing, params.open_gap_mm)
+        grown, exterior, limit, note, closure = _close_open_skull(closed, bone, hu, seed, spacing, params.dilate_mm, voxel_ml)
+        flags.append(_opening_flag(wide, closure, params))
     if note:
         flags.append(note)
     # Only voxels within 7 mm of the grow can join it, and only space within 7 mm of those can
@@ -149,8 +164,25 @@ def _paper_region(
         region[sub] &= ~dilate_mm(exterior[sub], spacing, params.dilate_mm)
     if limit is not None:
         region &= limit
-    region &= ~bone  # a no-op after the paper's steps (grown lies > 7 mm from bone); kept as a guarantee
+    region &= ~walls  # a no-op after the paper's steps (grown lies > 7 mm from every wall); kept as a guarantee
     return region, grown, seed, flags
+
+
+def inner_walls(hu: np.ndarray, bone: np.ndarray, fat_hu: float) -> np.ndarray:
+    """Fat and air (HU below ``fat_hu``) inside each slice's convex hull of ``bone``: walls like bone.
+
+    Orbits, paranasal sinuses, mastoid cells and the nasal cavity lie inside the bony outline of
+    their slice; the air around the head lies outside it and stays the space around the head, which
+    an enclosed cavity never reaches.
+
+    >>> hu = np.full((1, 7, 7), -1000.0); hu[0, 1:6, 1:6] = 1000.0; hu[0, 2:5, 2:5] = -100.0  # fat in a bone ring
+    >>> int(inner_walls(hu, hu > 160, -30.0).sum())  # the 9 fat pixels, not the air around
+    9
+    """
+    low = hu < fat_hu
+    if not low.any():
+        return low
+    return low & slice_convex_hulls(bone)
 
 
 def _box(mask: np.ndarray, spacing: tuple[float, float, float], margin_mm: float, axes=(0, 1, 2)) -> tuple[slice, ...]:
@@ -257,12 +289,12 @@ def _close_open_skull(
     closed: np.ndarray, bone: np.ndarray, hu: np.ndarray, seed: tuple[int, int, int],
     spacing: tuple[float, float, float], wall_mm: float, voxel_ml: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str, str]:
-    """Grow again when the skull is open: (grown, exterior, limit or None, seed note, flag).
+    """Grow again when the skull has a gap: (grown, exterior, limit or None, seed note, closure).
 
     Two closures are tried. Under the skin: the space within ``wall_mm`` of the air around the head
     (the scalp) is walled off, so brain bulging through the opening stays in. Across the opening:
     each slice is limited to the convex hull of its bone. The first is kept unless it grew more than
-    1.3 times the second (it then ran into face or neck soft tissue).
+    1.3 times the second (it then ran into face or neck soft tissue). closure: "under the skin" or "across".
     """
     air_labels, _ = label_components(hu < AIR_HU)
     frame = np.zeros(hu.shape, bool)
@@ -274,28 +306,58 @@ def _close_open_skull(
     hulls = slice_convex_hulls(bone)
     across, _, hull_note = _grow_inside(~closed & hulls, hu, seed, voxel_ml)
     if under_skin is not None and (across is None or under_skin.sum() <= 1.3 * across.sum()):
-        flag = (
-            "The skull is open (craniectomy or a wide defect): the region was closed under the skin at the opening; "
-            "check that it holds no scalp or muscle."
-        )
-        return under_skin, outside_air, None, skin_note, flag
+        return under_skin, outside_air, None, skin_note, "under the skin"
     if across is not None:
-        flag = (
-            "The skull is open (craniectomy or a wide defect): each slice was closed across the opening, "
-            "so brain bulging through it is left out."
-        )
-        return across, outside_air, hulls, hull_note, flag
+        return across, outside_air, hulls, hull_note, "across"
     raise SkullNotFoundError(
         "No space enclosed by the skull was found, even after closing openings in the skull; the scan may not cover the head."
     )
 
 
+def _gap_is_wide(
+    walls: np.ndarray, hu: np.ndarray, seed: tuple[int, int, int], spacing: tuple[float, float, float], gap_mm: float
+) -> bool:
+    """True when the grow still reaches the space around the head with ``walls`` dilated by ``gap_mm`` (mm).
+
+    A gap in the skull narrower than 2 x ``gap_mm`` is closed by that dilation. Pixels finer than
+    1 mm are pooled in 2 x 2 blocks first (a wall pixel anywhere in a block makes it wall): the
+    question is about centimetres, and the answer costs a quarter as much.
+    """
+    step = 2 if max(spacing[1:]) < 0.5 else 1
+    if step > 1:
+        nz, ny, nx = walls.shape
+        cut = walls[:, : ny - ny % step, : nx - nx % step]
+        walls = cut.reshape(nz, ny // step, step, nx // step, step).any(axis=(2, 4))
+        hu = hu[:, : ny - ny % step : step, : nx - nx % step : step]
+        seed = (seed[0], min(seed[1] // step, walls.shape[1] - 1), min(seed[2] // step, walls.shape[2] - 1))
+    coarse = (spacing[0], spacing[1] * step, spacing[2] * step)
+    voxel_ml = float(np.prod(coarse)) / 1000.0
+    return _grow_inside(~dilate_mm(walls, coarse, gap_mm), hu, seed, voxel_ml)[0] is None
+
+
+def _opening_flag(wide: bool, closure: str, params: IntracranialParams) -> str:
+    """The flag for a skull whose bone has a gap the paper's 7 mm dilation does not close."""
+    how = (
+        "the region was closed under the skin there; check that it holds no scalp or muscle"
+        if closure == "under the skin"
+        else f"each slice was closed across the {'opening' if wide else 'gap'}, so brain bulging through it is left out"
+    )
+    if wide:
+        return f"The skull is open (craniectomy or a defect wider than {2 * params.open_gap_mm:g} mm): {how}."
+    return (
+        f"The skull has a gap under {2 * params.open_gap_mm:g} mm wide where its bone reads below {params.bone_hu:g} HU "
+        f"(thin bone or a burr hole, not an open skull): {how}."
+    )
+
+
 def _coverage_flags(region: np.ndarray, grown: np.ndarray) -> list[str]:
+    """Partial coverage: the field of view or the scan's top cuts the skull."""
     flags = []
     if region[:, [0, -1], :].any() or region[:, :, [0, -1]].any():
         flags.append(
-            "The intracranial region reaches the edge of the field of view; the skull may be cut off and the volume too small."
+            "Partial coverage: the field of view cuts through the skull (the intracranial region reaches the edge of "
+            "the field of view), so the intracranial volume is too small."
         )
     if grown[-1].any():
-        flags.append("The scan stops below the top of the skull; the intracranial volume is too small.")
+        flags.append("Partial coverage: the scan stops below the top of the skull, so the intracranial volume is too small.")
     return flags

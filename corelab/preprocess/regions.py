@@ -21,7 +21,7 @@ class Regions:
     """Masks on the analysis grid, all bool [z, y, x].
 
     intracranial: inside the skull, above the foramen magnum, bone (HU > 160) excluded.
-    csf: CSF grown from the centroid seeds, inside ``intracranial``.
+    csf: CSF grown from the centroid seeds and from the sulci at the surface (`csf_region`), inside ``intracranial``.
     region: ``intracranial & ~csf`` without bone (HU > 160): the voxels the CNNs see and are scored on.
     foramen_slice: z index of the foramen magnum slice, or None when none was found.
     flags: short sentences for the QC reader (empty when nothing looked unusual).
