@@ -143,12 +143,20 @@ def synth(
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same trial.")] = 0,
     thin_slices: Annotated[bool, typer.Option("--thin-slices", help="0.5-1.5 mm slices instead of 5 mm.")] = False,
     preview: Annotated[bool, typer.Option("--preview", help="Also write preview.png (truth outlined).")] = False,
+    family: Annotated[
+        str,
+        typer.Option(
+            "--family",
+            help="Phantom heads: procedural, atlas (real MNI152 anatomy; needs nilearn's templates) or mixed "
+            "(alternating per patient).",
+        ),
+    ] = "procedural",
 ) -> None:
     """A synthetic trial: phantom head CTs, manifest.xlsx, manual reads and truth labels."""
     from corelab import synth as synthetic
 
     with _errors_as_exit():
-        summary = synthetic.make_trial(out, n=n, seed=seed, thin_slices=thin_slices)
+        summary = synthetic.make_trial(out, n=n, seed=seed, thin_slices=thin_slices, family=family)
         if preview:
             typer.echo(f"preview: {synthetic.preview(out)}")
     typer.echo(str(summary))

@@ -29,5 +29,8 @@ fi
 # torch would download a CUDA build of several GB.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 .venv/bin/python -m pip install -q -e ".[test]"
+# nilearn only for the MNI152 templates in its wheel (the atlas phantom family reads the files, never
+# imports nilearn): --no-deps, so pip does not pull its scikit-learn stack (or resolve torch again).
+.venv/bin/python -m pip install -q --no-deps "nilearn==0.14.1"
 echo "$want" > "$stamp"
 echo "setup: ready ($(.venv/bin/corelab --version))"

@@ -127,11 +127,15 @@ def pick_territory(rng: np.random.Generator, volume_ml: float) -> str:
     return str(rng.choice(names, p=p / p.sum()))
 
 
-def grow_in_territory(rng, x, y, z, ter, side, s, allowed, noise, n_voxels, *, warp, gyral) -> np.ndarray:
+def grow_in_territory(
+    rng, x, y, z, ter, side, s, allowed, noise, n_voxels, *, warp, gyral, rule=territory_mask
+) -> np.ndarray:
     """A lesion of ``n_voxels`` fine voxels grown in territory ``ter`` on ``side``.
 
     Territory borders are drawn on coordinates displaced by up to about 1 cm (``warp``, a
     low-frequency unit field), as real watershed borders are neither planes nor the same twice.
+    rule: the territory rule, ``rule(name, x, y, z, side, s) -> mask`` (`territory_mask` for the
+    procedural head; the atlas family passes its rules in template coordinates).
     """
     jitter = rng.uniform(-5, 5, size=3)
     seed = (side * ter.seed[0] * s + jitter[0], ter.seed[1] * s + jitter[1], ter.seed[2] * s + jitter[2])
@@ -143,19 +147,19 @@ def grow_in_territory(rng, x, y, z, ter, side, s, allowed, noise, n_voxels, *, w
     xs, ys, zs = x.ravel()[idx], y.ravel()[idx], z.ravel()[idx]
     ns, ws, gs = noise.ravel()[idx], warp.ravel()[idx], gyral.ravel()[idx]
     reach = np.zeros(allowed.shape, dtype=bool)
-    inside = territory_mask(
+    inside = rule(
         ter.name, xs + amp * ns, ys + amp * (0.6 * ws + 0.5 * gs), zs - amp * (0.6 * ws - 0.5 * gs), side, s
     )
     reach.ravel()[idx[inside]] = True
     return grow_lesion(x, y, z, seed=seed, radii=radii, allowed=reach, noise=noise, target_voxels=int(n_voxels))
 
 
-def satellite(rng, x, y, z, ter, side, s, allowed, noise, voxel_ml) -> np.ndarray:
-    """A small embolic satellite (0.3-2 mL) somewhere else in the same territory."""
-    reach = np.flatnonzero(allowed & territory_mask(ter.name, x, y, z, side, s) & (noise > 0.5))
-    if reach.size == 0:
+def satellite(rng, x, y, z, ter, side, s, allowed, noise, voxel_ml, *, rule=territory_mask) -> np.ndarray:
+    """A small embolic satellite (0.3-2 mL) somewhere else in the same territory (``rule``: as `grow_in_territory`)."""
+    where = np.flatnonzero(allowed & rule(ter.name, x, y, z, side, s) & (noise > 0.5))
+    if where.size == 0:
         return np.zeros(allowed.shape, dtype=bool)
-    c = reach[rng.integers(reach.size)]
+    c = where[rng.integers(where.size)]
     seed = (x.ravel()[c], y.ravel()[c], z.ravel()[c])
     n = rng.uniform(0.3, 2.0) / voxel_ml
     return grow_lesion(x, y, z, seed=seed, radii=(5, 5, 5), allowed=allowed, noise=noise, target_voxels=int(n))

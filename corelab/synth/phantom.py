@@ -18,7 +18,10 @@ from corelab.synth.anatomy import T
 from corelab.synth.fields import FineGrid, rotation_matrix, smooth_noise
 from corelab.synth.scanner import Scanner, draw_scanner
 
-__all__ = ["Phantom", "PatientTruth", "make_patient", "SynthError"]
+__all__ = [
+    "Phantom", "PatientTruth", "make_patient", "SynthError", "FineScan", "LesionFacts", "render_scan", "pure_tissue",
+    "draw_with_retries",
+]
 
 FLUID_HU = 8.0  # what fully necrotic, oedematous tissue tends to (close to CSF)
 MIXED = 255  # tissue code of an output voxel that mixes tissues
@@ -38,6 +41,7 @@ class PatientTruth:
     territory, side: vascular territory and "left" / "right" ("" for controls).
     mimics: present mimics among "old infarct", "leukoaraiosis", "atrophy".
     hemorrhage: "", "petechial" or "hematoma".
+    family: the phantom family that drew it, "procedural" (`make_patient`) or "atlas" (MNI152 anatomy).
     """
 
     hypodensity: str
@@ -54,6 +58,7 @@ class PatientTruth:
     noise_sd_hu: float
     hu_offset: float
     satellites: int
+    family: str = "procedural"
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +127,16 @@ def make_patient(
     >>> p.hu.shape[1:], p.truth.hypodensity, 14 <= p.truth.mean_hu < 22
     ((64, 64), 'severe', True)
     """
+    return draw_with_retries(_draw_patient, seed, matrix=matrix, thin_slices=thin_slices, hypodensity=hypodensity,
+                             scanner=scanner)
+
+
+def draw_with_retries(
+    draw, seed: int | tuple[int, ...], *, matrix: int, thin_slices: bool, hypodensity: str | None,
+    scanner: Scanner | None,
+) -> Phantom:
+    """Check the options, then call a family's ``draw(seeds, ..., may_lift=...)`` until a subtle
+    infarct is within reach (`SUBTLE_ATTEMPTS`, see `make_patient`)."""
     if matrix < 32 or matrix % 2:
         raise SynthError(f"The matrix must be an even number of at least 32 pixels, not {matrix}.")
     if hypodensity not in (None, "none", *CLASSES):
@@ -129,7 +144,7 @@ def make_patient(
     seeds = seed if isinstance(seed, tuple) else (int(seed),)
     for attempt in range(SUBTLE_ATTEMPTS):
         try:
-            return _draw_patient(
+            return draw(
                 seeds if attempt == 0 else (*seeds, 7727, attempt), matrix=matrix, thin_slices=thin_slices,
                 hypodensity=hypodensity, scanner=scanner, may_lift=attempt == SUBTLE_ATTEMPTS - 1,
             )
@@ -230,20 +245,73 @@ def _draw_patient(
         else:
             deficit = np.where(infarct, FLUID_HU - hu, 0.0).astype(np.float32)
 
-    tissue = _pure_tissue(lab, sub_z=grid.sub_z, step_xy=grid.step_xy)
+    tissue = pure_tissue(lab, sub_z=grid.sub_z, step_xy=grid.step_xy)
     bone = (lab == T.BONE) | (lab == T.DIPLOE) | (lab == T.CALC)
     hu += physics.beam_hardening(
         depth, x, y, z, rim_hu=float(rng.uniform(1.5, 4.0)), streak_hu=-float(rng.uniform(6, 15)), scale=anat.scale
     )
     del x, y, z, low, gyral, lab, depth
+    facts = LesionFacts(
+        territory=territory, side=side, mimics=tuple(mimics), hemorrhage=hem_kind, satellites=satellites,
+        old_infarct_ml=float(old.sum()) * grid.voxel_ml,
+    )
+    del old
+    return render_scan(
+        FineScan(hu=hu, infarct=infarct, hem=hem, bone=bone, weight=weight, deficit=deficit, tissue=tissue),
+        grid=grid, scanner=scanner, hypodensity=hypodensity, facts=facts, rng=rng, noise_rng=noise_rng,
+        may_lift=may_lift, seeds=seeds,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class FineScan:
+    """A patient on the fine grid (`FineGrid.shape`), ready for `render_scan`.
+
+    hu: float32 HU before lesion drops; infarct, hem, bone: boolean masks; weight, deficit: float32
+    per-voxel drop share and HU drop (see `lesions.drop_weight`); tissue: the output-grid tissue map.
+    """
+
+    hu: np.ndarray
+    infarct: np.ndarray
+    hem: np.ndarray
+    bone: np.ndarray
+    weight: np.ndarray
+    deficit: np.ndarray
+    tissue: np.ndarray
+
+
+@dataclass(frozen=True)
+class LesionFacts:
+    """What a phantom family drew, for `PatientTruth` (side: +1 left, -1 right)."""
+
+    territory: str
+    side: int
+    mimics: tuple[str, ...]
+    hemorrhage: str
+    satellites: int
+    old_infarct_ml: float
+    family: str = "procedural"
+
+
+def render_scan(
+    fine: FineScan, *, grid: FineGrid, scanner: Scanner, hypodensity: str, facts: LesionFacts, rng, noise_rng,
+    may_lift: bool, seeds: tuple[int, ...],
+) -> Phantom:
+    """The written scan from a fine-grid patient: partial volume, truth labels, class calibration, noise.
+
+    Shared by the phantom families: the infarct's drop is scaled so the written scan's mean infarct
+    HU hits a target inside its class; raises `_TooDark` for an unreachable subtle infarct unless
+    ``may_lift`` (see `make_patient`).
+    """
+    hu, infarct, hem, bone, weight, deficit = fine.hu, fine.infarct, fine.hem, fine.bone, fine.weight, fine.deficit
+    tissue = fine.tissue
     base_out = physics.to_output_grid(hu, sub_z=grid.sub_z, step_xy=grid.step_xy)
     lesion_box = _aligned_box(infarct | hem, grid)
     drop_out = _project_in_box(weight * deficit, lesion_box, grid)
     inf_frac = _project_in_box(infarct.astype(np.float32), lesion_box, grid)
     hem_frac = _project_in_box(hem.astype(np.float32), lesion_box, grid)
     bone_frac = _project_in_box(bone.astype(np.float32), lesion_box, grid)
-    old_ml = float(old.sum()) * grid.voxel_ml
-    del hu, infarct, hem, old, bone
+    del hu, infarct, hem, bone
 
     labels = np.zeros(grid.out_shape, dtype=np.uint8)
     # A reader leaves out voxels that partial volume shares with the skull (a 5 mm slab through a
@@ -301,14 +369,15 @@ def _draw_patient(
         infarct_ml=float((labels > 0).sum()) * vox_ml,
         class_ml=float(in_class.sum()) * vox_ml,
         hemorrhage_ml=float((labels == LABELS["hemorrhage"]).sum()) * vox_ml,
-        territory=territory,
-        side="" if hypodensity == "none" else ("left" if side > 0 else "right"),
-        mimics=tuple(mimics),
-        hemorrhage=hem_kind,
-        old_infarct_ml=old_ml,
+        territory=facts.territory,
+        side="" if hypodensity == "none" else ("left" if facts.side > 0 else "right"),
+        mimics=facts.mimics,
+        hemorrhage=facts.hemorrhage,
+        old_infarct_ml=facts.old_infarct_ml,
         noise_sd_hu=noise_sd,
         hu_offset=offset,
-        satellites=satellites,
+        satellites=facts.satellites,
+        family=facts.family,
     )
     x0, y0, z0 = grid.origin
     return Phantom(
@@ -353,7 +422,7 @@ def _project_in_box(fine: np.ndarray, box, grid: FineGrid) -> np.ndarray:
     return out
 
 
-def _pure_tissue(lab: np.ndarray, *, sub_z: int, step_xy: int) -> np.ndarray:
+def pure_tissue(lab: np.ndarray, *, sub_z: int, step_xy: int) -> np.ndarray:
     """Tissue code per output voxel where all its sub-slices agree, else `MIXED` (nearest in plane)."""
     nz, ny, nx = lab.shape
     slabs = lab.reshape(nz // sub_z, sub_z, ny, nx)

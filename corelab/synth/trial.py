@@ -32,21 +32,25 @@ from corelab import __version__
 from corelab.config import CLASSES, SYNTH_RECORD_FILE
 from corelab.io.volume import write_image
 from corelab.synth import lesions
+from corelab.synth.atlas import make_atlas_patient
 from corelab.synth.dicom_write import derived_uid, write_dicom_series
 from corelab.synth.phantom import Phantom, SynthError, make_patient
 from corelab.synth.readers import manual_read
 from corelab.synth.scanner import draw_scanner
 
-__all__ = ["TrialSummary", "make_trial", "TRUTH_COLUMNS", "MANIFEST_COLUMNS"]
+__all__ = ["TrialSummary", "make_trial", "TRUTH_COLUMNS", "MANIFEST_COLUMNS", "FAMILIES", "patient_family"]
 
 
 MANIFEST_COLUMNS = ("patient_id", "scan", "onset", "scan_time", "series_uid", "site")
 TRUTH_COLUMNS = (
-    "patient_id", "site", "format", "hypodensity", "mean_hu", "target_hu", "infarct_ml", "class_ml",
+    "patient_id", "site", "format", "family", "hypodensity", "mean_hu", "target_hu", "infarct_ml", "class_ml",
     "hemorrhage_ml", "manual_ml", "manual_b_ml", "territory", "side", "hemorrhage", "satellites", "mimics",
     "old_infarct_ml", "hours_since_onset", "in_window", "noise_sd_hu", "hu_offset", "pixel_mm", "slice_mm",
 )
 _FIXED_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
+# Phantom families: procedural heads (`make_patient`), MNI152 anatomy (`make_atlas_patient`), or both.
+FAMILIES = ("procedural", "atlas", "mixed")
+_MAKERS = {"procedural": make_patient, "atlas": make_atlas_patient}
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,8 @@ class TrialSummary:
 
 
 def make_trial(
-    out_dir: str | Path, *, n: int = 20, seed: int = 0, thin_slices: bool = False, matrix: int = 512, n_sites: int = 4
+    out_dir: str | Path, *, n: int = 20, seed: int = 0, thin_slices: bool = False, matrix: int = 512, n_sites: int = 4,
+    family: str = "procedural",
 ) -> TrialSummary:
     """Write a synthetic trial of ``n`` patients to ``out_dir`` (created), deterministically for ``seed``.
 
@@ -73,6 +78,8 @@ def make_trial(
     Onset-to-scan times are 12 h to 14 days, except patients 5 (6 h), 7 (16 days), 8 (exactly 12 h)
     and 9 (exactly 14 days) when n reaches them; patient 3 has no scan_time in the manifest (its
     DICOM AcquisitionDate/Time holds it). matrix: 512 as scanners; smaller for fast tests.
+    family: "procedural", "atlas" (MNI152 anatomy, needs nilearn's templates) or "mixed"
+    (alternating per patient, see `patient_family`); truth.csv and synth.json say which made each.
 
     >>> import tempfile
     >>> s = make_trial(tempfile.mkdtemp(), n=1, matrix=64)
@@ -81,6 +88,8 @@ def make_trial(
     """
     if n < 1:
         raise SynthError(f"A trial needs at least one patient, not {n}.")
+    if family not in FAMILIES:
+        raise SynthError(f"Unknown phantom family {family!r}; use procedural, atlas or mixed.")
     out = Path(out_dir)
     for sub in ("scans", "truth", "manual", "manual_b", "tissue"):
         (out / sub).mkdir(parents=True, exist_ok=True)
@@ -99,7 +108,8 @@ def make_trial(
         hours = _onset_to_scan_hours(rng, i)
         onset = first_onset + dt.timedelta(days=2 * i, minutes=int(rng.integers(0, 24 * 60)))
         acquired = onset + dt.timedelta(hours=hours)
-        ph = make_patient((int(seed), i), matrix=matrix, thin_slices=thin_slices, hypodensity=klass, scanner=scanner)
+        maker = _MAKERS[patient_family(family, seed, i)]
+        ph = maker((int(seed), i), matrix=matrix, thin_slices=thin_slices, hypodensity=klass, scanner=scanner)
         nifti = i % 5 == 1
         series_uid = derived_uid("corelab-synth", seed, pid, "series")
         if nifti:
@@ -141,11 +151,14 @@ def make_trial(
     # Without the folder's name: the same seed gives the same bytes wherever the trial is written.
     if matrix == 512 and n_sites == 4:  # what the command line can make
         command = f"corelab synth OUT_DIR --n {n} --seed {int(seed)}" + (" --thin-slices" if thin_slices else "")
+        command += "" if family == "procedural" else f" --family {family}"
     else:
         command = (f"corelab.synth.make_trial(OUT_DIR, n={n}, seed={int(seed)}, thin_slices={thin_slices}, "
-                   f"matrix={matrix}, n_sites={n_sites})")
+                   f"matrix={matrix}, n_sites={n_sites}" + ("" if family == "procedural" else f", family={family!r}")
+                   + ")")
     generator = {"command": command, "n": n, "seed": int(seed), "matrix": matrix, "thin_slices": thin_slices,
-                 "n_sites": n_sites, "corelab": __version__}
+                 "n_sites": n_sites, "family": family,
+                 "families": {r["patient_id"]: r["family"] for r in truth_rows}, "corelab": __version__}
     (out / SYNTH_RECORD_FILE).write_text(json.dumps(generator, indent=2) + "\n")
     return TrialSummary(
         out_dir=out,
@@ -157,6 +170,18 @@ def make_trial(
         n_controls=sum(1 for r in truth_rows if r["hypodensity"] == "none"),
         seconds_per_patient=seconds,
     )
+
+
+def patient_family(family: str, seed: int, i: int) -> str:
+    """The phantom family of patient ``i`` (0-based): ``family`` itself, or for "mixed" procedural and
+    atlas in turn, starting with atlas for odd seeds.
+
+    >>> [patient_family("mixed", 0, i) for i in range(3)], patient_family("atlas", 0, 5)
+    (['procedural', 'atlas', 'procedural'], 'atlas')
+    """
+    if family != "mixed":
+        return family
+    return ("procedural", "atlas")[(int(seed) + i) % 2]
 
 
 def _onset_to_scan_hours(rng: np.random.Generator, i: int) -> float:
@@ -173,6 +198,7 @@ def _truth_row(pid: str, ph: Phantom, nifti: bool, hours: float, manual_a, manua
         "patient_id": pid,
         "site": ph.scanner.site,
         "format": "nifti" if nifti else "dicom",
+        "family": t.family,
         "hypodensity": t.hypodensity,
         "mean_hu": t.mean_hu,
         "target_hu": t.target_hu,
