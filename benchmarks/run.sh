@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # corelab's benchmarks (not part of the test suite): speed of each stage and accuracy on held-out
-# synthetic patients. Run with `make benchmark`; takes about 20-40 minutes on 2 cores.
+# synthetic patients, realism of the phantom families against a real head. Run with `make benchmark`;
+# takes about 30-50 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 models=${CORELAB_MODELS:-models}
+echo "== the real normal head CT (Debian's invesalius-examples; used by the realism check and the real-head tests)"
+bash benchmarks/fetch_real_head.sh || echo "real head not fetched: the realism check and real-head tests leave it out"
+echo "== realism: each phantom family beside the real head (table and mosaic in benchmarks/realism-latest/)"
+python benchmarks/realism.py --out benchmarks/realism-latest --n 3
 echo "== preprocessing speed (512x512x32 phantom and 3 synth patients)"
 python benchmarks/preprocess_speed.py --synth 3
 echo "== speed: stages of one 512x512x32 scan, dense vs patch-wise, GFLOP/s vs matmul peak, memory, scans/hour"
