@@ -7,7 +7,7 @@ codes and truth), so trials, training and the pipeline take either family. Per p
   2.5-5 mm with a 45 mm correlation length), an anisotropic scale (the template's 1.9 L cavity to
   adult intracranial volumes of about 1.1-1.8 L) and the pose of `phantom._draw_geometry`;
 - tissue HU come from the GM / WM / CSF probabilities mixed with the patient's tissue values
-  (`anatomy.draw_tissue_hu`: grey matter 37.5-44 HU, white matter 7.5-10.5 HU below it, CSF 3-9
+  (`anatomy.draw_tissue_hu`: grey matter 37.5-44 HU, white matter 9.5-12.5 HU below it here, CSF 3-9
   HU, from Radiopaedia "Hounsfield unit" and Kalender, Computed Tomography 2011; the grey-white
   difference of unenhanced CT is about 8-12 HU); deep grey nuclei, cerebellum and brainstem take
   their own values; skull (tables and diploe) and scalp are shells at drawn thicknesses outside the
@@ -21,7 +21,7 @@ codes and truth), so trials, training and the pipeline take either family. Per p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -125,6 +125,10 @@ def _draw_atlas(
     has_atrophy = rng.random() < 0.3
     params = draw_params(rng, atrophy=has_atrophy)
     thu = anatomy.draw_tissue_hu(rng)
+    # The template's maps mix grey and white matter over the blur of 152 averaged brains, so a drawn
+    # contrast reads about 2 HU lower here than on a real head (benchmarks/realism.py): draw it wider.
+    white = thu.gm - float(rng.uniform(9.5, 12.5))
+    thu = replace(thu, wm=white, stem=white + (thu.stem - thu.wm))
     side = int(rng.choice((-1, 1)))
     volume_ml = lesions.draw_volume_ml(rng, hypodensity) if hypodensity != "none" else 0.0
     territory = lesions.pick_territory(rng, volume_ml) if hypodensity != "none" else ""
