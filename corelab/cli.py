@@ -6,6 +6,7 @@ A `CorelabError` becomes exit code 2 and its one-sentence message on stderr.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,17 +76,36 @@ def run(
         ),
     ] = "float32",
 ) -> None:
-    """Segment every scan of MANIFEST; write volumes.csv/.xlsx, masks/, qc/ and run.json."""
-    bound_onednn_cache()  # before torch's first convolution here or in a local worker
-    from corelab.config import Method
-    from corelab.pipeline.batch import run_batch
+    """Segment every scan of MANIFEST; write volumes.csv/.xlsx, masks/, qc/, runs/ and run.json.
 
-    with _errors_as_exit():
-        summary = run_batch(
-            manifest, out_dir=out, workers=workers, scheduler=scheduler, device=device, models_dir=models,
-            method=Method(precision=precision),
-        )
+    Exit status: 0 every row ok; 1 finished with failed rows (the tables are written); 2 unusable
+    input or options (bad manifest, missing model folder, bad option value; nothing is processed);
+    130 interrupted by Ctrl-C or SIGTERM (every row is written, unfinished ones not_run; the same
+    command again resumes, reusing the finished scans).
+    """
+    try:
+        bound_onednn_cache()  # before torch's first convolution here or in a local worker
+        from corelab.config import Method
+        from corelab.pipeline.batch import run_batch
+
+        with _errors_as_exit():
+            summary = run_batch(
+                manifest, out_dir=out, workers=workers, scheduler=scheduler, device=device, models_dir=models,
+                method=Method(precision=precision),
+            )
+    except KeyboardInterrupt:  # before the batch caught signals itself: nothing was written
+        typer.secho("corelab: interrupted before the batch started; nothing was written.", err=True,
+                    fg=typer.colors.RED)
+        raise typer.Exit(code=130) from None
     typer.echo(str(summary))
+    if summary.interrupted:
+        options = {"--models": models, "--workers": workers if workers != 1 else None, "--scheduler": scheduler,
+                   "--device": device if device != "cpu" else None,
+                   "--precision": precision if precision != "float32" else None}
+        words = ["corelab", "run", str(manifest), "--out", str(summary.out_dir)]
+        words += [w for name, value in options.items() if value is not None for w in (name, str(value))]
+        typer.echo(f"To resume: {shlex.join(words)}")
+    raise typer.Exit(code=summary.exit_code)
 
 
 @app.command()

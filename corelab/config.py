@@ -94,6 +94,7 @@ OUTPUT_COLUMNS = (
     "series_uid",
     "scan_sha256",
     "model_version",
+    "run_id",
 )
 
 

@@ -17,6 +17,7 @@ from corelab.cli import app
 from corelab.config import Method
 from corelab.pipeline.executors import _remote
 from corelab.pipeline.scan import ScanJob
+from corelab.pipeline.summary import BatchSummary
 
 
 def _python(code: str, **env: str) -> dict:
@@ -64,7 +65,7 @@ def test_corelab_run_bounds_the_cache_before_the_batch_starts(monkeypatch, tmp_p
 
     def fake_run_batch(*args, **kwargs):
         seen.append(os.environ.get(ONEDNN_CACHE_VARIABLE))
-        return "0 scans"
+        return BatchSummary(tmp_path, 0, 0, 0, 0, 0, 0, 0.0)
 
     monkeypatch.setattr("corelab.pipeline.batch.run_batch", fake_run_batch)
     result = CliRunner().invoke(app, ["run", str(tmp_path / "manifest.xlsx")])

@@ -8,12 +8,16 @@ Output folder (DESIGN.md "Outputs of corelab run"):
     records/<patient_id>.json   one scan's result, written last; a rerun skips a scan whose record,
                                 mask and QC image are present and whose input, model and method
                                 checksums still match, and redoes the rest
-    run.json                    provenance: who (user, host), when (UTC start/end), what (command line,
-                                corelab and dependency versions, model, manifest and per-scan input
-                                checksums, parameters); see `_provenance` and `_inputs`
+    runs/<UTC start>.json       provenance of every run, append-only; run.json is the latest
+                                (`corelab.pipeline.runs`); each row's ``run_id`` names the run that
+                                computed it
 
-A failure in one scan never stops the batch; only an unusable manifest or model folder does
-(`ManifestError`, `ModelError`), before any scan is processed.
+volumes.csv is rewritten as scans finish (at most every `TABLE_SECONDS`), with the rows still to do
+as ``not_run``, so a long batch can be read while it runs; volumes.xlsx is written when the batch
+starts and when it ends. A failure in one scan never stops the batch; only an unusable manifest or
+model folder does (`ManifestError`, `ModelError`), before any scan is processed. SIGINT or SIGTERM
+stop it early (`corelab.pipeline.interrupt`): every row is still written, the unfinished ones
+``not_run``, and the same command resumes it.
 """
 
 from __future__ import annotations
@@ -24,18 +28,18 @@ import json
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from corelab.audit import invocation, package_versions
 from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.io.manifest import Manifest, ManifestRow, read_manifest
+from corelab.pipeline import runs
 from corelab.pipeline.executors import ExecutorSpec, run_dask, run_serial
+from corelab.pipeline.interrupt import StopRequest, stop_on_signals
 from corelab.pipeline.outputs import (
     atomic_write_bytes,
-    atomic_write_text,
     file_sha256,
     read_record,
     scan_sha256,
@@ -44,42 +48,19 @@ from corelab.pipeline.outputs import (
     write_record,
     write_tables,
 )
+from corelab.pipeline.progress import BatchProgress, progress_mode
 from corelab.pipeline.scan import ScanJob, ScanResult
+from corelab.pipeline.summary import BatchSummary, FailedRow
 from corelab.segment.dense import PrecisionError, precision_dtype
 
-__all__ = ["BatchSummary", "BatchOptionError", "run_batch", "RECORD_VERSION"]
+__all__ = ["BatchSummary", "BatchOptionError", "FailedRow", "run_batch", "RECORD_VERSION", "TABLE_SECONDS"]
 
 RECORD_VERSION = 1
+TABLE_SECONDS = 2.0  # volumes.csv is rewritten at most this often while scans finish
 
 
 class BatchOptionError(CorelabError):
     """An option of `run_batch` cannot be used (e.g. fewer than one worker)."""
-
-
-@dataclass(frozen=True)
-class BatchSummary:
-    """What a batch did.
-
-    out_dir: the output folder. n_rows: manifest rows. n_ok / n_failed: rows by status.
-    n_skipped: ok rows whose outputs were reused from an earlier run. n_out_of_window: rows with
-    in_window false; n_window_unknown: rows with in_window empty. seconds: wall time.
-    """
-
-    out_dir: Path
-    n_rows: int
-    n_ok: int
-    n_failed: int
-    n_skipped: int
-    n_out_of_window: int
-    n_window_unknown: int
-    seconds: float
-
-    def __str__(self) -> str:
-        return (
-            f"{self.n_rows} scans: {self.n_ok} ok ({self.n_skipped} reused from an earlier run), "
-            f"{self.n_failed} failed, {self.n_out_of_window} outside the imaging window, "
-            f"{self.n_window_unknown} with unknown timing; results in {self.out_dir} ({self.seconds:.0f} s)."
-        )
 
 
 def run_batch(
@@ -100,42 +81,60 @@ def run_batch(
     scheduler: address of a running dask scheduler (e.g. "tcp://host:8786"); scans, models folder
         and corelab must be reachable from its workers under the same paths.
     device: "cpu" or "cuda". models_dir: model folder, default the shipped ``models/``.
-    progress: show a progress bar with ETA on stderr.
+    progress: show progress: a bar with ETA on stderr on a terminal, else a line per finished scan
+        on stdout (`corelab.pipeline.progress`).
     threads: torch threads per scan; default every core in this process, ``cpu_count // workers``
         per local dask worker, ``cpu_count // nthreads`` on an outside cluster's workers.
+
+    A SIGINT or SIGTERM while it runs stops it early and still returns a summary (``interrupted``
+    set, unfinished rows ``not_run``); see `corelab.pipeline.interrupt`.
     """
     from corelab.segment.folder import default_models_dir, load_models
 
     _check_options(workers, threads, method)
-    started = dt.datetime.now(dt.timezone.utc)
-    clock = time.perf_counter()
-    manifest = read_manifest(manifest_path)
-    out = Path(out_dir) if out_dir is not None else manifest.path.parent / "corelab-results"
-    out = out.expanduser().resolve()
-    models_path = Path(models_dir).expanduser().resolve() if models_dir is not None else default_models_dir()
-    # Loaded here even for dask runs: a bad model folder stops the batch before any scan, and the
-    # checksums decide which earlier results can be reused.
-    models = load_models(models_path, device="cpu" if (workers > 1 or scheduler) else device)
-    # The analysis grid belongs to the model: networks only work on the grid they were trained on.
-    method = replace(method, grid=models.grid)
-    params = _parameters(method)
-    _prepare_output_folder(out)
-    provenance = _provenance(manifest, models, params, device, workers, scheduler, threads, started)
-    atomic_write_text(out / "run.json", json.dumps({**provenance, "finished": None}, indent=1) + "\n")
+    stop = StopRequest()
+    with stop_on_signals(stop):
+        started = dt.datetime.now(dt.timezone.utc)
+        clock = time.perf_counter()
+        manifest = read_manifest(manifest_path)
+        out = Path(out_dir) if out_dir is not None else manifest.path.parent / "corelab-results"
+        out = out.expanduser().resolve()
+        models_path = Path(models_dir).expanduser().resolve() if models_dir is not None else default_models_dir()
+        # Loaded here even for dask runs: a bad model folder stops the batch before any scan, and the
+        # checksums decide which earlier results can be reused.
+        models = load_models(models_path, device="cpu" if (workers > 1 or scheduler) else device)
+        # The analysis grid belongs to the model: networks only work on the grid they were trained on.
+        method = replace(method, grid=models.grid)
+        params = _parameters(method)
+        _prepare_output_folder(out)
+        runs.archive_unlisted_run_json(out)
+        run_id = runs.new_run_id(out, started)
+        run = runs.provenance(manifest, models, params, device=device, workers=workers, scheduler=scheduler,
+                              threads=threads, started=started, run_id=run_id,
+                              earlier=runs.earlier_runs(out, run_id))
+        runs.write_run(out, run)
 
-    outcomes, jobs, skipped = _plan_rows(out, manifest, models, params)
+        outcomes, jobs, skipped = _plan_rows(out, manifest, models, params, stop)
+        table = _LiveTable(out, manifest, model_version=models.version, method=method, run_id=run_id,
+                           started=started)
+        table.write(outcomes, excel=True)
 
-    def on_result(result: ScanResult) -> None:
-        outcomes[result.index] = _save_result(out, manifest.rows[result.index], result, models, params)
+        def on_result(result: ScanResult) -> None:
+            outcomes[result.index] = _save_result(out, manifest.rows[result.index], result, models, params, run_id)
+            table.write(outcomes)
 
-    _execute(jobs, on_result, models=models, models_path=models_path, device=device, method=method,
-             workers=workers, scheduler=scheduler, threads=threads, progress=progress)
+        header = (f"{len(manifest.rows)} rows: {len(jobs)} to segment, {skipped} reused from an earlier run, "
+                  f"{sum(bool(r.error) for r in manifest.rows)} refused by the manifest check; "
+                  f"{out / 'volumes.csv'} is updated as scans finish.")
+        _execute(jobs, on_result, stop=stop, mode=progress_mode(progress), header=header, models=models,
+                 models_path=models_path, device=device, method=method, workers=workers, scheduler=scheduler,
+                 threads=threads)
 
-    rows = [table_row(row, outcomes[i], model_version=models.version, window=method.window)
-            for i, row in enumerate(manifest.rows)]
-    write_tables(rows, manifest.extra_columns, out)
-    summary = _summary(out, rows, skipped, seconds=time.perf_counter() - clock)
-    _finish_provenance(out, provenance, summary, _inputs(out, manifest, outcomes))
+        rows = table.rows(outcomes, interrupted=stop.signal_name)
+        write_tables(rows, manifest.extra_columns, out)
+        summary = _summary(out, manifest, rows, skipped, seconds=time.perf_counter() - clock,
+                           interrupted=stop.signal_name, run_id=run_id)
+        _finish_provenance(out, run, summary, runs.inputs(out, manifest, outcomes, _record_path))
     return summary
 
 
@@ -150,8 +149,8 @@ def _check_options(workers: int, threads: int | None, method: Method) -> None:
 
 
 def _prepare_output_folder(out: Path) -> None:
-    """Create masks/, qc/ and records/ under ``out`` and remove what a killed run half wrote."""
-    for sub in ("masks", "qc", "records"):
+    """Create masks/, qc/, records/ and runs/ under ``out`` and remove what a killed run half wrote."""
+    for sub in ("masks", "qc", "records", runs.RUNS):
         (out / sub).mkdir(parents=True, exist_ok=True)
         # Half-written files of a killed run; the finished ones were moved into place already.
         for stale in (out / sub).glob(".tmp-*"):
@@ -159,14 +158,17 @@ def _prepare_output_folder(out: Path) -> None:
 
 
 def _plan_rows(
-    out: Path, manifest: Manifest, models, params: dict[str, Any]
+    out: Path, manifest: Manifest, models, params: dict[str, Any], stop: StopRequest
 ) -> tuple[dict[int, dict[str, Any]], list[ScanJob], int]:
     """Per manifest row, its outcome when it needs no processing (refused by the manifest check, or
-    reusable from an earlier run), else a job; returns (outcomes by row index, jobs, reused count)."""
+    reusable from an earlier run), else a job; returns (outcomes by row index, jobs, reused count).
+    A stop request ends the planning: the rows not looked at yet get neither (they are not run)."""
     outcomes: dict[int, dict[str, Any]] = {}
     jobs: list[ScanJob] = []
     skipped = 0
     for index, row in enumerate(manifest.rows):
+        if stop.signal_name:  # checksumming every earlier scan can take a while on a large trial
+            break
         if row.error:
             outcomes[index] = {"status": "failed", "error": row.error}
             continue
@@ -179,10 +181,44 @@ def _plan_rows(
     return outcomes, jobs, skipped
 
 
+class _LiveTable:
+    """volumes.csv while the batch runs: the rows done so far as they are, the others ``not_run``
+    with a sentence saying why (still to do, or the batch was interrupted before them)."""
+
+    def __init__(self, out: Path, manifest: Manifest, *, model_version: str, method: Method, run_id: str,
+                 started: dt.datetime) -> None:
+        self.out, self.manifest, self.model_version, self.window = out, manifest, model_version, method.window
+        self.run_id, self.started = run_id, started
+        self._written = -float("inf")
+
+    def rows(self, outcomes: dict[int, dict[str, Any]], *, interrupted: str = "") -> list[dict[str, Any]]:
+        if interrupted:
+            error = (f"Not run: the batch was interrupted ({interrupted}) before this scan was processed; run "
+                     "the same command again to process it.")
+        else:
+            error = (f"Not run yet: the batch started {self.started:%Y-%m-%d %H:%M} UTC (run {self.run_id}) had "
+                     "not processed this scan when this table was written.")
+        waiting = {"status": "not_run", "error": error}
+        return [table_row(row, outcomes.get(i, waiting), model_version=self.model_version, window=self.window,
+                          run_id=self.run_id) for i, row in enumerate(self.manifest.rows)]
+
+    def write(self, outcomes: dict[int, dict[str, Any]], *, excel: bool = False) -> None:
+        """Rewrite volumes.csv (and volumes.xlsx with ``excel``); a csv-only rewrite is skipped when
+        the last one is less than `TABLE_SECONDS` old."""
+        now = time.monotonic()
+        if not excel and now - self._written < TABLE_SECONDS:
+            return
+        write_tables(self.rows(outcomes), self.manifest.extra_columns, self.out, excel=excel)
+        self._written = now
+
+
 def _execute(
     jobs: list[ScanJob],
     on_result: Callable[[ScanResult], None],
     *,
+    stop: StopRequest,
+    mode: str,
+    header: str,
     models,
     models_path: Path,
     device: str,
@@ -190,48 +226,66 @@ def _execute(
     workers: int,
     scheduler: str | None,
     threads: int | None,
-    progress: bool,
 ) -> None:
-    """Process ``jobs`` in this process or on dask, handing each result to ``on_result`` here."""
-    with _Progress(total=len(jobs), enabled=progress) as bar:
+    """Process ``jobs`` in this process or on dask, handing each result to ``on_result`` here,
+    until they are done or ``stop`` says to take no more (a hard stop abandons the scans in flight)."""
+    with BatchProgress(total=len(jobs), mode=mode) as bar:
+        bar.note(header)
+        stop.on_first = lambda name: bar.note(
+            f"corelab: {name} received: no new scans will start; the scans in flight finish first (Ctrl-C "
+            "again stops them now). Every row is written to volumes.csv before corelab exits.")
+
         def handle(result: ScanResult) -> None:
             on_result(result)
-            bar.advance()
+            bar.finished(result)
 
-        if workers > 1 or scheduler:
-            spec = ExecutorSpec(workers=workers, scheduler=scheduler)
-            run_dask(jobs, spec=spec, models_dir=str(models_path), device=device, method=method,
-                     on_result=handle, threads=threads)
-        else:
-            run_serial(jobs, models, device=device, method=method, on_result=handle,
-                       threads=threads or os.cpu_count() or 1)
+        try:
+            with stop.hard_stop():
+                if workers > 1 or scheduler:
+                    spec = ExecutorSpec(workers=workers, scheduler=scheduler)
+                    run_dask(jobs, spec=spec, models_dir=str(models_path), device=device, method=method,
+                             on_result=handle, threads=threads, stop=stop)
+                else:
+                    run_serial(jobs, models, device=device, method=method, on_result=handle,
+                               threads=threads or os.cpu_count() or 1, stop=stop,
+                               on_start=lambda job: bar.started(job.patient_id))
+        except KeyboardInterrupt:
+            stop.signal_name = stop.signal_name or "SIGINT"
 
 
-def _summary(out: Path, rows: list[dict[str, Any]], skipped: int, *, seconds: float) -> BatchSummary:
+def _summary(out: Path, manifest: Manifest, rows: list[dict[str, Any]], skipped: int, *, seconds: float,
+             interrupted: str, run_id: str) -> BatchSummary:
+    failures = tuple(FailedRow(m.row, r["patient_id"], r["error"])
+                     for m, r in zip(manifest.rows, rows) if r["status"] == "failed")
     return BatchSummary(
         out_dir=out,
         n_rows=len(rows),
         n_ok=sum(r["status"] == "ok" for r in rows),
-        n_failed=sum(r["status"] == "failed" for r in rows),
+        n_failed=len(failures),
         n_skipped=skipped,
         n_out_of_window=sum(r["in_window"] is False for r in rows),
         n_window_unknown=sum(r["in_window"] is None and r["status"] == "ok" for r in rows),
         seconds=seconds,
+        n_not_run=sum(r["status"] == "not_run" for r in rows),
+        interrupted=interrupted,
+        failures=failures,
+        run_id=run_id,
     )
 
 
-def _finish_provenance(out: Path, provenance: dict[str, Any], summary: BatchSummary,
+def _finish_provenance(out: Path, run: dict[str, Any], summary: BatchSummary,
                        inputs: list[dict[str, str]]) -> None:
-    """Complete run.json (end time, counts, per-row inputs) and write it again."""
+    """Complete this run's file (end time, counts, per-row inputs) and write it and run.json again."""
     finished = dt.datetime.now(dt.timezone.utc)
-    provenance.update(
+    run.update(
         finished=finished.isoformat(timespec="seconds"),
         seconds=round(summary.seconds, 1),
+        interrupted=summary.interrupted or None,
         counts={"rows": summary.n_rows, "ok": summary.n_ok, "failed": summary.n_failed,
-                "reused": summary.n_skipped},
+                "not_run": summary.n_not_run, "reused": summary.n_skipped},
         inputs=inputs,
     )
-    atomic_write_text(out / "run.json", json.dumps(provenance, indent=1) + "\n")
+    runs.write_run(out, run)
 
 
 def _parameters(method: Method) -> dict[str, Any]:
@@ -268,8 +322,10 @@ def _reusable_record(out: Path, row: ManifestRow, models, params: dict[str, Any]
     return record
 
 
-def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params: dict[str, Any]) -> dict[str, Any]:
-    """Write one scan's mask, QC image and (last) its record; return the record."""
+def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params: dict[str, Any],
+                 run_id: str) -> dict[str, Any]:
+    """Write one scan's mask, QC image and (last) its record, which names the run (``run_id``) that
+    computed it; return the record."""
     record: dict[str, Any] = {
         "record_version": RECORD_VERSION,
         "patient_id": row.patient_id,
@@ -284,6 +340,7 @@ def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params
         "scan_sha256": result.scan_sha256,
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         "host": socket.gethostname(),
+        "run_id": run_id,
     }
     if result.status == "ok":
         mask_rel, qc_rel = f"masks/{row.patient_id}.nii.gz", f"qc/{row.patient_id}.png"
@@ -309,72 +366,3 @@ def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params
         )
     write_record(_record_path(out, row.patient_id), record)
     return record
-
-
-def _provenance(manifest: Manifest, models, params, device, workers, scheduler, threads, started) -> dict[str, Any]:
-    """run.json's who/when/what, written before the first scan (``finished`` and ``inputs`` follow)."""
-    return {
-        "tool": "corelab run",
-        "versions": package_versions(),
-        **invocation(),
-        "cpu_count": os.cpu_count(),
-        "manifest": str(manifest.path),
-        "manifest_sha256": file_sha256(manifest.path),
-        "models": {"folder": str(models.folder), "version": models.version, "checksums": dict(models.checksums),
-                   "cutoffs": dict(models.cutoffs), "smoothing_mm": models.smoothing_mm,
-                   "brain_reference_hu": models.norm.brain_reference_hu},
-        "parameters": {**params, "device": device, "workers": workers, "scheduler": scheduler, "threads": threads},
-        "started": started.isoformat(timespec="seconds"),
-    }
-
-
-def _inputs(out: Path, manifest: Manifest, outcomes: dict[int, dict[str, Any]]) -> list[dict[str, str]]:
-    """Per manifest row, the scan path as given and the checksum of the bytes that were segmented
-    ("" when the row failed before its scan was read); the full result is in ``record``."""
-    rows = []
-    for index, row in enumerate(manifest.rows):
-        outcome = outcomes.get(index, {})
-        has_record = "record_version" in outcome  # rows refused by the manifest check have none
-        rows.append({
-            "patient_id": row.patient_id,
-            "scan": str(row.scan) if row.scan else "",
-            "scan_sha256": outcome.get("scan_sha256", ""),
-            "status": outcome.get("status", "failed"),
-            "record": _record_path(out, row.patient_id).relative_to(out).as_posix() if has_record else "",
-        })
-    return rows
-
-
-class _Progress:
-    """A rich progress bar with ETA on stderr (a no-op when disabled)."""
-
-    def __init__(self, *, total: int, enabled: bool) -> None:
-        self.total, self.enabled, self._progress, self._task = total, enabled and total > 0, None, None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
-            )
-            self._progress.__enter__()
-            self._task = self._progress.add_task("scans", total=self.total)
-        return self
-
-    def advance(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._task)
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)

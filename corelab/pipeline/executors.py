@@ -16,10 +16,14 @@ bounded on an outside cluster too.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from corelab import bound_onednn_cache
 from corelab.config import Method
@@ -78,10 +82,20 @@ def run_serial(
     method: Method,
     on_result: Callable[[ScanResult], None],
     threads: int = 1,
+    stop: Callable[[], bool] | None = None,
+    on_start: Callable[[ScanJob], None] | None = None,
 ) -> None:
-    """Process ``jobs`` one after another in this process with the already loaded ``models``."""
+    """Process ``jobs`` one after another in this process with the already loaded ``models``.
+
+    ``stop``: asked before each scan; once it returns True no further scan starts.
+    ``on_start``: told each job as it starts (e.g. to show the patient being segmented).
+    """
     with torch_settings(threads):
         for job in jobs:
+            if stop is not None and stop():
+                return
+            if on_start is not None:
+                on_start(job)
             on_result(process_scan(job, models, device=device, method=method))
 
 
@@ -110,10 +124,12 @@ def run_dask(
     method: Method,
     on_result: Callable[[ScanResult], None],
     threads: int | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """Process ``jobs`` on dask: a local cluster of ``spec.workers`` processes (1 thread each), or
-    the cluster at ``spec.scheduler``. Results come back here as they finish."""
-    from distributed import Client, LocalCluster, as_completed
+    the cluster at ``spec.scheduler``. Results come back here as they finish. Once ``stop()``
+    returns True the scans no worker has started are cancelled; the ones in flight still finish."""
+    from distributed import Client, LocalCluster
 
     if not jobs:
         return
@@ -121,13 +137,14 @@ def run_dask(
     if spec.scheduler:
         client = Client(spec.scheduler, timeout="30s")
     else:
-        cluster = LocalCluster(
-            n_workers=spec.workers,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            silence_logs=40,
-        )
+        with _children_ignore_sigint():
+            cluster = LocalCluster(
+                n_workers=spec.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=40,
+            )
         client = Client(cluster)
         threads = threads or max(1, (os.cpu_count() or 1) // spec.workers)
     try:
@@ -136,15 +153,63 @@ def run_dask(
             client.submit(_remote, job, models_dir, device, method, threads, key=f"corelab-{run}-{job.index}", pure=False): job
             for job in jobs
         }
-        for future in as_completed(futures):
-            job = futures[future]
+        _collect(client, futures, on_result, stop)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _collect(client, futures: dict, on_result: Callable[[ScanResult], None], stop: Callable[[], bool] | None) -> None:
+    """Hand each future's result to ``on_result`` as it finishes. Polled rather than blocking on the
+    next result, so a stop request is seen within a tenth of a second, not after the next scan."""
+    pending = dict(futures)
+    stopping = False
+    while pending:
+        if not stopping and stop is not None and stop():
+            stopping = True
+            _cancel_not_started(client, pending)
+        done = [future for future in pending if future.done()]
+        if not done:
+            time.sleep(0.1)
+            continue
+        for future in done:
+            job = pending.pop(future)
             try:
                 result = future.result()
             except Exception as error:  # noqa: BLE001 - a lost worker fails this scan only
                 result = lost_scan(job, error)
             on_result(result)
             future.release()
+
+
+def _executing(dask_worker) -> list[str]:
+    """Keys of the tasks this worker is executing (run on each worker by `_cancel_not_started`)."""
+    return [str(task.key) for task in dask_worker.state.executing]
+
+
+def _cancel_not_started(client, pending: dict) -> None:
+    """Cancel the futures of ``pending`` that no worker is executing, and drop them from it. (The
+    scheduler's "processing" also counts tasks queued on a worker behind the running one.)"""
+    busy = {key for keys in client.run(_executing).values() for key in keys}
+    waiting = [future for future in pending if str(future.key) not in busy]
+    if waiting:
+        client.cancel(waiting)
+    for future in waiting:
+        pending.pop(future)
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Processes started inside the block inherit an ignored SIGINT. A terminal's Ctrl-C reaches
+    every process of its group: without this it kills the local workers and the scans in flight,
+    where `corelab run` means to let them finish (`corelab.pipeline.interrupt`). A SIGINT while the
+    workers start (a few seconds) is ignored by this process too."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        signal.signal(signal.SIGINT, old)

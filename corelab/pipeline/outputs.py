@@ -137,9 +137,12 @@ def _iso(value: dt.datetime | None) -> str:
 
 
 def table_row(row: ManifestRow, outcome: dict[str, Any], *, model_version: str,
-              window: TimingWindow = TimingWindow()) -> dict[str, Any]:
+              window: TimingWindow = TimingWindow(), run_id: str = "") -> dict[str, Any]:
     """One volumes.csv row (unrounded, see `write_tables`) from a manifest row and its outcome (a
-    record as `corelab.pipeline.batch` writes it, or ``{"status": "failed", "error": ...}``).
+    record as `corelab.pipeline.batch` writes it, or ``{"status": "failed" or "not_run", "error": ...}``).
+
+    ``run_id``: the current run (`corelab.pipeline.runs`); a record names the run that computed it
+    (empty for a record written before runs were named), any other outcome is this run's.
 
     Timing is recomputed from the current manifest on every run, so a corrected onset takes effect
     without segmenting the scan again; ``window``: the imaging window (`corelab.config.TimingWindow`).
@@ -156,6 +159,7 @@ def table_row(row: ManifestRow, outcome: dict[str, Any], *, model_version: str,
         "scan": str(row.scan) if row.scan else "",
         "series_uid": row.series_uid,
         "model_version": model_version,
+        "run_id": outcome.get("run_id", "") if "record_version" in outcome else run_id,
         **dict(row.extra),
     }
     flags: list[str] = []
@@ -206,11 +210,13 @@ def _cell(column: str, value: Any) -> Any:
     return value
 
 
-def write_tables(rows: list[dict[str, Any]], extra_columns: tuple[str, ...], out_dir: str | Path) -> pd.DataFrame:
+def write_tables(rows: list[dict[str, Any]], extra_columns: tuple[str, ...], out_dir: str | Path, *,
+                 excel: bool = True) -> pd.DataFrame:
     """Write ``volumes.csv`` and ``volumes.xlsx`` (same content, manifest order) and return the table.
 
     Columns: `corelab.io.manifest.OUTPUT_COLUMNS`, then the manifest's extra columns unchanged.
-    Empty cells mean unknown (``in_window``) or not measured (a failed row).
+    Empty cells mean unknown (``in_window``) or not measured (a failed or not_run row).
+    ``excel``: False writes volumes.csv only (the rewrites while a batch runs).
     """
     out_dir = Path(out_dir)
     columns = list(OUTPUT_COLUMNS) + [c for c in extra_columns if c not in OUTPUT_COLUMNS]
@@ -220,6 +226,8 @@ def write_tables(rows: list[dict[str, Any]], extra_columns: tuple[str, ...], out
     inert = neutralize_frame(table)  # manifest text must not become a live spreadsheet formula
     with atomic_path(out_dir / "volumes.csv") as tmp:
         inert.to_csv(tmp, index=False)
+    if not excel:
+        return table
     with atomic_path(out_dir / "volumes.xlsx") as tmp:
         with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
             inert.to_excel(writer, index=False, sheet_name="volumes")

@@ -94,7 +94,7 @@ def test_end_to_end_outputs_read_back_and_volumes_equal_mask_counts(tmp_path, mo
     assert np.array_equal(a, b)
 
     run = json.loads((out / "run.json").read_text())
-    assert run["finished"] and run["counts"] == {"rows": 5, "ok": 5, "failed": 0, "reused": 0}
+    assert run["finished"] and run["counts"] == {"rows": 5, "ok": 5, "failed": 0, "not_run": 0, "reused": 0}
     assert run["models"]["checksums"] and run["versions"]["torch"] and run["host"]
     assert {"smoothing_mm", "brain_reference_hu"} <= set(run["models"])  # the methods page states both
     assert run["parameters"]["method"]["grid"]["pixel_mm"] == 1.5
@@ -131,8 +131,8 @@ def test_bad_rows_fail_or_are_flagged_and_the_rest_go_on(tmp_path, models, capfd
     trial = make_trial(folder, n=2, rows=rows, models=models)
     summary = run_batch(trial.manifest, out_dir=tmp_path / "out", models_dir=trial.models,
                         method=SMALL_METHOD, progress=True, threads=1)
-    progress = capfd.readouterr().err
-    assert "segmenting" in progress and "6/6" in progress  # six rows pass the manifest checks
+    progress = capfd.readouterr()  # not a terminal: a plain line per finished scan on stdout
+    assert "6 to segment" in progress.err and "scan 6/6  " in progress.out  # six rows pass the manifest checks
     table = _table(tmp_path / "out").set_index("patient_id", drop=False)
     assert table["patient_id"].tolist() == list(trial.ids)
     status = dict(zip(table["patient_id"], table["status"]))
