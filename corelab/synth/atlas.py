@@ -34,7 +34,6 @@ from corelab.synth.atlas_territories import ATLAS_TERRITORIES, atlas_territory_m
 from corelab.synth.atlas_warp import SampledHead, sample_template, smooth_coordinates
 from corelab.synth.fields import smooth_noise
 from corelab.synth.phantom import (
-    FLUID_HU,
     FineScan,
     LesionFacts,
     Phantom,
@@ -304,21 +303,8 @@ def _infarct(rng, q, hypodensity, territory, side, volume_ml, allowed, parenchym
         for _ in range(satellites):
             infarct |= lesions.satellite(rng, *q, ter, side, 1.0, allowed & ~infarct, mid, grid.voxel_ml,
                                          rule=atlas_territory_mask)
-    if hypodensity != "severe":
-        # Acute swelling effaces the sulci over a young infarct (see `phantom._draw_patient`).
-        effaced = lesions.effaced_sulci(infarct, lab == T.CSF, depth, max_depth_mm=17.0)
-        lab[effaced] = T.GM
-        hu[effaced] = thu.gm
-        infarct |= effaced
-    if rng.random() < 0.2:
-        hem, hem_kind = lesions.hemorrhage(rng, infarct, parenchyma, fine, mid, grid.voxel_ml)
-        hu[hem] = (rng.uniform(55, 80) + 8 * fine[hem]).astype(np.float32)
-    infarct &= ~hem
-    weight = lesions.drop_weight(rng, infarct, hypodensity, mid, grid.spacing)
-    if hypodensity == "subtle":
-        # Loss of grey-white differentiation: grey matter falls towards white matter (as `make_patient`).
-        loss = float(rng.uniform(1.5, 3.0))
-        deficit = np.where(infarct, -(np.clip(hu - thu.wm, 0.0, None) + loss), 0.0).astype(np.float32)
-    else:
-        deficit = np.where(infarct, FLUID_HU - hu, 0.0).astype(np.float32)
+    infarct, hem, hem_kind, weight, deficit = lesions.finish_infarct(
+        rng, infarct, hypodensity=hypodensity, lab=lab, hu=hu, thu=thu, depth=depth, parenchyma=parenchyma,
+        fine=fine, mid=mid, grid=grid, csf_code=T.CSF, gm_code=T.GM, max_depth_mm=17.0,
+    )
     return infarct, hem, weight, deficit, hem_kind, satellites

@@ -226,3 +226,35 @@ def effaced_sulci(infarct: np.ndarray, csf: np.ndarray, depth_mm: np.ndarray, *,
     near = ndi.binary_dilation(infarct[box], iterations=2)
     out[box] = near & csf[box] & (depth_mm[box] > 0) & (depth_mm[box] < max_depth_mm)
     return out
+
+
+FLUID_HU = 8.0  # what fully necrotic, oedematous tissue tends to (close to CSF)
+
+
+def finish_infarct(rng, infarct, *, hypodensity, lab, hu, thu, depth, parenchyma, fine, mid, grid, csf_code, gm_code,
+                   max_depth_mm):
+    """What every family does to a grown infarct, in one order of random draws: effaced sulci (young
+    infarcts), haemorrhage in 1 of 5, the drop weight and the HU deficit. Changes ``lab``, ``hu`` and
+    returns (infarct, hem, hem_kind, weight, deficit)."""
+    if hypodensity != "severe":
+        # Acute swelling effaces the sulci over a young infarct: their CSF becomes swollen,
+        # infarcted cortex (older, severe infarcts keep or widen them).
+        effaced = effaced_sulci(infarct, lab == csf_code, depth, max_depth_mm=max_depth_mm)
+        lab[effaced] = gm_code
+        hu[effaced] = thu.gm
+        infarct = infarct | effaced
+    hem, hem_kind = np.zeros(infarct.shape, dtype=bool), ""
+    if rng.random() < 0.2:
+        hem, hem_kind = hemorrhage(rng, infarct, parenchyma, fine, mid, grid.voxel_ml)
+        hu[hem] = (rng.uniform(55, 80) + 8 * fine[hem]).astype(np.float32)
+    infarct = infarct & ~hem
+    weight = drop_weight(rng, infarct, hypodensity, mid, grid.spacing)
+    if hypodensity == "subtle":
+        # A subtle infarct shows as loss of grey-white differentiation (insular ribbon, obscured
+        # lentiform nucleus): grey matter falls towards white matter, which itself loses only
+        # 1.5-3 HU. The phantom scales this pattern to the drawn contrast.
+        loss = float(rng.uniform(1.5, 3.0))
+        deficit = np.where(infarct, -(np.clip(hu - thu.wm, 0.0, None) + loss), 0.0).astype(np.float32)
+    else:
+        deficit = np.where(infarct, FLUID_HU - hu, 0.0).astype(np.float32)
+    return infarct, hem, hem_kind, weight, deficit

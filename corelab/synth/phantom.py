@@ -23,7 +23,6 @@ __all__ = [
     "draw_with_retries",
 ]
 
-FLUID_HU = 8.0  # what fully necrotic, oedematous tissue tends to (close to CSF)
 MIXED = 255  # tissue code of an output voxel that mixes tissues
 
 
@@ -224,26 +223,10 @@ def _draw_patient(
             for _ in range(satellites):
                 free = allowed & ~infarct
                 infarct |= lesions.satellite(rng, x, y, z, ter, side, anat.scale, free, mid, grid.voxel_ml)
-        if hypodensity != "severe":
-            # Acute swelling effaces the sulci over a young infarct: their CSF becomes swollen,
-            # infarcted cortex (older, severe infarcts keep or widen them).
-            effaced = lesions.effaced_sulci(infarct, lab == T.CSF, depth, max_depth_mm=anat.sulcus_depth_mm + 2)
-            lab[effaced] = T.GM
-            hu[effaced] = thu.gm
-            infarct |= effaced
-        if rng.random() < 0.2:
-            hem, hem_kind = lesions.hemorrhage(rng, infarct, parenchyma, fine, mid, grid.voxel_ml)
-            hu[hem] = (rng.uniform(55, 80) + 8 * fine[hem]).astype(np.float32)
-        infarct &= ~hem
-        weight = lesions.drop_weight(rng, infarct, hypodensity, mid, grid.spacing)
-        if hypodensity == "subtle":
-            # A subtle infarct shows as loss of grey-white differentiation (insular ribbon,
-            # obscured lentiform nucleus): grey matter falls towards white matter, which itself
-            # loses only 1.5-3 HU. The phantom scales this pattern to the drawn contrast.
-            loss = float(rng.uniform(1.5, 3.0))
-            deficit = np.where(infarct, -(np.clip(hu - thu.wm, 0.0, None) + loss), 0.0).astype(np.float32)
-        else:
-            deficit = np.where(infarct, FLUID_HU - hu, 0.0).astype(np.float32)
+        infarct, hem, hem_kind, weight, deficit = lesions.finish_infarct(
+            rng, infarct, hypodensity=hypodensity, lab=lab, hu=hu, thu=thu, depth=depth, parenchyma=parenchyma,
+            fine=fine, mid=mid, grid=grid, csf_code=T.CSF, gm_code=T.GM, max_depth_mm=anat.sulcus_depth_mm + 2,
+        )
 
     tissue = pure_tissue(lab, sub_z=grid.sub_z, step_xy=grid.step_xy)
     bone = (lab == T.BONE) | (lab == T.DIPLOE) | (lab == T.CALC)
