@@ -24,7 +24,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: flags read as flags (rich's panels print them as "<bool>"), and the
+    # examples in the docstrings keep their line breaks.
+    rich_markup_mode=None,
 )
+
+# `corelab train --help` shows TrainOptions' defaults without importing torch; a test checks that
+# these words match corelab.train.recipe.TrainOptions().
+TRAIN_DEFAULTS = {"patches_per_class": "40000", "epochs": "8", "threads": "1"}
 
 
 def _version(value: bool) -> None:
@@ -55,7 +62,10 @@ def _errors_as_exit() -> Iterator[None]:
 
 @app.command()
 def run(
-    manifest: Annotated[Path, typer.Argument(help="Trial manifest (.xlsx or .csv), one row per follow-up scan.")],
+    manifest: Annotated[
+        Path, typer.Argument(metavar="MANIFEST", help="Trial manifest (.xlsx or .csv), one row per follow-up scan, "
+                                                      "or a folder holding manifest.xlsx or manifest.csv.")
+    ],
     out: Annotated[
         Optional[Path], typer.Option("--out", help="Output folder.", show_default="corelab-results/ beside the manifest")
     ] = None,
@@ -82,6 +92,13 @@ def run(
     input or options (bad manifest, missing model folder, bad option value; nothing is processed);
     130 interrupted by Ctrl-C or SIGTERM (every row is written, unfinished ones not_run; the same
     command again resumes, reusing the finished scans).
+
+    Examples:
+
+    \b
+        corelab run trial/manifest.xlsx
+        corelab run trial/ --workers 2 --out results/
+        corelab run manifest.csv --scheduler tcp://cluster:8786 --models my-models/
     """
     try:
         bound_onednn_cache()  # before torch's first convolution here or in a local worker
@@ -121,7 +138,14 @@ def compare(
     out: Annotated[Optional[Path], typer.Option("--out", help="PDF path.", show_default="RESULTS/agreement.pdf")] = None,
     trial: Annotated[Optional[str], typer.Option("--trial", help="Trial name for the title page.")] = None,
 ) -> None:
-    """Agreement of RESULTS with manual reads: agreement.pdf, agreement.xlsx and agreement.html."""
+    """Agreement of RESULTS with manual reads: agreement.pdf, agreement.xlsx and agreement.html.
+
+    Examples:
+
+    \b
+        corelab compare corelab-results --reference manual/
+        corelab compare --reference reader-a/ --against reader-b/ --trial "TRIAL-1"
+    """
     from corelab.report.agreement_report import compare as compare_reads
 
     with _errors_as_exit():
@@ -131,19 +155,33 @@ def compare(
 
 @app.command()
 def train(
-    cohort: Annotated[Path, typer.Argument(help="Cohort folder: manifest + manual/<id>.nii.gz (+ truth/ labels).")],
+    cohort: Annotated[Path, typer.Argument(metavar="COHORT_DIR", help="Cohort folder: manifest + manual/<id>.nii.gz (+ truth/ labels).")],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     single: Annotated[bool, typer.Option("--single", help="Also train the single-CNN baseline.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (split, sampling, initialisation).")] = 0,
     patches_per_class: Annotated[
-        Optional[int], typer.Option("--patches-per-class", min=100, help="Lesion patches per network (as many background).")
+        Optional[int],
+        typer.Option("--patches-per-class", min=100, help="Lesion patches per network (as many background).",
+                     show_default=TRAIN_DEFAULTS["patches_per_class"]),
     ] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Training epochs per network.")] = None,
+    epochs: Annotated[
+        Optional[int],
+        typer.Option("--epochs", min=1, help="Training epochs per network.", show_default=TRAIN_DEFAULTS["epochs"]),
+    ] = None,
     threads: Annotated[
-        Optional[int], typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest on a busy 2-core machine).")
+        Optional[int],
+        typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest on a busy 2-core machine).",
+                     show_default=TRAIN_DEFAULTS["threads"]),
     ] = None,
 ) -> None:
-    """Train the four CNNs (severe, intermediate, subtle, hemorrhage) with the paper's recipe."""
+    """Train the four CNNs (severe, intermediate, subtle, hemorrhage) with the paper's recipe.
+
+    Examples:
+
+    \b
+        corelab train cohort/ --out my-models/ --single
+        corelab train cohort/ --out quick-models/ --patches-per-class 2000 --epochs 2
+    """
     bound_onednn_cache()  # before torch's first convolution
     from dataclasses import replace
 
@@ -158,7 +196,7 @@ def train(
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Argument(help="Folder for the synthetic trial.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT_DIR", help="Folder for the synthetic trial.")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of patients.")] = 20,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same trial.")] = 0,
     thin_slices: Annotated[bool, typer.Option("--thin-slices", help="0.5-1.5 mm slices instead of 5 mm.")] = False,
@@ -172,7 +210,14 @@ def synth(
         ),
     ] = "procedural",
 ) -> None:
-    """A synthetic trial: phantom head CTs, manifest.xlsx, manual reads and truth labels."""
+    """A synthetic trial: phantom head CTs, manifest.xlsx, manual reads and truth labels.
+
+    Examples:
+
+    \b
+        corelab synth demo-trial/ --n 10 --seed 1 --preview
+        corelab synth atlas-trial/ --n 100 --seed 7 --family atlas
+    """
     from corelab import synth as synthetic
 
     with _errors_as_exit():

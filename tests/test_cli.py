@@ -49,6 +49,24 @@ def test_run_then_compare_from_the_command_line(tmp_path):
     assert (out / "agreement.xlsx").is_file() and (out / "agreement.html").is_file()
 
 
+def test_help_shows_flags_as_flags_defaults_and_examples():
+    for command in ("run", "compare", "train", "synth"):
+        text = runner.invoke(app, [command, "--help"]).output
+        assert "<bool>" not in text and "Examples:" in text, command
+    synth_help = runner.invoke(app, ["synth", "--help"]).output
+    assert "corelab synth demo-trial/ --n 10 --seed 1 --preview\n" in synth_help  # examples keep their lines
+
+
+def test_train_help_shows_the_recipe_defaults():
+    from corelab.cli import TRAIN_DEFAULTS
+    from corelab.train.recipe import TrainOptions
+
+    defaults = TrainOptions()
+    assert {name: str(getattr(defaults, name)) for name in TRAIN_DEFAULTS} == TRAIN_DEFAULTS
+    text = " ".join(runner.invoke(app, ["train", "--help"]).output.split())
+    assert all(f"[default: ({value})" in text for value in TRAIN_DEFAULTS.values())
+
+
 def test_missing_manifest_is_one_sentence_and_exit_code_2(tmp_path):
     result = runner.invoke(app, ["run", str(tmp_path / "nope.xlsx")])
     assert result.exit_code == 2
@@ -69,3 +87,4 @@ def test_synth_writes_a_readable_trial(tmp_path):
     manifest = pd.read_excel(tmp_path / "trial" / "manifest.xlsx", dtype={"patient_id": str})
     assert len(manifest) == 1
     assert (tmp_path / "trial" / "truth.csv").is_file()
+    assert "wrote 1 patient (" in result.output and "TrialSummary(" not in result.output

@@ -59,6 +59,7 @@ class ManifestRow:
     row: the row's number as a spreadsheet shows it (header is row 1, first scan row 2).
     patient_id: text, stripped; never evaluated ("007" stays "007").
     scan: absolute path of the scan (file or DICOM folder), or None when the cell is empty.
+    scan_text: the scan cell as written (DESIGN keeps paths as given: the output table shows this).
     onset, scan_time: parsed date-times (naive = site local clock), or None when empty or unreadable.
     onset_text, scan_time_text: the cells as written, for the output table.
     series_uid: the SeriesInstanceUID to use, or "".
@@ -76,6 +77,7 @@ class ManifestRow:
     series_uid: str
     extra: tuple[tuple[str, Any], ...]
     error: str = ""
+    scan_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,18 @@ def imaging_window(
     return Timing(hours, inside, flag)
 
 
+MANIFEST_NAMES = ("manifest.xlsx", "manifest.csv")  # what a trial folder's manifest is called
+
+
+def find_manifest(folder: Path) -> Path | None:
+    """A trial folder's manifest (`MANIFEST_NAMES`, the first that exists), or None.
+
+    >>> find_manifest(Path("/no/such/trial")) is None
+    True
+    """
+    return next((folder / name for name in MANIFEST_NAMES if (folder / name).is_file()), None)
+
+
 def read_manifest(path: str | Path, *, now: dt.datetime | None = None) -> Manifest:
     """Read and check a manifest (.xlsx or .csv); bad rows carry an ``error`` instead of raising.
 
@@ -182,6 +196,11 @@ def read_manifest(path: str | Path, *, now: dt.datetime | None = None) -> Manife
     """
     now = now if now is not None else dt.datetime.now()
     path = Path(path).expanduser().resolve()
+    if path.is_dir():  # a trial folder: its manifest.xlsx or manifest.csv
+        found = find_manifest(path)
+        if found is None:
+            raise ManifestError(f"The folder {path} holds no {' or '.join(MANIFEST_NAMES)}; give the manifest file.")
+        path = found
     if not path.is_file():
         raise ManifestError(f"The manifest {path} does not exist.")
     suffix = path.suffix.lower()
@@ -282,6 +301,7 @@ def _check_row(number: int, cell, extra, base: Path, now: dt.datetime) -> Manife
         row=number,
         patient_id=patient_id,
         scan=scan,
+        scan_text=scan_text,
         onset=parsed["onset"],
         scan_time=parsed["scan_time"],
         onset_text=_text(cell("onset")),

@@ -66,6 +66,11 @@ class TrialSummary:
     n_controls: int
     seconds_per_patient: float
 
+    def __str__(self) -> str:
+        return (f"wrote {self.n_patients} patient{'' if self.n_patients == 1 else 's'} ({self.n_dicom} DICOM series, {self.n_nifti} NIfTI, "
+                f"{self.n_controls} without infarct) to {self.out_dir}: manifest {self.manifest.name}, truth "
+                f"{self.truth_csv.name}, manual reads in manual/ ({self.seconds_per_patient:.1f} s per patient)")
+
 
 def make_trial(
     out_dir: str | Path, *, n: int = 20, seed: int = 0, thin_slices: bool = False, matrix: int = 512, n_sites: int = 4,

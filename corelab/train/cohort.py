@@ -20,6 +20,7 @@ import numpy as np
 from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU, Method
 from corelab.errors import CohortError, CorelabError
 from corelab.io.files import find_image
+from corelab.io.manifest import MANIFEST_NAMES, find_manifest, read_manifest
 from corelab.measure import hypodensity_class
 from corelab.segment.norm import InputNorm
 
@@ -148,10 +149,10 @@ def _crop_box(region: np.ndarray) -> tuple[slice, slice, slice]:
 
 
 def _find_manifest(cohort_dir: Path) -> Path:
-    for name in ("manifest.xlsx", "manifest.csv"):
-        if (cohort_dir / name).is_file():
-            return cohort_dir / name
-    raise MissingManifestError(f"The cohort folder {cohort_dir} has no manifest.xlsx or manifest.csv.")
+    found = find_manifest(cohort_dir)
+    if found is None:
+        raise MissingManifestError(f"The cohort folder {cohort_dir} has no {' or '.join(MANIFEST_NAMES)}.")
+    return found
 
 
 def load_cohort(
@@ -163,7 +164,6 @@ def load_cohort(
     log: Callable[[str], None] = print,
 ) -> list[PreparedScan]:
     """Read every manifest row's scan, manual mask and (when present) truth labels, preprocessed."""
-    from corelab.io.manifest import read_manifest
     from corelab.io.read import read_mask, read_scan
     from corelab.io.volume import same_geometry
     from corelab.preprocess import analysis_region, mask_to_analysis_grid, to_analysis_grid

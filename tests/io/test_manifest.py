@@ -268,3 +268,15 @@ def test_quoted_cells_with_commas_and_doubled_quotes_are_read_whole(scans):
     assert row.extra == (("site", 'Rotterdam, "EMC"'),) and row.error == ""
     (scans / "s.csv").write_text('patient_id;scan;site\nP1;scans/a.nii.gz;"a;""b"""\n')
     assert read_manifest(scans / "s.csv").rows[0].extra == (("site", 'a;"b"'),)
+
+
+def test_a_trial_folder_stands_for_its_manifest(scans):
+    (scans / "manifest.csv").write_text("patient_id,scan\nP1,scans/a.nii.gz\n")
+    manifest = read_manifest(scans)
+    assert manifest.path == (scans / "manifest.csv").resolve()
+    assert [row.patient_id for row in manifest.rows] == ["P1"]
+
+
+def test_a_folder_without_a_manifest_is_one_sentence(tmp_path):
+    with pytest.raises(ManifestError, match="holds no manifest.xlsx or manifest.csv"):
+        read_manifest(tmp_path)
