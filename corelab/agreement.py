@@ -18,6 +18,10 @@ Definitions (also printed in the report):
   regression of the difference on the pair mean; slope with 95% CI and p (H0: slope 0).
 - Lin's concordance correlation coefficient (Lin 1989, Biometrics 45:255) with n denominators; 95%
   CI from Fisher's z with Lin's asymptotic variance.
+- Minimum n: the report gives no interval, limit, SD, ICC, CCC or slope for fewer than
+  ``MIN_N_INTERVAL`` values (`withhold_small_n`): with 1 to 4 patients a t-based CI spans orders of
+  magnitude (t(1) = 12.7) and an SD is noise, so they are left empty and the note says "n too
+  small". Point estimates (bias, geometric mean ratio, means, medians) are kept with their n.
 """
 
 from __future__ import annotations
@@ -31,17 +35,38 @@ from scipy import stats
 
 __all__ = [
     "LOA_Z",
+    "MIN_N_INTERVAL",
     "icc",
     "bland_altman",
     "concordance",
     "distribution",
     "agreement_row",
     "agreement_table",
+    "withhold_small_n",
     "rounded",
 ]
 
 LOA_Z = 1.96  # limits of agreement: bias +- 1.96 SD (95% of differences, normal approximation)
 _ALPHA = 0.05
+# The one minimum n of the report: below it no interval (CI, IQR), limit of agreement, SD, ICC, CCC or
+# regression slope is given, only "n too small". 5 keeps t(n-1) below 2.8 (t(4) = 2.78).
+MIN_N_INTERVAL = 5
+# Per statistic: the n that counts, and the columns that are spreads or intervals of it.
+_SMALL_N_COLUMNS = {
+    "icc_n": ("icc_a1", "icc_a1_ci_low", "icc_a1_ci_high", "icc_c1", "icc_c1_ci_low", "icc_c1_ci_high",
+              "ccc", "ccc_ci_low", "ccc_ci_high"),
+    "ba_n": ("ba_bias_ci_low", "ba_bias_ci_high", "ba_sd", "ba_loa_low", "ba_loa_low_ci_low", "ba_loa_low_ci_high",
+             "ba_loa_high", "ba_loa_high_ci_low", "ba_loa_high_ci_high", "ba_slope", "ba_slope_ci_low",
+             "ba_slope_ci_high", "ba_slope_p"),
+    "ratio_n": ("ratio_bias_ci_low", "ratio_bias_ci_high", "ratio_sd", "ratio_loa_low", "ratio_loa_low_ci_low",
+                "ratio_loa_low_ci_high", "ratio_loa_high", "ratio_loa_high_ci_low", "ratio_loa_high_ci_high",
+                "ratio_slope", "ratio_slope_ci_low", "ratio_slope_ci_high", "ratio_slope_p"),
+    "dice_n": ("dice_sd", "dice_q1", "dice_q3"),
+    "hd95_n": ("hd95_sd", "hd95_q1", "hd95_q3"),
+    "absdiff_n": ("absdiff_sd", "absdiff_q1", "absdiff_q3"),
+    "reference_n": ("reference_q1", "reference_q3"),
+    "other_n": ("other_q1", "other_q3"),
+}
 
 
 def _pairs(df: pd.DataFrame, reference: str, other: str) -> tuple[np.ndarray, np.ndarray]:
@@ -232,10 +257,12 @@ def agreement_row(df: pd.DataFrame, *, reference: str, other: str) -> dict[str, 
     ``lesions``, ``lesions_detected``. Keys: n, icc_a1*, icc_c1*, ba_* (mL), ratio_* (ratio scale),
     ccc*, dice_*, n_both_empty, absdiff_*, hd95_*, lesions, lesions_detected, detection_rate,
     median reference and other volumes; icc_note, ba_note, ratio_note, ccc_note (why a number is
-    undefined) and notes (all of them).
+    undefined) and notes (all of them); icc_n, reference_n, other_n (complete values counted).
+    Every number is computed whatever n is; `withhold_small_n` applies the report's minimum n.
     """
     row: dict[str, object] = {"n": len(df)}
     table = icc(df, reference=reference, other=other).set_index("measure")
+    row["icc_n"] = int(table["n"].iloc[0])
     for key, name in (("icc_a1", "ICC(A,1)"), ("icc_c1", "ICC(C,1)")):
         row[key], row[key + "_ci_low"], row[key + "_ci_high"] = table.loc[name, ["estimate", "ci_low", "ci_high"]]
     row["icc_note"] = table["note"].iloc[0]
@@ -248,8 +275,8 @@ def agreement_row(df: pd.DataFrame, *, reference: str, other: str) -> dict[str, 
     row.update(ccc=cc["ccc"], ccc_ci_low=cc["ci_low"], ccc_ci_high=cc["ci_high"], ccc_note=cc["note"])
     notes = [row["icc_note"], row["ba_note"], row["ratio_note"], row["ccc_note"]]
     for name, column in (("reference", reference), ("other", other)):
-        row[f"{name}_median"], row[f"{name}_q1"], row[f"{name}_q3"] = (
-            distribution(df[column])[k] for k in ("median", "q1", "q3"))
+        row[f"{name}_n"], row[f"{name}_median"], row[f"{name}_q1"], row[f"{name}_q3"] = (
+            distribution(df[column])[k] for k in ("n", "median", "q1", "q3"))
     diff = pd.to_numeric(df[other], errors="coerce") - pd.to_numeric(df[reference], errors="coerce")
     for key, value in distribution(diff.abs()).items():
         row[f"absdiff_{key}"] = value
@@ -287,6 +314,35 @@ def agreement_table(
             part = df[df[by] == group]
             rows.append({"group": group, **agreement_row(part, reference=reference, other=other)})
     return pd.DataFrame(rows)
+
+
+def withhold_small_n(table: pd.DataFrame, *, min_n: int = MIN_N_INTERVAL) -> pd.DataFrame:
+    """A copy of an `agreement_table` in which every interval, limit, SD and coefficient whose n is
+    below ``min_n`` is empty (NaN), its note reading "n too small"; column ``withheld`` names, per
+    group, the statistics concerned ("" when none). Point estimates and counts are kept.
+
+    >>> t = pd.DataFrame({"manual": [10.0, 20, 30, 40], "auto": [12.0, 19, 33, 40]})
+    >>> row = withhold_small_n(agreement_table(t, reference="manual", other="auto")).iloc[0]
+    >>> float(row["ba_bias"]), bool(np.isnan(row["ba_loa_low"])), row["ba_note"]
+    (1.0, True, 'n too small (n = 4, fewer than 5)')
+    """
+    out = table.copy()
+    withheld = []
+    for index, row in table.iterrows():
+        small = [key for key in _SMALL_N_COLUMNS if key in row and int(row[key]) < min_n]
+        columns = [c for key in small for c in _SMALL_N_COLUMNS[key] if c in out.columns]
+        out.loc[index, columns] = math.nan
+        for key, note in (("icc_n", "icc_note"), ("icc_n", "ccc_note"), ("ba_n", "ba_note"), ("ratio_n", "ratio_note")):
+            if key in small and note in out.columns:
+                out.loc[index, note] = f"n too small (n = {row[key]}, fewer than {min_n})"
+        if "ratio_n" in small and row.get("ratio_n_zero"):
+            out.loc[index, "ratio_note"] += f"; {row['ratio_n_zero']} pair(s) with a zero volume left out (no ratio)"
+        if small:
+            notes = [out.loc[index, c] for c in ("icc_note", "ba_note", "ratio_note", "ccc_note") if c in out.columns]
+            out.loc[index, "notes"] = "; ".join(dict.fromkeys(str(n) for n in notes if n))
+        withheld.append(", ".join(key.removesuffix("_n") + f" (n = {row[key]})" for key in small))
+    out["withheld"] = withheld
+    return out
 
 
 # Digits per kind of number: coefficients to 2 (as the paper's Table 1) plus one, volumes to 0.1 mL.

@@ -8,6 +8,7 @@ import pytest
 
 from corelab.agreement import (
     LOA_Z,
+    MIN_N_INTERVAL,
     agreement_row,
     agreement_table,
     bland_altman,
@@ -15,6 +16,7 @@ from corelab.agreement import (
     distribution,
     icc,
     rounded,
+    withhold_small_n,
 )
 
 # Shrout & Fleiss 1979, Psychol Bull 86:420, Table 2: 6 targets rated by 4 judges.
@@ -161,3 +163,34 @@ def test_rounded_rounds_coefficients_and_volumes_differently_and_keeps_counts():
     t = pd.DataFrame({"group": ["All"], "n": [4], "icc_a1": [0.912345], "ba_bias": [1.2345], "ba_slope_p": [0.012345]})
     r = rounded(t).iloc[0]
     assert (r["icc_a1"], r["ba_bias"], r["ba_slope_p"], r["n"]) == (0.912, 1.2, 0.0123, 4)
+
+
+def test_one_minimum_n_empties_intervals_limits_sd_and_icc_but_keeps_point_estimates():
+    # 4 pairs (below MIN_N_INTERVAL = 5): differences 2, -1, 3, 0 -> bias 1.0 is kept; with t(3) = 3.18
+    # its CI would be 1.0 +- 2.9 and the limits -2.5 to 4.5: none of them is printed.
+    t = pd.DataFrame({"manual": [10.0, 20, 30, 40], "auto": [12.0, 19, 33, 40]})
+    assert MIN_N_INTERVAL == 5
+    computed = agreement_table(t, reference="manual", other="auto")
+    assert computed.loc[0, "ba_loa_low"] == pytest.approx(1.0 - 1.96 * np.std([2, -1, 3, 0], ddof=1))
+    row = withhold_small_n(computed).iloc[0]
+    assert row["ba_bias"] == pytest.approx(1.0) and row["ratio_bias"] > 1
+    for key in ("ba_bias_ci_low", "ba_sd", "ba_loa_low", "ba_loa_high_ci_high", "ba_slope", "ba_slope_p",
+                "ratio_loa_low", "ratio_sd", "icc_a1", "icc_c1_ci_high", "ccc", "absdiff_sd", "reference_q1"):
+        assert math.isnan(row[key]), key
+    assert row["ba_note"] == "n too small (n = 4, fewer than 5)" and "n too small" in row["icc_note"]
+    assert row["reference_median"] == pytest.approx(25.0)
+    # the same four pairs and one more reach the minimum: everything is estimated again
+    five = pd.concat([t, pd.DataFrame({"manual": [50.0], "auto": [49.0]})], ignore_index=True)
+    row = withhold_small_n(agreement_table(five, reference="manual", other="auto")).iloc[0]
+    assert math.isfinite(row["ba_loa_low"]) and math.isfinite(row["icc_a1"]) and "n too small" not in row["notes"]
+    assert row["withheld"] == ""
+
+
+def test_zero_volume_pairs_leave_the_ratio_analysis_and_count_towards_neither_n():
+    # 6 pairs, 2 with a zero volume: the ratio analysis has n = 4 (< 5), the mL analysis n = 6.
+    t = pd.DataFrame({"manual": [10.0, 20, 0, 40, 5, 8], "auto": [20.0, 40, 3, 80, 0, 16]})
+    row = withhold_small_n(agreement_table(t, reference="manual", other="auto")).iloc[0]
+    assert (row["ratio_n"], row["ratio_n_zero"], row["ba_n"]) == (4, 2, 6)
+    assert row["ratio_bias"] == pytest.approx(2.0) and math.isnan(row["ratio_loa_low"])
+    assert "n too small" in row["ratio_note"] and "2 pair(s) with a zero volume left out" in row["ratio_note"]
+    assert math.isfinite(row["ba_loa_low"]) and row["withheld"] == "ratio (n = 4)"

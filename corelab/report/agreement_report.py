@@ -6,10 +6,12 @@ The workflow of the command: per-patient rows from `corelab.compare`, statistics
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from corelab.agreement import withhold_small_n
 from corelab.compare.rows import (
     CompareError,
     automated_rows,
@@ -20,7 +22,7 @@ from corelab.compare.rows import (
 )
 from corelab.report.pdf import build_report, render, write_workbook
 
-__all__ = ["CompareSummary", "compare"]
+__all__ = ["CompareSummary", "compare", "read_model_card"]
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,35 @@ class CompareSummary:
     dice_mean: float
 
     def __str__(self) -> str:
+        icc = f"{self.icc_a1:.2f}" if math.isfinite(self.icc_a1) else "not given (n too small or undefined)"
+        dice = f"{self.dice_mean:.2f}" if math.isfinite(self.dice_mean) else "not given"
         return (
             f"{self.mode} agreement: {self.n_analysed} of {self.n_patients} patients analysed "
-            f"({self.n_excluded} excluded), ICC(A,1) {self.icc_a1:.2f}, mean Dice {self.dice_mean:.2f}; "
+            f"({self.n_excluded} excluded), ICC(A,1) {icc}, mean Dice {dice}; "
             f"wrote {self.pdf}, {self.xlsx} and {self.html}"
         )
+
+
+def read_model_card(run_info: dict) -> tuple[dict | None, str]:
+    """(card.json of the model folder that run.json names, ""), or (None, why it cannot be used).
+
+    The card is read now, at compare time (run.json names the folder, not the card's words), so it
+    is only believed when its weights checksums are the ones the run recorded.
+    """
+    models = dict(run_info.get("models") or {})
+    if not models.get("folder"):
+        return None, "run.json names no model folder"
+    path = Path(str(models["folder"])) / "card.json"
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return None, f"{path}: {error.__class__.__name__}"
+    if not isinstance(card, dict):
+        return None, f"{path} holds no card"
+    recorded, carded = dict(models.get("checksums") or {}), dict(card.get("weights_sha256") or {})
+    if recorded and carded != recorded:
+        return None, f"{path} now describes other weights than the run used"
+    return card, ""
 
 
 def compare(
@@ -80,17 +106,20 @@ def compare(
                                                       else Path.cwd()) / "agreement.pdf"
     pdf.parent.mkdir(parents=True, exist_ok=True)
     mode = "automated" if against is None else "inter-reader"
+    # the weights' validation is the model card's word; an inter-reader report involves no model
+    card, card_problem = read_model_card(run_info) if against is None else (None, "")
     built = build_report(
         per_patient, mode=mode, run_info=run_info, trial_name=trial_name,
         sources={"results": str(results) if has_results else "", "reference": str(reference_dir),
                  "against": str(against) if against is not None else ""},
         compare_info=compare_provenance_info(results if has_results else None, reference_dir, against),
+        model_card=card, model_card_problem=card_problem,
     )
     html, xlsx = pdf.with_suffix(".html"), pdf.with_suffix(".xlsx")
     render(built.context, html, pdf)
     write_workbook(built, xlsx)
     primary = per_patient[per_patient["in_primary"]]
-    overall = built.tables["overall"].iloc[0]
+    overall = withhold_small_n(built.tables["overall"]).iloc[0]  # the numbers as the report prints them
     return CompareSummary(
         pdf=pdf, xlsx=xlsx, html=html, mode=mode, n_patients=len(per_patient), n_analysed=len(primary),
         n_excluded=len(per_patient) - len(primary), icc_a1=float(overall["icc_a1"]),

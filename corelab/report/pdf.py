@@ -1,9 +1,11 @@
 """The agreement report: tables and figures into HTML (jinja2, autoescaped), PDF (weasyprint), xlsx.
 
 `build_report` turns the per-patient table of `corelab.compare.rows` into statistics tables
-(`corelab.agreement`), formatted tables, SVG figures (`corelab.report.plots`) and the methods text
-(`corelab.report.text`); `render` writes HTML and PDF; `write_workbook` the xlsx. Numbers are
-rounded once, by `corelab.agreement.rounded`, and printed with the same number of decimals.
+(`corelab.agreement`, with its one minimum n applied by `withhold_small_n`), formatted tables
+(`corelab.report.tables`), SVG figures (`corelab.report.plots`), the methods text
+(`corelab.report.text`) and the provenance, parameters and validation statement
+(`corelab.report.provenance`); `render` writes HTML and PDF; `write_workbook` the xlsx. Numbers are
+rounded once, by `corelab.agreement.rounded`, and printed by `corelab.report.format`.
 """
 
 from __future__ import annotations
@@ -19,20 +21,33 @@ from pathlib import Path
 import pandas as pd
 
 from corelab import __version__
-from corelab.agreement import agreement_table, rounded
+from corelab.agreement import agreement_table, rounded, withhold_small_n
 from corelab.config import CLASSES
 from corelab.errors import CorelabError
 from corelab.io.tables import neutralize_frame
 from corelab.report import plots
+from corelab.report.format import TOO_SMALL, estimate_ci, fixed, plain, too_small
+from corelab.report.provenance import (
+    compare_provenance,
+    parameter_rows,
+    run_provenance,
+    validation_statement,
+)
+from corelab.report.tables import (
+    mean_sd,
+    patients_table,
+    reason_counts,
+    short_table,
+    statistics_tables,
+    table,
+)
 from corelab.report.text import (
     COLUMN_MEANINGS,
     DEFINITIONS,
     SUMMARY_MEANINGS,
-    compare_provenance,
     flatten,
     lookup,
     methods_paragraphs,
-    run_provenance,
 )
 
 __all__ = ["BuiltReport", "ReportError", "TEMPLATES", "build_report", "render", "write_workbook"]
@@ -55,106 +70,6 @@ class BuiltReport:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
-def _f(value: object, digits: int) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
-        return "–"
-    return f"{float(value):.{digits}f}"
-
-
-def _ci(row: pd.Series, key: str, digits: int, ci_digits: int | None = None) -> str:
-    if not math.isfinite(row[key]):
-        return "undefined"
-    low, high = row[f"{key}_ci_low"], row[f"{key}_ci_high"]
-    ci = f" ({_f(low, ci_digits or digits)} to {_f(high, ci_digits or digits)})" if math.isfinite(low) else " (CI –)"
-    return _f(row[key], digits) + ci
-
-
-def _iqr(row: pd.Series, prefix: str, digits: int) -> str:
-    if not math.isfinite(row.get(f"{prefix}_median", math.nan)):
-        return "–"
-    return f"{_f(row[f'{prefix}_median'], digits)} ({_f(row[f'{prefix}_q1'], digits)} to {_f(row[f'{prefix}_q3'], digits)})"
-
-
-def _p(value: float) -> str:
-    return "–" if not math.isfinite(value) else ("< 0.001" if value < 0.001 else f"{value:.3f}")
-
-
-def _table(title: str, columns: list[str], rows: list[list[str]], note: str = "", css: str = "") -> dict:
-    return {"title": title, "columns": columns, "rows": rows, "note": note, "css": css}
-
-
-def _notes(stats: pd.DataFrame, *columns: str) -> str:
-    """Why numbers are undefined, per group, from the given note columns ("notes" = all)."""
-    out = []
-    for _, r in stats.iterrows():
-        text = "; ".join(dict.fromkeys(str(r[c]) for c in columns if r[c]))
-        if text:
-            out.append(f"{r['group'] or '(none)'}: {text}.")
-    return " ".join(out)
-
-
-def _format_tables(stats: pd.DataFrame, labels: tuple[str, str], what: str) -> dict[str, dict]:
-    ref, other = labels
-    s = rounded(stats)
-    rows = list(s.iterrows())
-    group = lambda r: str(r["group"]) or "(none)"  # noqa: E731
-    return {
-        "volume": _table(
-            f"Volume agreement {what}",
-            ["Group", "n", f"{ref} mL, median (IQR)", f"{other} mL, median (IQR)", "ICC(A,1) (95% CI)",
-             "ICC(C,1) (95% CI)", "Lin's CCC (95% CI)", "|difference| mL, median (IQR)"],
-            [[group(r), str(r["n"]), _iqr(r, "reference", 1), _iqr(r, "other", 1), _ci(r, "icc_a1", 3, 2),
-              _ci(r, "icc_c1", 3, 2), _ci(r, "ccc", 3), _iqr(r, "absdiff", 1)] for _, r in rows],
-            _notes(stats, "icc_note", "ccc_note")),
-        "bland_altman_ml": _table(
-            f"Bland-Altman, mL ({other} - {ref}) {what}",
-            ["Group", "n", "bias (95% CI)", "lower limit (95% CI)", "upper limit (95% CI)",
-             "proportional bias slope (95% CI)", "p (slope)"],
-            [[group(r), str(r["ba_n"]), _ci(r, "ba_bias", 1), _ci(r, "ba_loa_low", 1), _ci(r, "ba_loa_high", 1),
-              _ci(r, "ba_slope", 3), _p(r["ba_slope_p"])] for _, r in rows],
-            _notes(stats, "ba_note")),
-        "bland_altman_ratio": _table(
-            f"Bland-Altman, ratio {other}/{ref} {what}",
-            ["Group", "n (zero pairs left out)", "geometric mean ratio (95% CI)", "lower limit (95% CI)",
-             "upper limit (95% CI)", "slope on ln scale (95% CI)", "p (slope)"],
-            [[group(r), f"{r['ratio_n']} ({r['ratio_n_zero']})", _ci(r, "ratio_bias", 3),
-              _ci(r, "ratio_loa_low", 3), _ci(r, "ratio_loa_high", 3), _ci(r, "ratio_slope", 3),
-              _p(r["ratio_slope_p"])] for _, r in rows],
-            _notes(stats, "ratio_note")),
-        "overlap": _table(
-            f"Overlap {what}",
-            ["Group", "n", "Dice mean ± SD (n)", "Dice median (IQR)", "both masks empty", "HD95 mm, median (IQR)",
-             "lesions detected / reference lesions (rate)"],
-            [[group(r), str(r["n"]),
-              f"{_f(r['dice_mean'], 3)} ± {_f(r['dice_sd'], 3)} ({r['dice_n']})" if r["dice_n"] else "–",
-              _iqr(r, "dice", 3), str(r["n_both_empty"]), _iqr(r, "hd95", 1),
-              f"{r['lesions_detected']} / {r['lesions']} ({_f(r['detection_rate'], 3)})"] for _, r in rows]),
-    }
-
-
-def _short_table(title: str, stats: pd.DataFrame) -> dict:
-    s = rounded(stats)
-    return _table(
-        title,
-        ["Group", "n", "ICC(A,1) (95% CI)", "bias mL (95% limits of agreement)", "Dice mean ± SD", "Dice median (IQR)"],
-        [[str(r["group"]) or "(none)", str(r["n"]), _ci(r, "icc_a1", 3, 2),
-          f"{_f(r['ba_bias'], 1)} ({_f(r['ba_loa_low'], 1)} to {_f(r['ba_loa_high'], 1)})",
-          f"{_f(r['dice_mean'], 3)} ± {_f(r['dice_sd'], 3)}", _iqr(r, "dice", 3)] for _, r in s.iterrows()],
-        _notes(stats, "icc_note", "ba_note"))
-
-
-def _reason_counts(per_patient: pd.DataFrame, mode: str) -> pd.DataFrame:
-    missing = "no reference read" if mode == "automated" else "no read by reader A or by reader B"
-    kinds = [("processing failed", "processing failed")] if mode == "automated" else []
-    kinds += [(missing, "no re"), ("outside the imaging window", "outside the 12 h"),
-              ("imaging time unknown", "imaging time unknown"), ("mask missing or unreadable", "mask ")]
-    reasons = per_patient["excluded_because"].fillna("")
-    rows = [{"reason": "listed in the results", "patients": len(per_patient)}]
-    rows += [{"reason": name, "patients": int(reasons.str.contains(key, regex=False).sum())} for name, key in kinds]
-    rows.append({"reason": "analysed (primary population)", "patients": int(per_patient["in_primary"].sum())})
-    return pd.DataFrame(rows)
-
-
 def _provenance_tables(run_info: dict, compare_info: dict) -> dict[str, pd.DataFrame]:
     """The audit trail as workbook sheets: who/when/what of run and compare, per-scan input checksums,
     per-file reference checksums."""
@@ -173,73 +88,85 @@ def _svg_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
-def _patients_table(per_patient: pd.DataFrame, labels: tuple[str, str], has_site: bool) -> dict:
-    p = rounded(per_patient)
-    return _table(
-        "Per-patient results",
-        ["Patient", *(["Site"] if has_site else []), "Class", "mean HU", f"{labels[0]} mL", f"{labels[1]} mL",
-         "difference mL", "Dice", "HD95 mm", "lesions found", "primary"],
-        [[r["patient_id"], *([str(r["site"])] if has_site else []), r["hypodensity_class"], _f(r["reference_mean_hu"], 1),
-          _f(r["reference_ml"], 1), _f(r["other_ml"], 1), _f(r["difference_ml"], 1),
-          "both empty" if r["both_empty"] else _f(r["dice"], 3), _f(r["hd95_mm"], 1),
-          "–" if pd.isna(r["lesions"]) else f"{r['lesions_detected']}/{r['lesions']}", "yes" if r["in_primary"] else "no"]
-         for _, r in p.iterrows()],
-        "Class from the reference's mean HU; 'unknown' without a readable scan or reference mask. "
-        "Dice 'both empty': left out of the Dice summaries.", css="nowrap")
-
-
 def _figures(primary: pd.DataFrame, by_class: pd.DataFrame, labels: tuple[str, str]) -> list[dict]:
+    # The small Dice figure second: it fits below the scatter plots, the Bland-Altman grid on the next page.
     return [
         {"title": f"{labels[1].capitalize()} against {labels[0]} volume, with the identity line (primary population)",
-         "src": _svg_uri(plots.scatter_grid(primary, reference_label=labels[0], other_label=labels[1]))},
+         "src": _svg_uri(plots.scatter_grid(primary, reference_label=labels[0], other_label=labels[1])),
+         "css": "scatter"},
+        {"title": "Dice per patient (both-empty patients not shown), overall and per class; boxes only where "
+                  "the minimum n is reached",
+         "src": _svg_uri(plots.dice_plot(primary)), "css": "dice"},
         {"title": "Bland-Altman plots (mL): bias (solid line, its 95% CI shaded) and 95% limits of agreement "
-                  "(dashed, their 95% CIs dotted), overall and per hypodensity class",
-         "src": _svg_uri(plots.bland_altman_grid(primary, by_class, reference_label=labels[0], other_label=labels[1]))},
-        {"title": "Dice per patient (both-empty patients not shown), overall and per class",
-         "src": _svg_uri(plots.dice_plot(primary))},
+                  "(dashed, their 95% CIs dotted), overall and per hypodensity class; a panel with fewer "
+                  f"patients than the minimum n has no limits ('{TOO_SMALL}')",
+         "src": _svg_uri(plots.bland_altman_grid(primary, by_class, reference_label=labels[0], other_label=labels[1])),
+         "css": "bland-altman"},
     ]
+
+
+def _shown(computed: pd.DataFrame, name: str, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The statistics as the report prints them (`withhold_small_n`); ``tables[name]`` gets the
+    computed numbers for the workbook, with the column saying what the report withholds."""
+    shown = withhold_small_n(computed)
+    tables[name] = computed.assign(withheld=shown["withheld"])
+    return shown
+
+
+def _flow_tables(per_patient: pd.DataFrame, mode: str, has_site: bool, tables: dict) -> dict[str, dict]:
+    """Patient flow and exclusions (the unrounded frames go into ``tables`` for the workbook)."""
+    tables["exclusion_counts"] = reason_counts(per_patient, mode)
+    excluded = per_patient[~per_patient["in_primary"]]
+    tables["exclusions"] = excluded[[c for c in ("patient_id", "site", "excluded_because") if c in excluded]]
+    return {
+        "exclusion_counts": table(
+            "Patient flow", ["", "patients"],
+            [[r["reason"], str(r["patients"])] for _, r in tables["exclusion_counts"].iterrows()],
+            "A patient can have more than one reason; each is listed in the exclusions table.", css="narrow"),
+        "exclusions": table(
+            "Exclusions from the primary analysis", ["Patient", *(["Site"] if has_site else []), "Reason(s)"],
+            [[r["patient_id"], *([str(r["site"])] if has_site else []), r["excluded_because"]]
+             for _, r in excluded.iterrows()],
+            "" if len(excluded) else "No patient was excluded."),
+    }
 
 
 def build_report(
     per_patient: pd.DataFrame, *, mode: str, run_info: dict, trial_name: str | None = None,
     sources: dict[str, str] | None = None, today: dt.date | None = None, compare_info: dict | None = None,
+    model_card: dict | None = None, model_card_problem: str = "",
 ) -> BuiltReport:
     """Statistics, formatted tables, figures and text for one report (mode "automated" or "inter-reader").
 
     run_info: the results' run.json ({} when there is none); compare_info: this comparison's own
-    provenance (`corelab.compare.rows.compare_provenance_info`), shown beside run.json's on the title page.
+    provenance (`corelab.compare.rows.compare_provenance_info`); model_card: the run's model folder's
+    card.json (None when unread; model_card_problem says why), whose word on validation the report
+    puts on its first page and in every page footer (automated mode).
     """
     labels = ("manual", "automated") if mode == "automated" else ("reader A", "reader B")
     primary = per_patient[per_patient["in_primary"]]
     keys = {"reference": "reference_ml", "other": "other_ml"}
-    by_class = agreement_table(primary, **keys, by="hypodensity_class", order=list(CLASSES))
-    tables: dict[str, pd.DataFrame] = {"overall": by_class}
-    context_tables = _format_tables(by_class, labels, "by hypodensity class (primary population)")
+    tables: dict[str, pd.DataFrame] = {}
+    # The report shows the statistics with the minimum-n rule applied; the workbook keeps every number
+    # as computed, with the column "withheld" naming what the report does not print.
+    by_class = _shown(agreement_table(primary, **keys, by="hypodensity_class", order=list(CLASSES)), "overall", tables)
+    context_tables = statistics_tables(by_class, labels, "by hypodensity class (primary population)")
     has_site = "site" in per_patient and (per_patient["site"].fillna("") != "").any()
     if has_site:
-        tables["by_site"] = agreement_table(primary, **keys, by="site")
-        context_tables["site"] = _short_table("Agreement by site (primary population)", tables["by_site"])
+        by_site = _shown(agreement_table(primary, **keys, by="site"), "by_site", tables)
+        context_tables["site"] = short_table("Agreement by site (primary population)", by_site)
     measured = per_patient.dropna(subset=["reference_ml", "other_ml"])
-    tables["sensitivity"] = agreement_table(measured, **keys, overall="All measured")
-    context_tables["sensitivity"] = _short_table(
-        "Sensitivity analysis: every patient with both volumes, whatever the timing", tables["sensitivity"])
-    tables["exclusion_counts"] = _reason_counts(per_patient, mode)
-    context_tables["exclusion_counts"] = _table(
-        "Patient flow", ["", "patients"], [[r["reason"], str(r["patients"])] for _, r in tables["exclusion_counts"].iterrows()],
-        "A patient can have more than one reason; each is listed in the exclusions table after the figures.",
-        css="narrow")
-    excluded = per_patient[~per_patient["in_primary"]]
-    tables["exclusions"] = excluded[[c for c in ("patient_id", "site", "excluded_because") if c in excluded]]
-    context_tables["exclusions"] = _table(
-        "Exclusions from the primary analysis", ["Patient", *(["Site"] if has_site else []), "Reason(s)"],
-        [[r["patient_id"], *([str(r["site"])] if has_site else []), r["excluded_because"]] for _, r in excluded.iterrows()],
-        "" if len(excluded) else "No patient was excluded.")
+    sensitivity = _shown(agreement_table(measured, **keys, overall="All measured"), "sensitivity", tables)
+    context_tables["sensitivity"] = short_table(
+        "Sensitivity analysis: every patient with both volumes, whatever the timing", sensitivity)
+    context_tables.update(_flow_tables(per_patient, mode, has_site, tables))
     tables["per_patient"] = per_patient
-    context_tables["patients"] = _patients_table(per_patient, labels, has_site)
-    counts = {"total": len(per_patient), "analysed": len(primary), "excluded": len(excluded)}
+    context_tables["patients"] = patients_table(per_patient, labels, has_site)
+    counts = {"total": len(per_patient), "analysed": len(primary), "excluded": len(per_patient) - len(primary)}
     compare_info = compare_info or {}
     tables.update(_provenance_tables(run_info, compare_info))
     flat = flatten(run_info)
+    validation = validation_statement(model_card, run_info, model_card_problem) if mode == "automated" else None
     context = {
         "title": "Infarct volume agreement report" if mode == "automated" else "Inter-reader agreement report",
         "trial_name": trial_name or "",
@@ -247,8 +174,9 @@ def build_report(
         "mode": mode,
         "labels": labels,
         "report_version": __version__,
-        "results_version": str(lookup(flat, "corelab", within="version")),
-        "model_version": str(lookup(flat, "model_version", "version", within="model")) if mode == "automated" else "",
+        "results_version": plain(lookup(flat, "corelab", within="version")),
+        "model_version": plain(lookup(flat, "model_version", "version", within="model")) if mode == "automated" else "",
+        "validation": validation,
         "provenance": [("Results: corelab run (from run.json)", run_provenance(run_info)),
                        ("This report: corelab compare", compare_provenance(compare_info))],
         "sources": [(k, v) for k, v in (sources or {}).items() if v],
@@ -259,7 +187,7 @@ def build_report(
         "tables": context_tables,
         "figures": _figures(primary, by_class, labels),
         # Per-scan checksums are one row each: they go to the workbook's inputs sheet, not the appendix.
-        "parameters": [(k, str(v)) for k, v in flat.items() if not k.startswith("inputs.")],
+        "parameters": parameter_rows(run_info),
     }
     return BuiltReport(context=context, tables=tables)
 
@@ -276,10 +204,13 @@ def _headline(row: pd.Series, labels: tuple[str, str]) -> str:
     r = rounded(pd.DataFrame([row])).iloc[0]
     if r["n"] == 0:
         return "No patient is in the primary analysis population; see the patient flow and the exclusions."
+    icc = estimate_ci(r["icc_a1"], r["icc_a1_ci_low"], r["icc_a1_ci_high"], 3, n=r["icc_n"], ci_digits=2,
+                      interval_only=True)
+    bias = estimate_ci(r["ba_bias"], r["ba_bias_ci_low"], r["ba_bias_ci_high"], 1, n=r["ba_n"])
+    limits = (TOO_SMALL if too_small(r["ba_n"]) else f"{fixed(r['ba_loa_low'], 1)} to {fixed(r['ba_loa_high'], 1)} mL")
     return (f"{labels[1].capitalize()} vs {labels[0]}, primary population (n = {r['n']}): ICC(A,1) "
-            f"{_ci(r, 'icc_a1', 3, 2)}{_icc_word(r['icc_a1'])}; bias {_ci(r, 'ba_bias', 1)} mL; 95% limits of agreement "
-            f"{_f(r['ba_loa_low'], 1)} to {_f(r['ba_loa_high'], 1)} mL; Dice "
-            f"{_f(r.get('dice_mean', math.nan), 3)} ± {_f(r.get('dice_sd', math.nan), 3)}.")
+            f"{icc}{_icc_word(r['icc_a1'])}; bias {bias} mL; 95% limits of agreement {limits}; "
+            f"Dice {mean_sd(r, with_n=False)}.")
 
 
 def render(context: dict, html_path: str | Path, pdf_path: str | Path) -> None:
@@ -319,7 +250,8 @@ def write_workbook(built: BuiltReport, path: str | Path) -> None:
         [{"term": t, "definition": d} for t, d in DEFINITIONS]
         + [{"term": f"per_patient.{c}", "definition": m} for c, m in COLUMN_MEANINGS.items()]
         + [{"term": f"summary.{c}", "definition": m} for c, m in SUMMARY_MEANINGS.items()])
-    sheets["run_parameters"] = pd.DataFrame(built.context["parameters"], columns=["parameter", "value"])
+    sheets["run_parameters"] = pd.DataFrame(built.context["parameters"],
+                                            columns=["section", "parameter", "value", "run_json_key"])
     for name in ("provenance", "inputs", "reference_files"):
         if name in built.tables:
             sheets[name] = built.tables[name]

@@ -2,7 +2,10 @@
 
 Every function takes the per-patient table (see `corelab.compare.rows`) and, for Bland-Altman, the
 statistics already computed by `corelab.agreement`, so the lines drawn are the numbers printed.
-Panels follow the paper's Figure 2: all patients, then severe, intermediate and subtle.
+Panels follow the paper's Figure 2: all patients, then severe, intermediate and subtle. Each
+panel's axes are fitted to its own points (and the lines drawn on it); legends sit above the panels,
+outside the data; a panel below `corelab.agreement.MIN_N_INTERVAL` shows its points without limits
+or boxes and says so.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
+from corelab.agreement import MIN_N_INTERVAL
 from corelab.config import CLASSES
 
 __all__ = ["CLASS_COLORS", "scatter_grid", "bland_altman_grid", "dice_plot"]
@@ -56,12 +61,24 @@ def _colors(rows: pd.DataFrame) -> list[str]:
     return [CLASS_COLORS.get(c, "#1f77b4") for c in rows["hypodensity_class"]]
 
 
-def _class_legend(axis: Axes, rows: pd.DataFrame) -> None:
+_LINE = "#1f4e79"
+
+
+def _legend(figure: Figure, rows: pd.DataFrame, lines: list) -> None:
+    """One legend for the whole figure, above the panels (never over a point): classes, then lines."""
     present = [c for c in CLASS_COLORS if c in set(rows["hypodensity_class"])]
     handles = [Line2D([], [], marker="o", linestyle="", color=CLASS_COLORS[c], markeredgecolor="black",
-                      markeredgewidth=0.3, markersize=4, label=c) for c in present]
+                      markeredgewidth=0.3, markersize=4, label=c) for c in present] + lines
     if handles:
-        axis.legend(handles=handles, loc="best", fontsize=6, framealpha=0.8)
+        figure.legend(handles=handles, loc="upper center", ncol=min(len(handles), 8), fontsize=6.5,
+                      frameon=False, bbox_to_anchor=(0.5, 1.0))
+
+
+def _too_few(axis: Axes, n: int, what: str) -> None:
+    """Mark a panel whose n is below the report's minimum: points only."""
+    axis.text(0.03, 0.97, f"n = {n}: {what} (fewer than {MIN_N_INTERVAL})", transform=axis.transAxes, ha="left",
+              va="top", fontsize=6.5, color="#8b0000",
+              bbox={"boxstyle": "round,pad=0.25", "facecolor": "white", "edgecolor": "#8b0000", "linewidth": 0.5})
 
 
 def _empty(axis: Axes, title: str) -> None:
@@ -89,12 +106,38 @@ def scatter_grid(per_patient: pd.DataFrame, *, reference_label: str, other_label
         axis.set_ylim(0, high)
         axis.set_aspect("equal")
         axis.set_title(f"{panel} (n = {len(rows)})")
-        if panel == "All":
-            _class_legend(axis, rows)
         axis.set_xlabel(f"{reference_label} volume (mL)")
         axis.set_ylabel(f"{other_label} volume (mL)")
-    figure.tight_layout()
+    _legend(figure, _panel_rows(per_patient, "All"), [Line2D([], [], color="black", linewidth=0.8, label="identity")])
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
     return _svg(figure)
+
+
+def _limit_lines(axis: Axes, s: pd.Series, right: float) -> list[float]:
+    """Bias (CI shaded), limits (CIs dotted) with their values written at the right; the values drawn."""
+    drawn = []
+    for key, style in (("ba_bias", "-"), ("ba_loa_low", "--"), ("ba_loa_high", "--")):
+        value = s[key]
+        if not math.isfinite(value):
+            continue
+        drawn.append(float(value))
+        axis.axhline(value, color=_LINE, linestyle=style, linewidth=0.9)
+        low, high = s[f"{key}_ci_low"], s[f"{key}_ci_high"]
+        if math.isfinite(low) and math.isfinite(high) and high > low:
+            if key == "ba_bias":  # shade only the bias CI; wide limit CIs would cover the points
+                axis.axhspan(low, high, color=_LINE, alpha=0.12, linewidth=0)
+            else:
+                for bound in (low, high):
+                    axis.axhline(bound, color=_LINE, linestyle=":", linewidth=0.6)
+        axis.text(right, value, f" {value:.1f}", va="center", fontsize=6, color=_LINE, clip_on=False)
+    return drawn
+
+
+def _fit(values: list[float], *, pad: float = 0.12, include_zero: bool = True) -> tuple[float, float]:
+    """Axis range around the values (and 0), padded; never zero-width."""
+    low, high = min(values + ([0.0] if include_zero else [])), max(values + ([0.0] if include_zero else []))
+    span = max(high - low, 1.0)
+    return low - pad * span, high + pad * span
 
 
 @_styled
@@ -103,10 +146,12 @@ def bland_altman_grid(
 ) -> str:
     """Bland-Altman plots (difference other - reference vs mean, mL) with bias, limits and their CIs.
 
-    stats: `corelab.agreement.agreement_table` by class (columns group, ba_bias, ba_loa_low, ...).
+    stats: `corelab.agreement.agreement_table` by class (columns group, ba_n, ba_bias, ba_loa_low, ...);
+    a group below the minimum n has no limits there, and its panel says so. The y axis spans the
+    points, the bias and the limits (the limits' CIs may run off it).
     """
     by_group = stats.set_index("group")
-    figure = Figure(figsize=(6.6, 5.6))
+    figure = Figure(figsize=(6.6, 5.8))
     axes = figure.subplots(2, 2)
     for axis, panel in zip(axes.ravel(), PANELS):
         rows = _panel_rows(per_patient, panel)
@@ -117,53 +162,50 @@ def bland_altman_grid(
         mean = (rows["reference_ml"] + rows["other_ml"]) / 2
         diff = rows["other_ml"] - rows["reference_ml"]
         axis.scatter(mean, diff, s=14, c=_colors(rows), edgecolors="black", linewidths=0.3, zorder=3)
-        right = max(float(mean.max()), 1.0) * 1.05
-        for key, style in (("ba_bias", "-"), ("ba_loa_low", "--"), ("ba_loa_high", "--")):
-            value = s[key]
-            if not math.isfinite(value):
-                continue
-            axis.axhline(value, color="#1f4e79", linestyle=style, linewidth=0.9)
-            low, high = s[f"{key}_ci_low"], s[f"{key}_ci_high"]
-            if math.isfinite(low) and math.isfinite(high) and high > low:
-                if key == "ba_bias":  # shade only the bias CI; wide limit CIs would cover the points
-                    axis.axhspan(low, high, color="#1f4e79", alpha=0.12, linewidth=0)
-                else:
-                    for bound in (low, high):
-                        axis.axhline(bound, color="#1f4e79", linestyle=":", linewidth=0.6)
-            axis.text(right, value, f" {value:.1f}", va="center", fontsize=6, color="#1f4e79", clip_on=False)
+        right = max(float(mean.max()), 1.0) * 1.08
+        drawn = _limit_lines(axis, s, right)
+        if int(s["ba_n"]) < MIN_N_INTERVAL:
+            _too_few(axis, int(s["ba_n"]), "no limits")
         axis.axhline(0, color="black", linewidth=0.5)
         axis.set_xlim(0, right)
+        axis.set_ylim(*_fit([float(v) for v in diff] + drawn, pad=0.25 if len(drawn) < 3 else 0.12))
         axis.set_title(f"{panel} (n = {len(rows)})")
-        if panel == "All":
-            _class_legend(axis, rows)
         axis.set_xlabel(f"mean of {reference_label} and {other_label} (mL)")
         axis.set_ylabel(f"{other_label} - {reference_label} (mL)")
-    figure.tight_layout()
+    lines = [Line2D([], [], color=_LINE, linestyle="-", linewidth=0.9, label="bias"),
+             Patch(color=_LINE, alpha=0.12, linewidth=0, label="95% CI of the bias"),
+             Line2D([], [], color=_LINE, linestyle="--", linewidth=0.9, label="95% limits"),
+             Line2D([], [], color=_LINE, linestyle=":", linewidth=0.6, label="95% CI of a limit")]
+    _legend(figure, _panel_rows(per_patient, "All"), lines)
+    figure.tight_layout(rect=(0, 0, 1, 0.95))
     return _svg(figure)
 
 
 @_styled
 def dice_plot(per_patient: pd.DataFrame, *, classes: tuple[str, ...] = PANELS) -> str:
-    """Dice per patient: box plot with every patient as a dot, for all patients and per class."""
-    figure = Figure(figsize=(6.0, 2.6))
+    """Dice per patient: every patient as a dot, for all patients and per class; a box plot where the
+    group reaches the minimum n."""
+    figure = Figure(figsize=(6.0, 2.5))
     axis = figure.subplots()
     data, labels, colors = [], [], []
     for panel in classes:
         rows = per_patient.dropna(subset=["dice"])
         rows = rows if panel == "All" else rows[rows["hypodensity_class"] == panel]
         data.append(rows["dice"].to_numpy(float))
-        labels.append(f"{panel}\n(n = {len(rows)})")
+        small = 0 < len(rows) < MIN_N_INTERVAL
+        labels.append(f"{panel}\n(n = {len(rows)}{': no box' if small else ''})")
         colors.append(_colors(rows))
     positions = np.arange(1, len(data) + 1)
-    filled = [i for i, d in enumerate(data) if len(d)]
-    if filled:
-        axis.boxplot([data[i] for i in filled], positions=positions[filled], widths=0.5, showfliers=False)
+    boxed = [i for i, d in enumerate(data) if len(d) >= MIN_N_INTERVAL]
+    if boxed:
+        axis.boxplot([data[i] for i in boxed], positions=positions[boxed], widths=0.5, showfliers=False)
     jitter = np.random.default_rng(0)  # fixed seed: the same report twice is the same picture
     for position, values, color in zip(positions, data, colors):
         if len(values):
             axis.scatter(position + jitter.uniform(-0.12, 0.12, len(values)), values, s=10, c=color,
                          edgecolors="black", linewidths=0.3, zorder=3)
     axis.set_xticks(positions, labels)
+    axis.set_xlim(0.4, len(data) + 0.6)
     axis.set_ylim(-0.03, 1.03)
     axis.set_ylabel("Dice")
     figure.tight_layout()

@@ -1,30 +1,26 @@
 """The words of the agreement report: methods generated from run.json, and every definition.
 
-Split from `corelab.report` to keep files small. Parameters are looked up in run.json by their
-name (the last key of a nested path, e.g. ``parameters.method.csf.lower_hu`` answers ``lower_hu``)
-so the text states the values the run actually used; a value run.json lacks is written as
-"not recorded" rather than filled in from today's defaults.
+Parameters are looked up in run.json by their name (the last key of a nested path, e.g.
+``parameters.method.csf.lower_hu`` answers ``lower_hu``) so the text states the values the run
+actually used, printed by `corelab.report.format` (``-5 HU``, ``12 h to 14 days``); a value
+run.json lacks is written as "not recorded" rather than filled in from today's defaults.
 """
 
 from __future__ import annotations
 
-import shlex
-
-from corelab.agreement import LOA_Z
+from corelab.agreement import LOA_Z, MIN_N_INTERVAL
 from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU, LABELS
+from corelab.report.format import NOT_RECORDED, TOO_SMALL, hour_span, number, quantity
 
 __all__ = [
     "flatten",
     "lookup",
     "methods_paragraphs",
-    "run_provenance",
-    "compare_provenance",
+    "statistics_paragraph",
     "DEFINITIONS",
     "COLUMN_MEANINGS",
     "SUMMARY_MEANINGS",
 ]
-
-NOT_RECORDED = "not recorded"
 
 
 def flatten(tree: object, prefix: str = "") -> dict[str, object]:
@@ -60,7 +56,7 @@ def _cutoffs(flat: dict[str, object]) -> str:
         for key, value in flat.items():
             parts = key.lower().split(".")
             if name in parts and any(p in ("cutoff", "cutoffs", "cut_off", "cut_offs", "threshold") for p in parts):
-                found.append(f"{name} {value}")
+                found.append(f"{name} {number(value)}")
                 break
     return ", ".join(found) if found else f"[{NOT_RECORDED} in run.json]"
 
@@ -69,19 +65,19 @@ def _input_and_smoothing(flat: dict[str, object]) -> str:
     """The two steps corelab adds to the paper's method, as the model recorded them (run.json "models").
 
     >>> _input_and_smoothing({"models.brain_reference_hu": 35.0, "models.smoothing_mm": 3.0})
-    '; each scan was shifted so that the median HU of its analysis region is 35.0 HU, and each probability map was smoothed in-plane with a Gaussian of sigma 3.0 mm over the analysis region (not in the paper)'
+    '; each scan was shifted so that the median HU of its analysis region is 35 HU, and each probability map was smoothed in-plane with a Gaussian of sigma 3 mm over the analysis region (not in the paper)'
     >>> _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0})
     ''
     """
     reference, sigma = lookup(flat, "brain_reference_hu"), lookup(flat, "smoothing_mm")
     steps = []
     if reference is not None:
-        steps.append(f"each scan was shifted so that the median HU of its analysis region is {reference} HU"
+        steps.append(f"each scan was shifted so that the median HU of its analysis region is {quantity(reference, 'HU')}"
                      if reference != NOT_RECORDED else f"the scan's HU reference {NOT_RECORDED} in run.json")
     if sigma == NOT_RECORDED:
         steps.append(f"probability smoothing {NOT_RECORDED} in run.json")
     elif float(sigma) > 0:
-        steps.append(f"each probability map was smoothed in-plane with a Gaussian of sigma {sigma} mm over the "
+        steps.append(f"each probability map was smoothed in-plane with a Gaussian of sigma {quantity(sigma, 'mm')} over the "
                      "analysis region")
     return "; " + ", and ".join(steps) + " (not in the paper)" if steps else ""
 
@@ -92,10 +88,12 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
 
     def p(*names: str, unit: str = "", within: str = "") -> str:
         value = lookup(flat, *names, within=within)
-        return f"[{NOT_RECORDED} in run.json]" if value == NOT_RECORDED else f"{value}{unit}"
+        if value == NOT_RECORDED:
+            return f"[{NOT_RECORDED} in run.json]"
+        return quantity(value, unit) if unit else number(value)
 
     low, high = lookup(flat, "min_hours"), lookup(flat, "max_hours")
-    window = (f"{low} h to {high} h after onset, bounds inclusive" if NOT_RECORDED not in (low, high)
+    window = (f"{hour_span(low, high)} after onset, bounds inclusive" if NOT_RECORDED not in (low, high)
               else f"bounds {NOT_RECORDED} in run.json; corelab's default is 12 h to 14 days")
     ranges = "; ".join(
         f"{name} [{low:g}, {high:g}{']' if i == len(CLASS_RANGES_HU) - 1 else ')'} HU"
@@ -111,12 +109,12 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
         text.append(
             f"Automated segmentation (corelab {p('corelab', within='version')}, models "
             f"{p('model_version', 'version', within='model')}). Scans were reconstructed to axial slices of "
-            f"{p('slice_mm', unit=' mm')} with pixels of {p('pixel_mm', unit=' mm')}. Intracranial region: bone "
-            f"above {p('bone_hu', unit=' HU')}, dilated by {p('dilate_mm', unit=' mm')}, region grown inside the "
+            f"{p('slice_mm', unit='mm')} with pixels of {p('pixel_mm', unit='mm')}. Intracranial region: bone "
+            f"above {p('bone_hu', unit='HU')}, dilated by {p('dilate_mm', unit='mm')}, region grown inside the "
             f"skull from the bone's centre of gravity, dilated again; everything below the foramen magnum (first "
-            f"slice under the largest one with an area below {p('foramen_area_mm2', unit=' mm²')}) removed. "
-            f"CSF: region grown from voxels within {p('seed_radius_mm', unit=' mm')} of the intracranial "
-            f"centroid, thresholds {p('lower_hu', unit=' HU')} to {p('upper_hu', unit=' HU')}. Four CNNs of one architecture (19×19×3 patch, two 5×5 "
+            f"slice under the largest one with an area below {p('foramen_area_mm2', unit='mm²')}) removed. "
+            f"CSF: region grown from voxels within {p('seed_radius_mm', unit='mm')} of the intracranial "
+            f"centroid, thresholds {p('lower_hu', unit='HU')} to {p('upper_hu', unit='HU')}. Four CNNs of one architecture (19×19×3 patch, two 5×5 "
             "convolutions with 64 and 128 maps each followed by 2×2 max-pooling, two dense layers of 256) "
             f"segment severe, intermediate and subtle hypodense infarct and hemorrhage{_input_and_smoothing(flat)}, "
             f"with cut-offs {_cutoffs(flat)} (probability cut-offs chosen on validation scans); their union "
@@ -144,92 +142,23 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
         "Means outside these ranges (or an empty reference) are 'unclassified'; patients whose scan could "
         "not be read are 'unknown'."
     )
+    text.append(statistics_paragraph())
     return text
 
 
-def _text(value: object) -> str:
-    """A run.json value as one line of text; missing or empty is "not recorded"."""
-    if value is None or value == "" or value == [] or value == {}:
-        return NOT_RECORDED
-    if isinstance(value, (list, tuple)):
-        return shlex.join(str(v) for v in value)  # a command line, quoted as a shell would need it
-    return str(value)
-
-
-def run_provenance(run_info: dict) -> list[tuple[str, str]]:
-    """Who ran `corelab run`, when and with what, as (item, value) rows read from run.json.
-
-    A run.json written by an older corelab lacks some items: they read "not recorded".
-
-    >>> rows = dict(run_provenance({"versions": {"corelab": "0.1.0", "numpy": "2.1"}, "user": "ana",
-    ...                             "inputs": [{"scan_sha256": "ab"}, {"scan_sha256": ""}]}))
-    >>> rows["corelab version"], rows["user"], rows["dependencies"], rows["started (UTC)"]
-    ('0.1.0', 'ana', 'numpy 2.1', 'not recorded')
-    >>> rows["scan checksums"]
-    '1 of 2 scans (sha256 per scan: run.json inputs, agreement.xlsx inputs sheet)'
-    """
-    if not run_info:
-        return [("run.json", NOT_RECORDED)]
-    versions = dict(run_info.get("versions") or {})
-    models = dict(run_info.get("models") or {})
-    params = dict(run_info.get("parameters") or {})
-    inputs = list(run_info.get("inputs") or [])
-    dependencies = ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("corelab", "python") and v)
-    rows = [
-        ("corelab version", _text(versions.get("corelab"))),
-        ("started (UTC)", _text(run_info.get("started"))),
-        ("finished (UTC)", _text(run_info.get("finished"))),
-        ("user", _text(run_info.get("user"))),
-        ("host", _text(run_info.get("host"))),
-        ("platform", _text(run_info.get("platform"))),
-        ("Python", _text(versions.get("python"))),
-        ("dependencies", _text(dependencies)),
-        ("command line", _text(run_info.get("command_line"))),
-        ("working folder", _text(run_info.get("cwd"))),
-        ("manifest", _text(run_info.get("manifest"))),
-        ("manifest sha256", _text(run_info.get("manifest_sha256"))),
-        ("scan checksums", f"{sum(bool(i.get('scan_sha256')) for i in inputs)} of {len(inputs)} scans (sha256 per "
-                           "scan: run.json inputs, agreement.xlsx inputs sheet)" if inputs else NOT_RECORDED),
-        ("model folder", _text(models.get("folder"))),
-        ("model version", _text(models.get("version"))),
-    ]
-    rows += [(f"model sha256: {name}", _text(sha)) for name, sha in dict(models.get("checksums") or {}).items()]
-    if params:
-        execution = ("device", "workers", "threads", "scheduler")
-        rows.append(("execution", ", ".join(f"{k} {params[k]}" for k in execution if params.get(k) is not None)))
-        rows.append(("method parameters", "Appendix B (and agreement.xlsx run_parameters sheet)"))
-    return rows
-
-
-def compare_provenance(compare_info: dict) -> list[tuple[str, str]]:
-    """Who wrote this report, when and from which files, as (item, value) rows.
-
-    >>> rows = dict(compare_provenance({"written": "2026-01-02T03:04:05+00:00",
-    ...     "reference": {"folder": "/ref", "n_files": 2, "bytes": 2048, "sha256": "ab12"}}))
-    >>> rows["written (UTC)"], rows["reference files"], rows["reference sha256 (all files)"]
-    ('2026-01-02T03:04:05+00:00', '2 files, 2.0 KiB', 'ab12')
-    """
-    if not compare_info:
-        return [("compare", NOT_RECORDED)]
-    rows = [
-        ("corelab version", _text(compare_info.get("corelab_version"))),
-        ("written (UTC)", _text(compare_info.get("written"))),
-        ("user", _text(compare_info.get("user"))),
-        ("host", _text(compare_info.get("host"))),
-        ("command line", _text(compare_info.get("command_line"))),
-        ("working folder", _text(compare_info.get("cwd"))),
-    ]
-    results = dict(compare_info.get("results") or {})
-    if results:
-        rows += [("results volumes.csv sha256", _text(results.get("volumes_csv_sha256"))),
-                 ("results run.json sha256", _text(results.get("run_json_sha256")))]
-    for key, name in (("reference", "reference"), ("against", "second reader")):
-        folder = dict(compare_info.get(key) or {})
-        if folder:
-            rows += [(f"{name} folder", _text(folder.get("folder"))),
-                     (f"{name} files", f"{folder.get('n_files', 0)} files, {folder.get('bytes', 0) / 1024:.1f} KiB"),
-                     (f"{name} sha256 (all files)", _text(folder.get("sha256")))]
-    return rows
+def statistics_paragraph() -> str:
+    """The report's rules for small groups, zero volumes and empty masks, in one paragraph."""
+    return (
+        f"Statistics. Each table gives n per group. Minimum n: a group with fewer than {MIN_N_INTERVAL} "
+        "values of a statistic gets no 95% CI, interquartile range, limit of agreement, SD, ICC, Lin's CCC or "
+        f"regression slope; the tables print '{TOO_SMALL}' and the figures draw no lines for it, because with "
+        "so few patients a t-based interval spans orders of magnitude. Point estimates (median, mean, bias, "
+        "geometric mean ratio) are still given. Zero volumes: the ratio (log-scale) Bland-Altman analysis "
+        "leaves out every pair in which either volume is 0 mL (a ratio with zero is undefined and no offset "
+        "is added); these pairs are counted in the ratio table ('zero pairs left out') and stay in every mL "
+        "analysis, so the ratio analysis can have a smaller n. Dice: patients whose two masks are both empty "
+        "are left out of the Dice summaries and counted."
+    )
 
 
 DEFINITIONS: list[tuple[str, str]] = [
@@ -237,7 +166,8 @@ DEFINITIONS: list[tuple[str, str]] = [
      "a positive bias means larger automated (reader B) volumes."),
     ("ICC(A,1)", "two-way random effects, absolute agreement, single measure (McGraw & Wong 1996; "
      "Shrout & Fleiss ICC(2,1)), 95% CI from the F distribution (pingouin, CI given to 2 decimals). "
-     "Undefined with fewer than 3 patients or when all volumes are equal. Interpretation as the paper: "
+     f"Not given for fewer than {MIN_N_INTERVAL} patients ('n too small'); undefined when all volumes are equal. "
+     "Interpretation as the paper: "
      "< 0.4 poor, 0.4 to < 0.6 fair, 0.6 to < 0.75 good, >= 0.75 excellent."),
     ("ICC(C,1)", "two-way, consistency, single measure (Shrout & Fleiss ICC(3,1)); ignores a constant "
      "offset, so ICC(C,1) well above ICC(A,1) signals systematic bias."),
@@ -300,4 +230,7 @@ SUMMARY_MEANINGS: dict[str, str] = {
     "hd95_n, _mean, _sd, _median, _q1, _q3": "HD95 summary, mm",
     "lesions, lesions_detected, detection_rate": "reference lesions, those detected, pooled rate",
     "icc_note, ba_note, ratio_note, ccc_note, notes": "why a number is undefined",
+    "icc_n, reference_n, other_n": "patients with both volumes (ICC, CCC); with a reference / other volume",
+    "withheld": f"statistics (with their n) whose intervals, limits, SD and coefficients the PDF does not print "
+                f"because n < {MIN_N_INTERVAL} ('n too small'); this sheet keeps the computed numbers",
 }

@@ -69,7 +69,7 @@ def test_context_holds_every_table_with_rows(built):
 
 def test_methods_state_the_run_parameters_and_say_what_is_missing(built):
     methods = " ".join(built.context["methods"])
-    assert "thresholds -5.0 HU to 13.0 HU" in methods
+    assert "thresholds -5 HU to 13 HU" in methods  # as recorded, without ".0"
     assert "severe 0.61" in methods and "subtle 0.4" in methods
     assert "not recorded" in methods  # e.g. bone threshold absent from this run.json
     assert built.context["model_version"] == "m-7"
@@ -80,12 +80,12 @@ def test_methods_state_the_run_parameters_and_say_what_is_missing(built):
     assert compare_rows == [("compare", "not recorded")]
 
 
-def test_small_groups_say_icc_is_undefined_instead_of_crashing():
+def test_small_groups_say_n_too_small_instead_of_crashing():
     rows = per_patient_table(n=3)
     report = build_report(rows, mode="inter-reader", run_info={}, trial_name=None)
     volume = report.context["tables"]["volume"]
-    assert volume["rows"][0][4] == "undefined"  # n = 2 after the exclusion
-    assert "needs at least 3 patients" in volume["note"]
+    assert volume["rows"][0][4] == "n too small"  # n = 2 after the exclusion
+    assert "N too small: All (n = 2)" in volume["note"]
 
 
 def test_pdf_renders_and_first_pages_are_not_blank(built, tmp_path):
@@ -123,7 +123,7 @@ def test_report_with_nobody_in_the_primary_population_still_builds():
     assert report.context["headline"].startswith("No patient is in the primary analysis population")
     flow = dict(report.context["tables"]["exclusion_counts"]["rows"])
     assert flow["imaging time unknown"] == "9" and flow["analysed (primary population)"] == "0"
-    assert report.context["tables"]["volume"]["rows"][0][4] == "undefined"
+    assert report.context["tables"]["volume"]["rows"][0][4] == "–"  # nobody: no number, no "n too small"
 
 
 FULL_RUN = {
@@ -160,7 +160,7 @@ def test_provenance_block_states_who_when_what_of_run_and_compare(tmp_path):
     assert compare_rows["reference sha256 (all files)"] == "99" * 32
     assert compare_rows["results volumes.csv sha256"] == "ef" * 32
     # per-scan checksums go to the workbook, not one appendix row each
-    assert not any(name.startswith("inputs.") for name, _ in report.context["parameters"])
+    assert not any(key.startswith("inputs.") for *_, key in report.context["parameters"])
 
     html, pdf = tmp_path / "a.html", tmp_path / "a.pdf"
     render(report.context, html, pdf)
