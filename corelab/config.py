@@ -12,6 +12,7 @@ __all__ = [
     "hypodensity_class",
     "HEMORRHAGE_HU",
     "OUTPUT_COLUMNS",
+    "COLUMN_MEANINGS",
     "SYNTH_RECORD_FILE",
     "GridParams",
     "IntracranialParams",
@@ -66,36 +67,41 @@ SYNTH_RECORD_FILE = "synth.json"
 LABELS: dict[str, int] = {"severe": 1, "intermediate": 2, "subtle": 3, "hemorrhage": 4}
 LABEL_NAMES: dict[int, str] = {value: name for name, value in LABELS.items()}
 
-# Columns of volumes.csv / volumes.xlsx, in order (DESIGN "Outputs"); the manifest's extra columns
-# follow, and one with one of these names is carried as "manifest_<name>".
-OUTPUT_COLUMNS = (
-    "patient_id",
-    "status",
-    "error",
-    "flags",
-    "read_notes",
-    "onset",
-    "scan_time",
-    "scan_time_source",
-    "hours_since_onset",
-    "in_window",
-    "infarct_ml",
-    "severe_ml",
-    "intermediate_ml",
-    "subtle_ml",
-    "hemorrhage_ml",
-    "intracranial_ml",
-    "infarct_mean_hu",
-    "brain_median_hu",
-    "hypodensity_class",
-    "mask",
-    "qc",
-    "scan",
-    "series_uid",
-    "scan_sha256",
-    "model_version",
-    "run_id",
-)
+# Columns of volumes.csv / volumes.xlsx, in order (DESIGN "Outputs"), each with its meaning and unit
+# ("" when it has none): the one source for the column list and the workbook's `columns` sheet. The
+# manifest's extra columns follow, and one with one of these names is carried as "manifest_<name>".
+COLUMN_MEANINGS: dict[str, tuple[str, str]] = {
+    "patient_id": ("Patient id as written in the manifest (text, never evaluated).", ""),
+    "status": ("ok: segmented; failed: see error; not_run: not processed yet or the run was interrupted.", ""),
+    "error": ("Why the row failed or was not run, in one sentence; empty when ok.", ""),
+    "flags": ("Warnings about timing, reading and preprocessing, one sentence each.", ""),
+    "needs_review": ("true when a flag says the volume must be checked before use (interpolated or resampled "
+                     "slices, partial coverage, a brain far from the models' reference); empty when not segmented.",
+                     "true/false"),
+    "read_notes": ("What reading did to the scan: series chosen, tilt corrected, slices interpolated or resampled.", ""),
+    "onset": ("Stroke onset from the manifest (site local clock).", "date-time"),
+    "scan_time": ("Acquisition time: from the manifest, else from the DICOM tags (see scan_time_source).", "date-time"),
+    "scan_time_source": ("Where scan_time came from: manifest or dicom.", ""),
+    "hours_since_onset": ("scan_time minus onset.", "h"),
+    "in_window": ("true when 12 h <= hours_since_onset <= 14 days; empty when unknown.", "true/false"),
+    "infarct_ml": ("Infarct volume: all infarct classes plus hemorrhage, as in the paper.", "mL"),
+    "severe_ml": ("Severe hypodense infarct volume (label 1).", "mL"),
+    "intermediate_ml": ("Intermediate hypodense infarct volume (label 2).", "mL"),
+    "subtle_ml": ("Subtle hypodense infarct volume (label 3).", "mL"),
+    "hemorrhage_ml": ("Hemorrhage volume (label 4).", "mL"),
+    "intracranial_ml": ("Intracranial volume on the analysis grid.", "mL"),
+    "infarct_mean_hu": ("Mean density of the infarct, hemorrhage excluded.", "HU"),
+    "brain_median_hu": ("Median density of the brain outside CSF (shows a scanner's calibration).", "HU"),
+    "hypodensity_class": ("The paper's class from infarct_mean_hu: severe, intermediate, subtle, or empty.", ""),
+    "mask": ("Label map, relative to the results folder.", "path"),
+    "qc": ("QC image, relative to the results folder.", "path"),
+    "scan": ("The scan as written in the manifest (relative to the manifest's folder or absolute).", "path"),
+    "series_uid": ("SeriesInstanceUID of the series segmented.", ""),
+    "scan_sha256": ("SHA-256 of the scan's file(s) as read.", ""),
+    "model_version": ("Version of the model folder used.", ""),
+    "run_id": ("The file in runs/ of the run that computed the row.", ""),
+}
+OUTPUT_COLUMNS: tuple[str, ...] = tuple(COLUMN_MEANINGS)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from corelab.io.errors import (
     UnreadableScanError,
     too_large,
 )
-from corelab.io.grid import align_slices, even_slice_spacing, resample_slices, stack_geometry
+from corelab.io.grid import align_slices, even_slice_spacing, invented_slices, resample_slices, stack_geometry
 from corelab.io.series import SeriesSummary, SliceHeader, acquisition_datetime, rank_series, summarize_series
 from corelab.io.volume import ScanMeta, Volume
 
@@ -195,9 +195,12 @@ def read_dicom(
             f" (GantryDetectorTilt tag: {first.tag('GantryDetectorTilt') or 'absent'})."
         )
     spacing_z, even = even_slice_spacing(geometry.positions_mm)
+    invented, gaps_mm = 0, None
     if not even:
         gaps = np.diff(geometry.positions_mm)
-        pixels, _ = resample_slices(pixels, geometry.positions_mm, spacing_mm=spacing_z, order=order)
+        gaps_mm = (float(gaps.min()), float(gaps.max()))
+        pixels, targets = resample_slices(pixels, geometry.positions_mm, spacing_mm=spacing_z, order=order)
+        invented = invented_slices(geometry.positions_mm, targets)
         spacing_z = float((geometry.positions_mm[-1] - geometry.positions_mm[0]) / (len(pixels) - 1))
         notes.append(
             f"Uneven slice gaps ({gaps.min():.2f}-{gaps.max():.2f} mm) resampled onto an even"
@@ -216,6 +219,9 @@ def read_dicom(
         kernel=first.tag("ConvolutionKernel"),
         tilt_deg=float(tilt),
         notes=tuple(notes),
+        interpolated_slices=invented,
+        resampled_spacing=not even,
+        slice_gaps_mm=gaps_mm,
     )
     return Volume(
         array=pixels.astype(np.float32, copy=False),

@@ -20,6 +20,7 @@ __all__ = [
     "align_slices",
     "even_slice_spacing",
     "resample_slices",
+    "invented_slices",
 ]
 
 # A gap up to 2x the typical spacing is one missing slice: its content is bounded by two measured
@@ -194,3 +195,22 @@ def resample_slices(
     w = weight[:, None, None].astype(np.float32)
     out = (1.0 - w) * slices[lower] + w * slices[upper]
     return out.astype(slices.dtype, copy=False), targets
+
+
+def invented_slices(positions_mm: np.ndarray, targets_mm: np.ndarray) -> int:
+    """How many resampled slices (``targets_mm``, mm) lie where the series had no slice: further
+    than half the new spacing from every measured position (``positions_mm``, sorted, mm), i.e.
+    filled in a gap rather than nudged between neighbours.
+
+    >>> invented_slices(np.array([0.0, 5.0, 15.0]), np.array([0.0, 5.0, 10.0, 15.0]))  # one missing slice
+    1
+    >>> invented_slices(np.array([0.0, 4.5, 10.0, 15.5]), np.array([0.0, 5.0, 10.0, 15.5]))  # uneven only
+    0
+    """
+    positions_mm = np.asarray(positions_mm, dtype=float)
+    targets_mm = np.asarray(targets_mm, dtype=float)
+    if targets_mm.size < 2:
+        return 0
+    half = 0.5 * float(np.diff(targets_mm).mean())
+    nearest = np.abs(targets_mm[:, None] - positions_mm[None, :]).min(axis=1)
+    return int(np.count_nonzero(nearest > half))

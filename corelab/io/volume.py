@@ -46,6 +46,12 @@ class ScanMeta:
         angle measured from the slice positions (0 when the stack needed no correction).
     notes: human-readable sentences about choices made while reading (series chosen and why,
         resampling of uneven spacing or tilt).
+    interpolated_slices: slices of the even grid that lie in a gap where the series had no slice
+        (a missing slice), filled by interpolation between their neighbours; 0 when none.
+    resampled_spacing: True when uneven slice gaps were resampled onto an even grid (every slice
+        between the first and last is then interpolated, not only those in a gap).
+    slice_gaps_mm: (smallest, largest) gap between the measured slices when they were resampled,
+        mm; None when the stack was even.
     stored_grid: the file's own grid when reading flipped or permuted axes (see `orient_superior`),
         else None; `write_image` writes onto it so masks match the input file voxel for voxel.
     """
@@ -59,6 +65,9 @@ class ScanMeta:
     tilt_deg: float = 0.0
     notes: tuple[str, ...] = ()
     stored_grid: StoredGrid | None = None
+    interpolated_slices: int = 0
+    resampled_spacing: bool = False
+    slice_gaps_mm: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -55,7 +55,9 @@ from corelab.segment.dense import PrecisionError, precision_dtype
 
 __all__ = ["BatchSummary", "BatchOptionError", "FailedRow", "run_batch", "RECORD_VERSION", "TABLE_SECONDS"]
 
-RECORD_VERSION = 1
+# 2: flags name what reading invented (missing slices, resampled spacing) and feed needs_review;
+# a version-1 record lacks them, so its scan is done again rather than reused unflagged.
+RECORD_VERSION = 2
 TABLE_SECONDS = 2.0  # volumes.csv is rewritten at most this often while scans finish
 
 

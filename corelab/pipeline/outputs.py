@@ -25,6 +25,7 @@ from corelab.audit import file_sha256, folder_checksums
 from corelab.config import TimingWindow
 from corelab.io.manifest import OUTPUT_COLUMNS, ManifestRow, imaging_window
 from corelab.io.tables import neutralize_frame
+from corelab.pipeline.workbook import write_workbook
 
 __all__ = [
     "atomic_path",
@@ -37,6 +38,8 @@ __all__ = [
     "write_record",
     "table_row",
     "write_tables",
+    "needs_review",
+    "REVIEW_FLAG_KINDS",
     "ROUNDING",
 ]
 
@@ -132,8 +135,33 @@ def read_record(path: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def _iso(value: dt.datetime | None) -> str:
-    return value.isoformat(sep=" ") if value is not None else ""
+# Kinds of flag that say the numbers of a row must be looked at before they are used, by the words
+# their sentence starts with; the producers start them so (preprocessing: `_coverage_flags` in
+# `corelab.preprocess.intracranial`; `corelab.pipeline.scan`: `reading_flags`, `brain_shift_flag`).
+REVIEW_FLAG_KINDS: dict[str, str] = {
+    "Missing slices:": "a gap of the series was filled by interpolation (invented slices)",
+    "Uneven slice spacing:": "uneven slice gaps were resampled onto an even grid",
+    "Partial coverage:": "the field of view or the scan's top cuts the skull",
+    "Brain shift:": "the brain's median HU lies far from the models' reference",
+}
+
+
+def needs_review(flags) -> bool:
+    """True when any flag sentence is of a kind that says the volume must be checked before use.
+
+    The kinds (`REVIEW_FLAG_KINDS`, by the sentence's first words):
+
+    - ``Missing slices:`` a gap of the series was filled by interpolation, so slices were invented;
+    - ``Uneven slice spacing:`` uneven gaps were resampled, so every analysed slice is interpolated;
+    - ``Partial coverage:`` the field of view or the scan's top cuts the skull;
+    - ``Brain shift:`` the brain's median HU lies far from the models' reference (calibration).
+
+    Timing flags (outside the window, onset unknown) say nothing about the number and do not count.
+
+    >>> needs_review(["Partial coverage: the scan stops below the top of the skull."]), needs_review([])
+    (True, False)
+    """
+    return any(str(flag).strip().startswith(tuple(REVIEW_FLAG_KINDS)) for flag in flags)
 
 
 def table_row(row: ManifestRow, outcome: dict[str, Any], *, model_version: str,
@@ -146,17 +174,20 @@ def table_row(row: ManifestRow, outcome: dict[str, Any], *, model_version: str,
 
     Timing is recomputed from the current manifest on every run, so a corrected onset takes effect
     without segmenting the scan again; ``window``: the imaging window (`corelab.config.TimingWindow`).
+    ``onset`` and ``scan_time`` are date-times (text as written when the manifest's cell is not a
+    date); ``scan`` is the manifest's cell as written; ``needs_review`` follows
+    `needs_review` (None for a row that was not segmented).
     """
     table: dict[str, Any] = {
         "patient_id": row.patient_id,
         "status": outcome.get("status", "failed"),
         "error": outcome.get("error", ""),
-        "onset": _iso(row.onset) or row.onset_text,
-        "scan_time": _iso(row.scan_time) or row.scan_time_text,
+        "onset": row.onset or row.onset_text,
+        "scan_time": row.scan_time or row.scan_time_text,
         "scan_time_source": "manifest" if row.scan_time else "",
         "hours_since_onset": None,
         "in_window": None,
-        "scan": str(row.scan) if row.scan else "",
+        "scan": row.scan_text or (str(row.scan) if row.scan else ""),  # as given (DESIGN "Manifest")
         "series_uid": row.series_uid,
         "model_version": model_version,
         "run_id": outcome.get("run_id", "") if "record_version" in outcome else run_id,
@@ -167,7 +198,7 @@ def table_row(row: ManifestRow, outcome: dict[str, Any], *, model_version: str,
         scan_time = row.scan_time
         if scan_time is None and outcome.get("acquisition_datetime"):
             scan_time = dt.datetime.fromisoformat(outcome["acquisition_datetime"])
-            table.update(scan_time=_iso(scan_time), scan_time_source="dicom")
+            table.update(scan_time=scan_time, scan_time_source="dicom")
         timing = imaging_window(row.onset, scan_time, window)
         m = outcome["measurements"]
         table.update(
@@ -197,43 +228,49 @@ def table_row(row: ManifestRow, outcome: dict[str, Any], *, model_version: str,
         timing = imaging_window(row.onset, row.scan_time, window)
         table.update(hours_since_onset=timing.hours_since_onset, in_window=timing.in_window)
     table["flags"] = " ".join(f.strip() for f in flags if f and f.strip())
+    table["needs_review"] = needs_review(flags) if table["status"] == "ok" else None
     return table
 
 
-def _cell(column: str, value: Any) -> Any:
+def _value(column: str, value: Any) -> Any:
+    """A table value, typed and rounded (`ROUNDING`): None for unknown or not measured."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if column in ROUNDING and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return round(float(value), ROUNDING[column])
+    return value
+
+
+def _csv_text(value: Any) -> Any:
+    """A typed value as volumes.csv writes it: "" empty, true/false, ISO 8601 date-times."""
+    if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if column in ROUNDING and isinstance(value, (int, float)):
-        return round(float(value), ROUNDING[column])
+    if isinstance(value, dt.datetime):
+        return value.isoformat(sep=" ")
     return value
 
 
 def write_tables(rows: list[dict[str, Any]], extra_columns: tuple[str, ...], out_dir: str | Path, *,
                  excel: bool = True) -> pd.DataFrame:
-    """Write ``volumes.csv`` and ``volumes.xlsx`` (same content, manifest order) and return the table.
+    """Write ``volumes.csv`` and ``volumes.xlsx`` (same content, manifest order) and return the table
+    as volumes.csv holds it (text for booleans and date-times, before formula neutralization).
 
     Columns: `corelab.io.manifest.OUTPUT_COLUMNS`, then the manifest's extra columns unchanged.
-    Empty cells mean unknown (``in_window``) or not measured (a failed or not_run row).
-    ``excel``: False writes volumes.csv only (the rewrites while a batch runs).
+    Empty cells mean unknown (``in_window``) or not measured (a failed or not_run row). The xlsx
+    keeps types (date-times, booleans, numbers) and adds a ``columns`` sheet
+    (`corelab.pipeline.workbook`). ``excel``: False writes volumes.csv only (the rewrites while a
+    batch runs).
     """
     out_dir = Path(out_dir)
     columns = list(OUTPUT_COLUMNS) + [c for c in extra_columns if c not in OUTPUT_COLUMNS]
-    table = pd.DataFrame(
-        [{c: _cell(c, row.get(c)) for c in columns} for row in rows], columns=columns, dtype=object
-    )
+    typed = [[_value(c, row.get(c)) for c in columns] for row in rows]
+    table = pd.DataFrame([[_csv_text(v) for v in values] for values in typed], columns=columns, dtype=object)
     inert = neutralize_frame(table)  # manifest text must not become a live spreadsheet formula
     with atomic_path(out_dir / "volumes.csv") as tmp:
         inert.to_csv(tmp, index=False)
-    if not excel:
-        return table
-    with atomic_path(out_dir / "volumes.xlsx") as tmp:
-        with pd.ExcelWriter(tmp, engine="openpyxl") as writer:
-            inert.to_excel(writer, index=False, sheet_name="volumes")
-            sheet = writer.sheets["volumes"]
-            sheet.freeze_panes = "B2"
-            # patient_id as text: an id "007" must not become the number 7 when the sheet is edited.
-            for (cell,) in sheet.iter_rows(min_row=2, min_col=1, max_col=1):
-                cell.number_format = "@"
+    if excel:
+        with atomic_path(out_dir / "volumes.xlsx") as tmp:
+            write_workbook(tmp, columns, typed)
     return table

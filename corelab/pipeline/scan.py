@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from corelab.io.volume import ScanMeta, Volume
 
 __all__ = ["ScanJob", "ScanResult", "process_scan", "torch_settings", "internal_error", "brain_shift_flag",
-           "BRAIN_SHIFT_FLAG_HU"]
+           "BRAIN_SHIFT_FLAG_HU", "reading_flags"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class ScanResult:
     when reading reoriented it. `label_volume` puts the four together for the mask writer; the
     scan's HU do not travel back.
     measurements: volumes (mL) and density (HU) of `labels`; intracranial_ml on the analysis grid.
-    flags: sentences from preprocessing; qc_png: the QC image.
+    flags: sentences from reading (`reading_flags`) and preprocessing, and the brain-shift flag;
+    qc_png: the QC image.
     brain_median_hu: median HU of the analysis region (intracranial minus CSF) on the analysis
     grid, the level brain-referenced models shift to their reference; across a site's scans it shows
     the scanner's calibration.
@@ -118,7 +119,7 @@ def brain_shift_flag(norm, median: float | None) -> str | None:
 
     >>> from corelab.segment import InputNorm
     >>> brain_shift_flag(InputNorm(brain_reference_hu=35.0), 46.0)
-    "The brain's median is 46.0 HU, 11.0 HU above the models' reference of 35 HU (the networks saw the scan shifted by that much): check the scanner's calibration and this volume."
+    "Brain shift: the brain's median is 46.0 HU, 11.0 HU above the models' reference of 35 HU (the networks saw the scan shifted by that much): check the scanner's calibration and this volume."
     >>> brain_shift_flag(InputNorm(), 46.0) is None  # absolute-HU models shift nothing
     True
     """
@@ -127,9 +128,33 @@ def brain_shift_flag(norm, median: float | None) -> str | None:
     shift = norm.brain_reference_hu - median
     if abs(shift) <= BRAIN_SHIFT_FLAG_HU:
         return None
-    return (f"The brain's median is {median:.1f} HU, {abs(shift):.1f} HU {'above' if shift < 0 else 'below'} the "
-            f"models' reference of {norm.brain_reference_hu:g} HU (the networks saw the scan shifted by that much): "
-            "check the scanner's calibration and this volume.")
+    return (f"Brain shift: the brain's median is {median:.1f} HU, {abs(shift):.1f} HU "
+            f"{'above' if shift < 0 else 'below'} the models' reference of {norm.brain_reference_hu:g} HU (the networks "
+            "saw the scan shifted by that much): check the scanner's calibration and this volume.")
+
+
+def reading_flags(volume: Volume) -> tuple[str, ...]:
+    """Flag sentences for what reading invented: slices filled in a gap of the series, or uneven
+    spacing resampled onto an even grid (``volume.meta.interpolated_slices``, ``resampled_spacing``,
+    ``slice_gaps_mm``; slice spacing ``volume.spacing[0]`` in mm).
+
+    >>> from corelab.io.volume import ScanMeta, Volume
+    >>> meta = ScanMeta(interpolated_slices=1, resampled_spacing=True, slice_gaps_mm=(5.0, 10.0))
+    >>> reading_flags(Volume(array=np.zeros((3, 1, 1)), spacing=(5.0, 1.0, 1.0), meta=meta))[0][:60]
+    'Missing slices: 1 slice of the even 5.00 mm grid lay in a ga'
+    """
+    meta = volume.meta
+    lo, hi = meta.slice_gaps_mm or (float(volume.spacing[0]),) * 2
+    spacing = f"{float(volume.spacing[0]):.2f} mm"
+    if meta.interpolated_slices:
+        n = meta.interpolated_slices
+        return (f"Missing slices: {n} slice{'s' if n > 1 else ''} of the even {spacing} grid lay in a gap of the series "
+                f"(slices {lo:.2f}-{hi:.2f} mm apart) and {'were' if n > 1 else 'was'} invented by interpolating the "
+                "neighbours: check this volume on the QC image.",)
+    if meta.resampled_spacing:
+        return (f"Uneven slice spacing: slices {lo:.2f}-{hi:.2f} mm apart were resampled onto an even {spacing} grid, "
+                "so the volume is measured on interpolated slices: check this volume on the QC image.",)
+    return ()
 
 
 def internal_error(error: BaseException) -> str:
@@ -233,7 +258,7 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         measurements=measurements,
         intracranial_ml=intracranial_ml,
         brain_median_hu=brain_median_hu,
-        flags=tuple(getattr(regions, "flags", ()) or ()) + ((shift_flag,) if shift_flag else ()),
+        flags=reading_flags(vol) + tuple(getattr(regions, "flags", ()) or ()) + ((shift_flag,) if shift_flag else ()),
         qc_png=qc,
         scan_sha256=sha,
         seconds=clock.total,

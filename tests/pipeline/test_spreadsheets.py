@@ -1,0 +1,119 @@
+"""volumes.xlsx / volumes.csv as a statistician opens them: typed cells, widths, filter, a `columns`
+sheet from one source, and the scan path as the manifest wrote it."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import openpyxl
+import pandas as pd
+import pytest
+from openpyxl.utils import get_column_letter
+from pipeline_trial import SMALL_METHOD, make_trial
+
+from corelab.config import COLUMN_MEANINGS, OUTPUT_COLUMNS
+from corelab.pipeline.batch import run_batch
+from corelab.pipeline.outputs import write_tables
+from corelab.pipeline.workbook import MAX_WIDTH
+
+ONSET = dt.datetime(2024, 3, 1, 8, 0)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A tiny trial: two good scans, one without onset, one whose scan is missing."""
+    folder = tmp_path_factory.mktemp("trial")
+    trial = make_trial(folder, n=2, rows=[
+        {"patient_id": "P_NO_ONSET", "scan": "scans/P001.nii.gz", "scan_time": "2024-03-02T08:00:00"},
+        {"patient_id": "MISSING", "scan": "scans/nothing.nii.gz", "onset": ONSET.isoformat()},
+    ])
+    out = folder / "out"
+    run_batch(trial.manifest, out_dir=out, models_dir=trial.models, method=SMALL_METHOD, progress=False, threads=1)
+    book = openpyxl.load_workbook(out / "volumes.xlsx")
+    sheet = book["volumes"]
+    header = [cell.value for cell in sheet[1]]
+    rows = {r[0]: dict(zip(header, r)) for r in sheet.iter_rows(min_row=2, values_only=True)}
+    csv = pd.read_csv(out / "volumes.csv", dtype=str, keep_default_na=False).set_index("patient_id")
+    return {"book": book, "sheet": sheet, "header": header, "rows": rows, "csv": csv}
+
+
+def test_every_output_column_has_a_meaning_and_needs_review_follows_flags():
+    assert tuple(COLUMN_MEANINGS) == OUTPUT_COLUMNS
+    assert all(meaning.strip() for meaning, _ in COLUMN_MEANINGS.values())
+    assert OUTPUT_COLUMNS.index("needs_review") == OUTPUT_COLUMNS.index("flags") + 1
+    assert {COLUMN_MEANINGS[c][1] for c in ("infarct_ml", "severe_ml", "intracranial_ml")} == {"mL"}
+    assert COLUMN_MEANINGS["infarct_mean_hu"][1] == "HU" and COLUMN_MEANINGS["hours_since_onset"][1] == "h"
+
+
+def test_xlsx_cells_are_typed(results):
+    rows = results["rows"]
+    # make_trial: P002 scanned 48 h after onset at 08:00
+    assert rows["P002"]["onset"] == ONSET and rows["P002"]["scan_time"] == ONSET + dt.timedelta(hours=48)
+    assert isinstance(rows["P001"]["onset"], dt.datetime) and isinstance(rows["P001"]["scan_time"], dt.datetime)
+    assert rows["P001"]["in_window"] is True and rows["P_NO_ONSET"]["in_window"] is None
+    assert rows["P_NO_ONSET"]["onset"] is None
+    assert rows["P002"]["needs_review"] is False and rows["MISSING"]["needs_review"] is None
+    for column in ("infarct_ml", "severe_ml", "intracranial_ml", "brain_median_hu"):
+        assert isinstance(rows["P001"][column], float), column
+    assert rows["P001"]["hours_since_onset"] == 24  # a number (openpyxl reads a whole 24.0 back as int)
+    assert rows["MISSING"]["status"] == "failed" and rows["MISSING"]["infarct_ml"] is None
+    sheet, header = results["sheet"], results["header"]
+    onset = sheet.cell(row=2, column=header.index("onset") + 1)
+    assert onset.is_date and onset.number_format == "yyyy-mm-dd hh:mm:ss"
+    assert sheet.cell(row=2, column=1).number_format == "@"  # patient_id stays text
+
+
+def test_xlsx_has_frozen_header_autofilter_and_fitted_widths(results):
+    sheet, header = results["sheet"], results["header"]
+    assert sheet.freeze_panes == "B2"
+    assert sheet.auto_filter.ref == f"A1:{get_column_letter(len(header))}{len(results['rows']) + 1}"
+    widths = {name: sheet.column_dimensions[get_column_letter(i)].width for i, name in enumerate(header, start=1)}
+    assert all(6 <= w <= MAX_WIDTH for w in widths.values())
+    assert widths["flags"] == MAX_WIDTH  # long sentences: capped
+    assert widths["status"] == len("status") + 2  # "failed" and "ok" are shorter than the header
+    assert widths["scan_sha256"] == MAX_WIDTH  # 64 hex digits, capped
+
+
+def test_columns_sheet_describes_every_column(results):
+    described = results["book"]["columns"]
+    rows = list(described.iter_rows(values_only=True))
+    assert rows[0] == ("name", "meaning", "unit")
+    names = [r[0] for r in rows[1:]]
+    assert names == results["header"] == list(OUTPUT_COLUMNS) + ["site"]
+    meanings = {r[0]: (r[1], r[2] or "") for r in rows[1:]}
+    assert meanings["infarct_ml"] == COLUMN_MEANINGS["infarct_ml"]
+    assert meanings["site"] == ("From the manifest.", "")
+    assert all(m for m, _ in meanings.values())
+    assert results["book"].sheetnames == ["volumes", "columns"]
+
+
+def test_csv_keeps_iso_text_and_true_false(results):
+    csv = results["csv"]
+    assert csv.loc["P001", "onset"] == "2024-03-01 08:00:00" and csv.loc["P001", "scan_time"] == "2024-03-02 08:00:00"
+    assert csv.loc["P001", "in_window"] == "true" and csv.loc["P_NO_ONSET", "in_window"] == ""
+    assert csv.loc["P001", "needs_review"] == "false" and csv.loc["MISSING", "needs_review"] == ""
+
+
+def test_scan_is_the_manifest_text(results):
+    csv, rows = results["csv"], results["rows"]
+    assert csv.loc["P001", "scan"] == "scans/P001.nii.gz" and rows["P001"]["scan"] == "scans/P001.nii.gz"
+    assert csv.loc["MISSING", "scan"] == "scans/nothing.nii.gz"
+
+
+def test_text_stays_inert_numbers_stay_numbers_and_offsets_stay_in_the_csv(tmp_path):
+    aware = dt.datetime(2024, 3, 1, 8, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    rows = [{"patient_id": "007", "status": "ok", "onset": aware, "hours_since_onset": -3.0, "in_window": False,
+             "needs_review": True, "site": "=1+1", "age": 67}]
+    write_tables(rows, ("site", "age"), tmp_path)
+    sheet = openpyxl.load_workbook(tmp_path / "volumes.xlsx")["volumes"]
+    header = [c.value for c in sheet[1]]
+    cell = {name: sheet.cell(row=2, column=i + 1) for i, name in enumerate(header)}
+    assert cell["site"].data_type == "s" and cell["site"].value == "'=1+1"
+    assert cell["patient_id"].value == "007"
+    assert cell["hours_since_onset"].value == -3.0 and cell["age"].value == 67
+    assert cell["onset"].value == dt.datetime(2024, 3, 1, 8, 0)  # the site's clock
+    assert cell["in_window"].value is False and cell["needs_review"].value is True
+    assert not any(c.data_type == "f" for r in sheet.iter_rows() for c in r)
+    csv = pd.read_csv(tmp_path / "volumes.csv", dtype=str, keep_default_na=False)
+    assert csv.loc[0, "onset"] == "2024-03-01 08:00:00+02:00" and csv.loc[0, "site"] == "'=1+1"
+    assert csv.loc[0, "needs_review"] == "true" and csv.loc[0, "hours_since_onset"] == "-3.0"
