@@ -209,6 +209,13 @@ def synth(
             "(alternating per patient).",
         ),
     ] = "procedural",
+    background: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--background", metavar="CT_FILE_OR_DICOM_DIR",
+            help="A normal head CT: draw each patient's lesions into this real scan instead of a phantom head.",
+        ),
+    ] = None,
 ) -> None:
     """A synthetic trial: phantom head CTs, manifest.xlsx, manual reads and truth labels.
 
@@ -217,11 +224,14 @@ def synth(
     \b
         corelab synth demo-trial/ --n 10 --seed 1 --preview
         corelab synth atlas-trial/ --n 100 --seed 7 --family atlas
+        corelab synth real-trial/ --n 20 --seed 3 --background normal_head.nii.gz
     """
     from corelab import synth as synthetic
 
     with _errors_as_exit():
-        summary = synthetic.make_trial(out, n=n, seed=seed, thin_slices=thin_slices, family=family)
+        summary = synthetic.make_trial(
+            out, n=n, seed=seed, thin_slices=thin_slices, family=family, background=background
+        )
         if preview:
             typer.echo(f"preview: {synthetic.preview(out)}")
     typer.echo(str(summary))

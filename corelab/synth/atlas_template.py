@@ -37,7 +37,7 @@ from scipy import ndimage as ndi
 from corelab.synth.fields import upsample2
 from corelab.synth.phantom import SynthError
 
-__all__ = ["TemplateAnatomy", "R", "load_template", "template_dir", "TEMPLATE_FILES", "NILEARN_HINT"]
+__all__ = ["TemplateAnatomy", "R", "load_template", "template_cavity", "template_dir", "TEMPLATE_FILES", "NILEARN_HINT"]
 
 TEMPLATE_FILES = {t: f"mni_icbm152_{t}_tal_nlin_sym_09a_converted.nii.gz" for t in ("gm", "wm", "t1")}
 NILEARN_HINT = "pip install --no-deps nilearn==0.14.1"
@@ -152,6 +152,15 @@ def load_template() -> TemplateAnatomy:
     _head_regions(region, cavity, sd, X, Y, Z)
     fields = np.stack([gm, wm, sd, dcsf, dvent], axis=-1)
     return TemplateAnatomy(fields=fields, region=region, origin=origin)
+
+
+@functools.lru_cache(maxsize=1)
+def template_cavity() -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The template's cavity (the T1's non-zero region, holes filled; bool [z, y, x] at 1 mm, index
+    growing with MNI x, y, z) and the MNI (x, y, z) mm of index [0, 0, 0]: no canal, no padding, for
+    registering the template to a scan (`corelab.synth.background`)."""
+    folder = template_dir()
+    return ndi.binary_fill_holes(_read(folder, TEMPLATE_FILES["t1"]) > 0), _origin(folder)
 
 
 def _sharpen(gm: np.ndarray, wm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

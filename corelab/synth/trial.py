@@ -9,13 +9,15 @@ Layout of OUT_DIR (see docs/INTERFACES.md and ../shared/DESIGN.md):
     manual/<patient_id>.nii.gz            reader A (0/1, haemorrhage included)
     manual_b/<patient_id>.nii.gz          reader B
     tissue/<patient_id>.nii.gz            uint8 tissue codes of `corelab.synth.anatomy.T` where a voxel
-                                          holds one tissue, 255 where mixed (for testing other steps)
+                                          holds one tissue, 255 where mixed (for testing other steps;
+                                          all 255 for a real background, whose tissues are not known)
 Same seed, same files, byte for byte: nothing depends on the clock.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import json
 import math
@@ -33,6 +35,7 @@ from corelab.config import CLASSES, SYNTH_RECORD_FILE
 from corelab.io.volume import write_image
 from corelab.synth import lesions
 from corelab.synth.atlas import make_atlas_patient
+from corelab.synth.background import load_background, make_background_patient
 from corelab.synth.dicom_write import derived_uid, write_dicom_series
 from corelab.synth.phantom import Phantom, SynthError, make_patient
 from corelab.synth.readers import manual_read
@@ -46,6 +49,7 @@ TRUTH_COLUMNS = (
     "patient_id", "site", "format", "family", "hypodensity", "mean_hu", "target_hu", "infarct_ml", "class_ml",
     "hemorrhage_ml", "manual_ml", "manual_b_ml", "territory", "side", "hemorrhage", "satellites", "mimics",
     "old_infarct_ml", "hours_since_onset", "in_window", "noise_sd_hu", "hu_offset", "pixel_mm", "slice_mm",
+    "background",
 )
 _FIXED_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 # Phantom families: procedural heads (`make_patient`), MNI152 anatomy (`make_atlas_patient`), or both.
@@ -74,7 +78,7 @@ class TrialSummary:
 
 def make_trial(
     out_dir: str | Path, *, n: int = 20, seed: int = 0, thin_slices: bool = False, matrix: int = 512, n_sites: int = 4,
-    family: str = "procedural",
+    family: str = "procedural", background: str | Path | None = None,
 ) -> TrialSummary:
     """Write a synthetic trial of ``n`` patients to ``out_dir`` (created), deterministically for ``seed``.
 
@@ -85,6 +89,9 @@ def make_trial(
     DICOM AcquisitionDate/Time holds it). matrix: 512 as scanners; smaller for fast tests.
     family: "procedural", "atlas" (MNI152 anatomy, needs nilearn's templates) or "mixed"
     (alternating per patient, see `patient_family`); truth.csv and synth.json say which made each.
+    background: a normal head CT (DICOM folder or image file): every patient is then that scan with
+    its own lesions drawn in (`corelab.synth.background`; family "background", ``matrix``,
+    ``thin_slices`` and ``family`` do not apply); synth.json records its path and sha256.
 
     >>> import tempfile
     >>> s = make_trial(tempfile.mkdtemp(), n=1, matrix=64)
@@ -98,6 +105,7 @@ def make_trial(
     out = Path(out_dir)
     for sub in ("scans", "truth", "manual", "manual_b", "tissue"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    bg = load_background(background) if background is not None else None
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
     scanners = [draw_scanner(rng, site=f"SITE-{k + 1:02d}") for k in range(max(1, n_sites))]
     first_onset = dt.datetime(2025, 3, 3, 8, 0)
@@ -113,9 +121,13 @@ def make_trial(
         hours = _onset_to_scan_hours(rng, i)
         onset = first_onset + dt.timedelta(days=2 * i, minutes=int(rng.integers(0, 24 * 60)))
         acquired = onset + dt.timedelta(hours=hours)
-        maker = _MAKERS[patient_family(family, seed, i)]
-        ph = maker((int(seed), i), matrix=matrix, thin_slices=thin_slices, hypodensity=klass, scanner=scanner)
-        nifti = i % 5 == 1
+        if bg is None:
+            maker = functools.partial(_MAKERS[patient_family(family, seed, i)], matrix=matrix, thin_slices=thin_slices)
+        else:
+            maker = functools.partial(make_background_patient, bg)
+        ph = maker((int(seed), i), hypodensity=klass, scanner=scanner)
+        # The DICOM writer writes axial slices on the identity direction; any other grid goes to NIfTI.
+        nifti = i % 5 == 1 or not np.allclose(ph.direction, np.eye(3).ravel())
         series_uid = derived_uid("corelab-synth", seed, pid, "series")
         if nifti:
             scan_rel = f"scans/{pid}.nii.gz"
@@ -125,7 +137,7 @@ def make_trial(
             write_dicom_series(
                 ph.hu, spacing=ph.spacing, origin=ph.origin, folder=out / scan_rel, patient_id=pid,
                 study_uid=derived_uid("corelab-synth", seed, pid, "study"), series_uid=series_uid,
-                acquired=acquired, slice_mm=ph.slice_mm, signed=scanner.signed,
+                acquired=acquired, slice_mm=ph.slice_mm, signed=scanner.signed or bg is not None,
                 manufacturer=scanner.manufacturer, kernel=scanner.kernel, site=scanner.site,
             )
         like = ph.volume()
@@ -145,7 +157,7 @@ def make_trial(
             "series_uid": "" if nifti else series_uid,
             "site": scanner.site,
         })
-        truth_rows.append(_truth_row(pid, ph, nifti, hours, manual_a, manual_b))
+        truth_rows.append(_truth_row(pid, ph, nifti, hours, manual_a, manual_b, "" if bg is None else bg.name))
     seconds = (time.perf_counter() - started) / n
     manifest = out / "manifest.xlsx"
     _write_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)), manifest)
@@ -154,16 +166,22 @@ def make_trial(
     n_nifti = sum(1 for r in rows if r["scan"].endswith(".nii.gz"))
     # What made this trial, for whoever trains on it (the model card names it).
     # Without the folder's name: the same seed gives the same bytes wherever the trial is written.
-    if matrix == 512 and n_sites == 4:  # what the command line can make
+    if bg is not None and n_sites == 4:
+        command = f"corelab synth OUT_DIR --n {n} --seed {int(seed)} --background {Path(background).name}"
+    elif matrix == 512 and n_sites == 4:  # what the command line can make
         command = f"corelab synth OUT_DIR --n {n} --seed {int(seed)}" + (" --thin-slices" if thin_slices else "")
         command += "" if family == "procedural" else f" --family {family}"
     else:
         command = (f"corelab.synth.make_trial(OUT_DIR, n={n}, seed={int(seed)}, thin_slices={thin_slices}, "
                    f"matrix={matrix}, n_sites={n_sites}" + ("" if family == "procedural" else f", family={family!r}")
-                   + ")")
+                   + ("" if bg is None else f", background={Path(background).name!r}") + ")")
     generator = {"command": command, "n": n, "seed": int(seed), "matrix": matrix, "thin_slices": thin_slices,
                  "n_sites": n_sites, "family": family,
                  "families": {r["patient_id"]: r["family"] for r in truth_rows}, "corelab": __version__}
+    if bg is not None:
+        generator["family"] = "background"
+        generator["background"] = {"path": str(Path(background).resolve()), "sha256": bg.sha256,
+                                   "registration_dice": round(bg.dice, 4)}
     (out / SYNTH_RECORD_FILE).write_text(json.dumps(generator, indent=2) + "\n")
     return TrialSummary(
         out_dir=out,
@@ -197,7 +215,7 @@ def _onset_to_scan_hours(rng: np.random.Generator, i: int) -> float:
     return float(round(math.exp(rng.uniform(math.log(14.0), math.log(300.0))), 2))
 
 
-def _truth_row(pid: str, ph: Phantom, nifti: bool, hours: float, manual_a, manual_b) -> dict:
+def _truth_row(pid: str, ph: Phantom, nifti: bool, hours: float, manual_a, manual_b, background: str) -> dict:
     t = ph.truth
     return {
         "patient_id": pid,
@@ -224,6 +242,7 @@ def _truth_row(pid: str, ph: Phantom, nifti: bool, hours: float, manual_a, manua
         "hu_offset": t.hu_offset,
         "pixel_mm": ph.spacing[1],
         "slice_mm": ph.slice_mm,
+        "background": background,
     }
 
 
