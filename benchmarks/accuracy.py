@@ -29,13 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from mirror_rule import mirror_rule  # benchmarks/ is the script's folder, on sys.path
 
-from corelab.config import CLASSES
-from corelab.measure import hypodensity_class
+from corelab.config import CLASSES, hypodensity_class
 from corelab.segment.dense import dense_probabilities
 from corelab.segment.folder import load_models
 from corelab.segment.labels import labels_from_probabilities, smooth_probabilities
-from mirror_rule import mirror_rule  # benchmarks/ is the script's folder, on sys.path
 
 # The accuracy targets of the CNN issue: overall ICC(A,1) and mean Dice per class, three-CNN approach.
 TARGETS = {"icc_a1": 0.95, "dice": {"severe": 0.80, "intermediate": 0.75, "subtle": 0.60}}

@@ -1,10 +1,9 @@
 """The floor every model must clear by far: a hand rule with no training at all.
 
 Brain (the analysis region) more than 4 HU darker than its mirror across the head's own midline,
-after a 3 mm in-plane smoothing, and at most 32 HU, is called infarct. Measured on phantoms of an
-independent generator on real-atlas anatomy, this rule scored Dice 0.35, ICC(A,1) 0.79 and 63 mL on
-controls, where the networks shipped before the real-anatomy work scored Dice 0.23, ICC 0.09 and
-203 mL: a model that does not beat it by far has learned its training generator, not infarcts.
+after a 3 mm in-plane smoothing, and at most 32 HU, is called infarct. A model that does not beat
+this rule by far on a family of scans it never saw has learned its training generator, not
+infarcts (README gives the rule's measured scores).
 
 The midline is `corelab.preprocess.midline` (the scan's flip registered onto it); the smoothing is
 `corelab.segment.labels.smooth_probabilities` (a Gaussian averaged over region voxels only, so CSF

@@ -15,7 +15,7 @@ import socket
 import sys
 from pathlib import Path
 
-__all__ = ["file_sha256", "PROVENANCE_PACKAGES", "package_versions", "current_user", "invocation", "folder_checksums", "utc_now"]
+__all__ = ["file_sha256", "scan_sha256", "PROVENANCE_PACKAGES", "package_versions", "current_user", "invocation", "folder_checksums", "utc_now"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -25,6 +25,16 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+def scan_sha256(path: str | Path) -> str:
+    """SHA-256 over a scan's input: a file's bytes, or for a folder every file below it (hidden
+    files skipped) in sorted relative-path order, each file's relative path hashed with its bytes
+    so that renaming a slice changes the checksum too."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    return str(folder_checksums(path)["sha256"])  # the one listing and digest rule for folders
+
 
 # What computes (numpy, scipy, SimpleITK, torch), reads (pydicom, pandas, openpyxl), runs the batch
 # (dask, distributed) and writes the report (pingouin, jinja2, weasyprint, matplotlib).

@@ -12,7 +12,7 @@ import numpy as np
 from corelab.config import CLASS_RANGES_HU, hypodensity_class
 from corelab.errors import CorelabError
 
-__all__ = ["hypodensity_class", "measure_labels", "Measurements", "MeasureError"]
+__all__ = ["measure_labels", "Measurements", "MeasureError"]
 
 
 class MeasureError(CorelabError):

@@ -31,7 +31,7 @@ from pipeline_trial import SMALL_METHOD, SPACING, head_phantom, make_trial, writ
 
 from corelab.audit import current_user, file_sha256
 from corelab.pipeline.batch import run_batch
-from corelab.pipeline.outputs import scan_sha256
+from corelab.audit import scan_sha256
 
 # Header values of the DICOM patient; the manifest knows this patient only as "P900".
 PHI = {

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from corelab.measure import MeasureError, hypodensity_class, measure_labels
+from corelab.config import hypodensity_class
+from corelab.measure import MeasureError, measure_labels
 
 
 def test_sphere_of_10_ml_measures_its_voxel_count():

@@ -24,12 +24,12 @@ import pandas as pd
 from corelab import __version__
 from corelab.audit import file_sha256, folder_checksums, invocation, utc_now
 from corelab.compare.metrics import mask_metrics, reference_mean_hu
+from corelab.config import hypodensity_class
 from corelab.errors import CorelabError
 from corelab.io.files import find_image, image_ids
 from corelab.io.read import mask_onto, read_mask, read_scan
 from corelab.io.tables import restore
 from corelab.io.volume import Volume, same_geometry
-from corelab.measure import hypodensity_class
 
 __all__ = ["CompareError", "read_results", "read_run_json", "automated_rows", "reader_rows", "parse_window",
            "compare_provenance_info"]

@@ -35,14 +35,13 @@ from typing import Any, Callable
 from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.io.manifest import Manifest, ManifestRow, read_manifest
+from corelab.audit import file_sha256, scan_sha256
 from corelab.pipeline import runs
 from corelab.pipeline.executors import ExecutorSpec, run_dask, run_serial
 from corelab.pipeline.interrupt import StopRequest, stop_on_signals
 from corelab.pipeline.outputs import (
     atomic_write_bytes,
-    file_sha256,
     read_record,
-    scan_sha256,
     table_row,
     write_mask,
     write_record,

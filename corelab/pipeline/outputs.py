@@ -21,7 +21,6 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from corelab.audit import file_sha256, folder_checksums
 from corelab.config import TimingWindow
 from corelab.io.manifest import OUTPUT_COLUMNS, ManifestRow, imaging_window
 from corelab.io.tables import neutralize_frame
@@ -32,8 +31,6 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "write_mask",
-    "scan_sha256",
-    "file_sha256",
     "read_record",
     "write_record",
     "table_row",
@@ -97,16 +94,6 @@ def write_mask(labels: np.ndarray, like, path: str | Path) -> None:
 
     with atomic_path(path) as tmp:
         write_image(np.asarray(labels, dtype=np.uint8), like, tmp)
-
-
-def scan_sha256(path: str | Path) -> str:
-    """SHA-256 over a scan's input: a file's bytes, or for a folder every file below it (hidden
-    files skipped) in sorted relative-path order, each file's relative path hashed with its bytes
-    so that renaming a slice changes the checksum too."""
-    path = Path(path)
-    if path.is_file():
-        return file_sha256(path)
-    return str(folder_checksums(path)["sha256"])  # the one listing and digest rule for folders
 
 
 def _json_default(value: Any) -> Any:

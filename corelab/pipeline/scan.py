@@ -209,7 +209,7 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
     mask, so they equal mask voxel counts times voxel volume.
     """
     from corelab.io.read import read_scan
-    from corelab.pipeline.outputs import scan_sha256
+    from corelab.audit import scan_sha256
     from corelab.pipeline.qc import png_bytes, qc_figure
     from corelab.preprocess import analysis_region, labels_to_input_grid, to_analysis_grid
     from corelab.segment.labels import segment

@@ -120,7 +120,7 @@ def intracranial_region(
     region |= partial_volume_rim(region, hu, bone, spacing)
     if foramen is None:
         flags.append(
-            "No foramen magnum was found below the largest slice (partial coverage: the scan may start above the "
+            "Partial coverage: no foramen magnum was found below the largest slice (the scan may start above the "
             "skull base); nothing was cut at the bottom."
         )
     else:
@@ -320,7 +320,7 @@ def _gap_is_wide(
     """True when the grow still reaches the space around the head with ``walls`` dilated by ``gap_mm`` (mm).
 
     A gap in the skull narrower than 2 x ``gap_mm`` is closed by that dilation. Pixels finer than
-    1 mm are pooled in 2 x 2 blocks first (a wall pixel anywhere in a block makes it wall): the
+    0.5 mm are pooled in 2 x 2 blocks first (a wall pixel anywhere in a block makes it wall): the
     question is about centimetres, and the answer costs a quarter as much.
     """
     step = 2 if max(spacing[1:]) < 0.5 else 1

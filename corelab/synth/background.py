@@ -19,13 +19,13 @@ periventricular and deep white matter by 4-8 HU. Sulci are not effaced (that wou
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
 
+from corelab.audit import scan_sha256
 from corelab.config import CLASS_RANGES_HU, CLASSES, LABELS
 from corelab.io.read import read_scan
 from corelab.io.volume import Volume
@@ -71,22 +71,10 @@ class Background:
     dice: float
 
 
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, or of a folder's files (sorted relative names and contents)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if path.is_dir():
-            digest.update(str(f.relative_to(path)).encode() + b"\0")
-        digest.update(f.read_bytes())
-    return digest.hexdigest()
-
-
 def load_background(path: str | Path) -> Background:
     """Read a normal head CT (DICOM folder or image file) and prepare it (`prepare_background`)."""
     path = Path(path)
-    return prepare_background(read_scan(path), name=path.name, sha256=file_sha256(path))
+    return prepare_background(read_scan(path), name=path.name, sha256=scan_sha256(path))
 
 
 def prepare_background(volume: Volume, *, name: str = "", sha256: str = "") -> Background:

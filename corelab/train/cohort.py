@@ -17,11 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU, Method
+from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU, Method, hypodensity_class
 from corelab.errors import CohortError, CorelabError
 from corelab.io.files import find_image
 from corelab.io.manifest import MANIFEST_NAMES, find_manifest, read_manifest
-from corelab.measure import hypodensity_class
 from corelab.segment.norm import InputNorm
 
 __all__ = [

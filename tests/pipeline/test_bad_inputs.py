@@ -224,7 +224,7 @@ def test_truncated_dicom_file_fails_naming_the_file(catalogue):
 def test_mr_series_fails(catalogue):
     _failed_with(_row(catalogue, "MR"), "holds MR images, not a CT")
     # the audit trail still names the exact input that failed
-    from corelab.pipeline.outputs import scan_sha256
+    from corelab.audit import scan_sha256
 
     assert catalogue["records"]["MR"]["scan_sha256"] == scan_sha256(catalogue["folder"] / "dicom" / "mr")
 

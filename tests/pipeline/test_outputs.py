@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
+from corelab.audit import scan_sha256
 from corelab.io.manifest import OUTPUT_COLUMNS
 from corelab.io.volume import Volume
 from corelab.pipeline.outputs import (
     atomic_path,
     atomic_write_text,
     read_record,
-    scan_sha256,
     write_mask,
     write_record,
     write_tables,

@@ -16,9 +16,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 
-from corelab.config import CLASS_RANGES_HU, LABELS
+from corelab.config import CLASS_RANGES_HU, LABELS, hypodensity_class
 from corelab.io.read import read_mask, read_scan
-from corelab.measure import hypodensity_class
 from corelab.synth import SynthError, atlas_template, make_atlas_patient, make_trial
 from corelab.synth.anatomy import T
 from corelab.synth.atlas_territories import ATLAS_TERRITORIES, atlas_territory_mask

@@ -17,9 +17,8 @@ import pydicom
 import pytest
 from scipy import ndimage as ndi
 
-from corelab.config import CLASS_RANGES_HU, LABELS
+from corelab.config import CLASS_RANGES_HU, LABELS, hypodensity_class
 from corelab.io.read import read_mask, read_scan
-from corelab.measure import hypodensity_class
 from corelab.synth import SynthError, lesions, make_patient, make_trial, physics, preview
 from corelab.synth.anatomy import T
 from corelab.synth.fields import smooth_noise, upsample2
