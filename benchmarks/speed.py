@@ -215,7 +215,9 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args()
 
-    from corelab import __version__
+    from corelab import __version__, bound_onednn_cache
+
+    bound_onednn_cache()  # as corelab run does; the memory probe's subprocess inherits it
     from corelab.segment.dense import dense_flops_per_voxel
     from corelab.segment.folder import default_models_dir, load_models
 
