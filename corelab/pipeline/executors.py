@@ -23,18 +23,22 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from corelab import bound_onednn_cache
+from corelab.audit import file_sha256
 from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.pipeline.scan import ScanJob, ScanResult, internal_error, process_scan, torch_settings
 
 __all__ = ["ExecutorSpec", "run_serial", "run_dask", "worker_models", "lost_scan"]
 
-# One ModelSet per (folder, device) per process: loading re-reads and re-verifies the weights, and a
-# dask worker keeps serving scans of the same batch.
-_MODEL_CACHE: dict[tuple[str, str], object] = {}
+# One ModelSet per (folder, device, card) per process: loading re-reads and re-verifies the weights,
+# and a dask worker keeps serving scans of the same batch. The card's checksum is in the key, so a
+# long-lived worker of an outside scheduler reloads a folder that was retrained in place (its card
+# lists the new weights' checksums) instead of serving the old networks under the new card's name.
+_MODEL_CACHE: dict[tuple[str, str, str], object] = {}
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,8 @@ def worker_models(models_dir: str, device: str):
     """The `ModelSet` of ``models_dir`` for this process, loaded on first use."""
     from corelab.segment.folder import load_models
 
-    key = (str(models_dir), str(device))
+    card = Path(models_dir) / "card.json"
+    key = (str(models_dir), str(device), file_sha256(card) if card.is_file() else "")
     if key not in _MODEL_CACHE:
         _MODEL_CACHE[key] = load_models(models_dir, device=device)
     return _MODEL_CACHE[key]

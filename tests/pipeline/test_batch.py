@@ -107,3 +107,14 @@ def test_two_worker_dask_cluster_gives_the_serial_output(tmp_path, models):
                          method=SMALL_METHOD, workers=2, progress=False)
     assert serial.n_ok == parallel.n_ok == 2
     _assert_same_outputs(tmp_path / "serial", tmp_path / "dask")
+
+
+def test_a_worker_reloads_a_model_folder_retrained_in_place(tmp_path):
+    from corelab.pipeline.executors import worker_models
+
+    folder = write_model_folder(tmp_path / "models", seed=1)
+    first = worker_models(str(folder), "cpu")
+    assert worker_models(str(folder), "cpu") is first  # the same folder and card: served from the cache
+    write_model_folder(folder, seed=2)  # retrained into the same folder: new weights, new card
+    second = worker_models(str(folder), "cpu")
+    assert second is not first and second.checksums != first.checksums
