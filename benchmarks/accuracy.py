@@ -75,18 +75,22 @@ def _without_small_parts(mask: np.ndarray, min_voxels: float) -> np.ndarray:
 
 
 def evaluate(models3, single, *, n_test: int, test_seed: int, first: int = 0, min_component_ml=(), hypodensity=None,
+             family: str = "procedural",
              log=print) -> pd.DataFrame:
     """One row per test patient (`make_patient((test_seed, i))` for first <= i < first + n_test): class,
     reference and automated volumes (mL) and Dice per approach. hypodensity: draw every patient of
     that class instead of the trial's class mix (e.g. "severe", rare in the mix)."""
     from corelab.preprocess import analysis_region, labels_to_input_grid, to_analysis_grid
+    from corelab.synth.atlas import make_atlas_patient
     from corelab.synth.phantom import make_patient
+
+    makers = {"procedural": make_patient, "atlas": make_atlas_patient}
 
     networks = {**models3.networks, **{k: v for k, v in single.networks.items() if k == "single"}}
     rows = []
     for i in range(first, first + n_test):
         started = time.time()
-        phantom = make_patient((test_seed, i), matrix=512, hypodensity=hypodensity)
+        phantom = makers[family]((test_seed, i), matrix=512, hypodensity=hypodensity)
         volume = phantom.volume()
         grid = to_analysis_grid(volume, models3.grid)
         regions = analysis_region(grid.array, grid.spacing)
@@ -159,6 +163,8 @@ def main() -> None:
                         help="experiment: also score each approach without connected parts smaller than these mL")
     parser.add_argument("--first", type=int, default=0,
                         help="first test patient index (split one cohort over several processes)")
+    parser.add_argument("--family", choices=("procedural", "atlas"), default="procedural",
+                        help="phantom family of the test cohort (atlas: one the shipped weights never saw)")
     parser.add_argument("--hypodensity", choices=CLASSES, default=None,
                         help="every test patient of this class (default: the trial's class mix)")
     parser.add_argument("--csv", type=Path, default=None, help="write per-patient results here")
@@ -187,7 +193,7 @@ def main() -> None:
     single = load_models(folder / "single")
     print(f"models {models3.version} (single: {single.version}); test cohort: {args.n_test} phantoms, seed {args.test_seed}")
     results = evaluate(models3, single, n_test=args.n_test, test_seed=args.test_seed, first=args.first,
-                       min_component_ml=args.min_component_ml, hypodensity=args.hypodensity)
+                       min_component_ml=args.min_component_ml, hypodensity=args.hypodensity, family=args.family)
     if args.csv:
         results.to_csv(args.csv, index=False)
     print_table(results)
