@@ -31,7 +31,8 @@ app = typer.Typer(
 
 # `corelab train --help` shows TrainOptions' defaults without importing torch; a test checks that
 # these words match corelab.train.recipe.TrainOptions().
-TRAIN_DEFAULTS = {"patches_per_class": "40000", "epochs": "8", "threads": "1"}
+TRAIN_DEFAULTS = {"patches_per_class": "40000", "epochs": "8", "threads": "1", "val_scans": "20",
+                  "architecture": "barros2020-patch-cnn"}
 
 
 def _version(value: bool) -> None:
@@ -173,6 +174,21 @@ def train(
         typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest on a busy 2-core machine).",
                      show_default=TRAIN_DEFAULTS["threads"]),
     ] = None,
+    val_scans: Annotated[
+        Optional[int],
+        typer.Option("--val-scans", min=1, help="Validation scans per network (cut-offs, early stopping).",
+                     show_default=TRAIN_DEFAULTS["val_scans"]),
+    ] = None,
+    architecture: Annotated[
+        Optional[str],
+        typer.Option("--architecture", help="Network architecture: barros2020-patch-cnn (the paper's) or "
+                     "barros2020-mirror-cnn (plus the scan's mid-sagittal mirror).",
+                     show_default=TRAIN_DEFAULTS["architecture"]),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run (same cohort, options, seed) from its "
+                           "checkpoints in OUT/.checkpoints/; same result as an uninterrupted run.")
+    ] = False,
 ) -> None:
     """Train the four CNNs (severe, intermediate, subtle, hemorrhage) with the paper's recipe.
 
@@ -185,12 +201,17 @@ def train(
     bound_onednn_cache()  # before torch's first convolution
     from dataclasses import replace
 
+    from corelab.segment.networks import ARCHITECTURES
     from corelab.train.recipe import TrainOptions, train_models
 
-    given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads}
+    given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads, "val_scans": val_scans,
+             "architecture": architecture}
+    if architecture is not None and architecture not in ARCHITECTURES:
+        raise typer.BadParameter(f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}",
+                                 param_hint="--architecture")
     options = replace(TrainOptions(), **{name: value for name, value in given.items() if value is not None})
     with _errors_as_exit():
-        summary = train_models(cohort, out, single=single, seed=seed, options=options)
+        summary = train_models(cohort, out, single=single, seed=seed, options=options, resume=resume)
     typer.echo(str(summary))
 
 

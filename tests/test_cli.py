@@ -80,6 +80,13 @@ def test_train_on_a_folder_without_a_manifest_is_a_named_failure(tmp_path):
     assert not (tmp_path / "models" / "card.json").exists()
 
 
+def test_train_names_an_unknown_architecture_and_lists_the_known_ones(tmp_path):
+    result = runner.invoke(app, ["train", str(tmp_path), "--out", str(tmp_path / "m"), "--architecture", "unet-9"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "unknown architecture 'unet-9'" in text and "barros2020-mirror-cnn" in text
+
+
 @pytest.mark.slow
 def test_synth_writes_a_readable_trial(tmp_path):
     result = runner.invoke(app, ["synth", str(tmp_path / "trial"), "--n", "1", "--seed", "5"])

@@ -20,6 +20,7 @@ from typing import Any
 from corelab.audit import file_sha256, invocation, package_versions
 from corelab.io.manifest import Manifest
 from corelab.pipeline.outputs import atomic_write_text
+from corelab.segment.card import architecture_from_card
 
 __all__ = ["new_run_id", "earlier_runs", "archive_unlisted_run_json", "provenance", "write_run", "inputs"]
 
@@ -79,7 +80,8 @@ def provenance(manifest: Manifest, models, params, *, device, workers, scheduler
         "cpu_count": os.cpu_count(),
         "manifest": str(manifest.path),
         "manifest_sha256": file_sha256(manifest.path),
-        "models": {"folder": str(models.folder), "version": models.version, "checksums": dict(models.checksums),
+        "models": {"folder": str(models.folder), "version": models.version,
+                   "architecture": architecture_from_card(models.card), "checksums": dict(models.checksums),
                    "cutoffs": dict(models.cutoffs), "smoothing_mm": models.smoothing_mm,
                    "brain_reference_hu": models.norm.brain_reference_hu},
         "parameters": {**params, "device": device, "workers": workers, "scheduler": scheduler, "threads": threads},

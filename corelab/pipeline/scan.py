@@ -224,7 +224,8 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         grid = to_analysis_grid(vol, method.grid)
         regions = analysis_region(grid.array, grid.spacing, method)
         clock.lap("preprocess")
-        labels_grid = segment(grid.array, regions.region, models, device=device, precision=method.precision)
+        labels_grid = segment(grid.array, regions.region, models, device=device, precision=method.precision,
+                              spacing=grid.spacing)
         brain_median_hu = brain_median(grid.array, regions.region)
         shift_flag = brain_shift_flag(models.norm, brain_median_hu)
         clock.lap("cnn")

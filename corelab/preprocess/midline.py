@@ -24,6 +24,7 @@ __all__ = ["Mirror", "estimate_mirror", "mirror_image"]
 # inner table carry the symmetry) at this in-plane pixel size (mm).
 _CLIP_HU = (-20.0, 120.0)
 _REGISTRATION_PIXEL_MM = 2.0
+_MIN_SLICES = 8  # a stack this thin (a partial scan) is padded by repeating its edge slices for the registration
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,15 @@ def estimate_mirror(hu: np.ndarray, spacing: tuple[float, float, float], *, iter
     hu = np.asarray(hu, dtype=np.float32)
     factor = max(1, int(round(_REGISTRATION_PIXEL_MM / float(spacing[2]))))
     small = np.clip(hu[:, ::factor, ::factor], *_CLIP_HU)
+    before = 0
+    if small.shape[0] < _MIN_SLICES:  # ITK's pyramid smoothing needs 4 slices after halving: repeat edge slices
+        extra = _MIN_SLICES - small.shape[0]
+        before = extra // 2
+        small = np.pad(small, ((before, extra - before), (0, 0), (0, 0)), mode="edge")
     small_spacing = (float(spacing[0]), float(spacing[1]) * factor, float(spacing[2]) * factor)
     fixed, moving = _image(small, small_spacing), _image(_flipped(small), small_spacing)
+    for image in (fixed, moving):  # repeated slices lie before slice 0: the scan's own frame is kept
+        image.SetOrigin((0.0, 0.0, -before * small_spacing[0]))
     initial = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY)
     method = sitk.ImageRegistrationMethod()

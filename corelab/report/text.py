@@ -82,6 +82,23 @@ def _input_and_smoothing(flat: dict[str, object]) -> str:
     return "; " + ", and ".join(steps) + " (not in the paper)" if steps else ""
 
 
+def _architecture(flat: dict[str, object]) -> str:
+    """The networks' architecture as run.json names it ("models.architecture"), and how it departs from the paper.
+
+    >>> print(_architecture({"models.architecture": "barros2020-mirror-cnn"})[:59])
+    architecture barros2020-mirror-cnn: the paper's 19×19 patch
+    """
+    name = lookup(flat, "architecture", within="models")
+    layers = ("two 5×5 convolutions with 64 and 128 maps each followed by 2×2 max-pooling, two dense layers of 256")
+    if name == "barros2020-mirror-cnn":
+        return (f"architecture {name}: the paper's 19×19 patch CNN, {layers}, reading 6 channels, the three slices "
+                "z-1, z, z+1 of the scan and the same of its mid-sagittal mirror, estimated per scan by a rigid "
+                "registration of the scan to its left-right flip; the mirror channels are not in the paper")
+    if name in (NOT_RECORDED, "barros2020-patch-cnn"):
+        return f"the paper's, 19×19×3 patch, {layers}"
+    return f"architecture {name}, recorded in the model card; not the paper's"
+
+
 def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> list[str]:
     """The methods section as plain-text paragraphs (autoescaped by the template)."""
     flat = flatten(run_info)
@@ -114,8 +131,7 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
             f"skull from the bone's centre of gravity, dilated again; everything below the foramen magnum (first "
             f"slice under the largest one with an area below {p('foramen_area_mm2', unit='mm²')}) removed. "
             f"CSF: region grown from voxels within {p('seed_radius_mm', unit='mm')} of the intracranial "
-            f"centroid, thresholds {p('lower_hu', unit='HU')} to {p('upper_hu', unit='HU')}. Four CNNs of one architecture (19×19×3 patch, two 5×5 "
-            "convolutions with 64 and 128 maps each followed by 2×2 max-pooling, two dense layers of 256) "
+            f"centroid, thresholds {p('lower_hu', unit='HU')} to {p('upper_hu', unit='HU')}. Four CNNs of one architecture ({_architecture(flat)}) "
             f"segment severe, intermediate and subtle hypodense infarct and hemorrhage{_input_and_smoothing(flat)}, "
             f"with cut-offs {_cutoffs(flat)} (probability cut-offs chosen on validation scans); their union "
             "(hemorrhage included) is the automated infarct, as in Sales Barros et al. 2020. The automated volume "

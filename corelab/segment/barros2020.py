@@ -51,7 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PATCH_SIZE", "PATCH_CENTER", "SEEN_SIZE", "PatchCNN", "DenseNetworks"]
+__all__ = ["PATCH_SIZE", "PATCH_CENTER", "SEEN_SIZE", "PatchCNN", "MirrorPatchCNN", "DenseNetworks"]
 
 PATCH_SIZE = 19  # in-plane patch side, voxels (paper)
 PATCH_CENTER = 8  # patch index of the classified voxel (see module docstring)
@@ -73,12 +73,13 @@ class PatchCNN(nn.Module):
     patch_center = PATCH_CENTER
     seen_size = SEEN_SIZE
     channels = 3
+    inputs = ("hu",)  # the input volumes, each giving 3 slice channels (`corelab.segment.inputs`)
     layers = ("conv 5x5 64 ReLU", "max-pool 2x2/2", "conv 5x5 128 ReLU", "max-pool 2x2/2",
               "dense 256 ReLU", "dense 256 ReLU", "dense 1 sigmoid")
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=5)
+        self.conv1 = nn.Conv2d(self.channels, 64, kernel_size=5)
         self.conv2 = nn.Conv2d(64, 128, kernel_size=5)
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)  # floor mode, as most frameworks default
         self.fc1 = nn.Linear(128, 256)
@@ -103,6 +104,21 @@ class PatchCNN(nn.Module):
         return DenseNetworks(networks, device, dtype)
 
 
+class MirrorPatchCNN(PatchCNN):
+    """The paper's CNN with a contralateral input: 6 channels, the slices z-1, z, z+1 of the scan and
+    of its mid-sagittal mirror (`corelab.preprocess.midline`: each voxel's counterpart across the
+    head's own midline, estimated per scan). A reader judges a hypodensity against the other
+    hemisphere; this is the one departure from the paper's network (layers, patch and placement are
+    the paper's). Registered as "barros2020-mirror-cnn".
+
+    >>> tuple(MirrorPatchCNN()(torch.zeros(2, 6, 19, 19)).shape)
+    (2,)
+    """
+
+    channels = 6
+    inputs = ("hu", "mirror")
+
+
 def _fused_conv_available(device: torch.device) -> bool:
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
@@ -111,7 +127,7 @@ def _fused_conv_available(device: torch.device) -> bool:
 
 
 class DenseNetworks:
-    """K patch CNNs in dense form (`PatchCNN.dense_form`): a `[3, h + 15, w + 15]` tile -> `[K, n]` logits.
+    """K patch CNNs in dense form (`PatchCNN.dense_form`): a `[channels, h + 15, w + 15]` tile -> `[K, n]` logits.
 
     Input row v + i is patch row i of output voxel v (i = 0..15; patch rows 16-18 are never seen);
     every whole-tile form keeps this contract, with `seen_size - 1` in place of 15.

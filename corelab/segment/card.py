@@ -188,8 +188,10 @@ def _architecture_markdown(card: Mapping) -> str:
     """
     architecture = card.get("architecture") or {}
     channels, rows, cols = architecture.get("input", [3, 19, 19])
-    return (f"- Architecture `{architecture_from_card(card)}`: {rows}x{cols} patch, {channels} analysis-grid slices "
-            f"(z-1, z, z+1) as channels; seen window {architecture.get('seen_window', 'not recorded')}.")
+    what = (f"{channels} analysis-grid slices (z-1, z, z+1) as channels" if channels == 3
+            else f"{channels} channels: {architecture.get('channels', 'not recorded')}")
+    return (f"- Architecture `{architecture_from_card(card)}`: {rows}x{cols} patch, {what}; "
+            f"seen window {architecture.get('seen_window', 'not recorded')}.")
 
 
 def _scores_markdown(scores: Mapping) -> list[str]:

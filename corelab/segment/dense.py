@@ -23,6 +23,7 @@ from torch import nn
 from corelab.errors import ModelError
 from corelab.segment.folder import resolve_device
 from corelab.segment.networks import architecture_of
+from corelab.segment.inputs import network_input
 from corelab.segment.norm import InputNorm
 from corelab.segment.patches import extract_patches
 
@@ -140,12 +141,14 @@ def dense_probabilities(
     device: str = "cpu",
     tile_voxels: int = 60_000,
     precision: str = "float32",
+    spacing: tuple[float, float, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Foreground probability of every region voxel for each network; 0 outside the region.
 
     hu: `[z, y, x]` HU on the analysis grid. region: bool mask of the same shape (the analysis
     region: intracranial minus CSF). networks: name -> network, all of one architecture (see the
-    module docstring). Returns name -> float32 array shaped like `hu`.
+    module docstring), whose `inputs` say what it reads (`corelab.segment.inputs`; the mirror
+    needs `spacing`, (z, y, x) mm). Returns name -> float32 array shaped like `hu`.
     With a whole-tile form only the region's extent is computed: per slice, row tiles of about `tile_voxels` output voxels
     (memory stays bounded, about 3 kB per tile voxel for four networks), each cut to the columns
     where the region lies in those rows. precision: "float32" (default) or "bfloat16" (an opt-in
@@ -162,7 +165,9 @@ def dense_probabilities(
     region = np.asarray(region, dtype=bool)
     if hu.ndim != 3 or region.shape != hu.shape:
         raise ValueError(f"hu {hu.shape} and region {region.shape} must be matching [z, y, x] arrays")
-    return dense_probabilities_from_input(norm.apply(hu, region), region, networks, pad_value=norm.pad_value,
+    inputs = tuple(getattr(architecture_of(networks.values()), "inputs", ("hu",))) if networks else ("hu",)
+    x = network_input(hu, region, spacing, norm, inputs)
+    return dense_probabilities_from_input(x, region, networks, pad_value=norm.pad_value,
                                           device=device, tile_voxels=tile_voxels, precision=precision)
 
 
@@ -176,18 +181,19 @@ def dense_probabilities_from_input(
     tile_voxels: int = 60_000,
     precision: str = "float32",
 ) -> dict[str, np.ndarray]:
-    """`dense_probabilities` on input already normalized (`InputNorm.apply`), e.g. a training cohort's
-    stored scans; `pad_value` is the norm's value of air, used outside the image. The networks share
+    """`dense_probabilities` on input already normalized (`corelab.segment.inputs.network_input`:
+    `[z, y, x]`, or `[F, z, y, x]` for several input volumes), e.g. a training cohort's stored scans;
+    `pad_value` is the norm's value of air, used outside the image. The networks share
     one architecture (`ArchitectureError` otherwise); its `dense_form`, when it has one, computes them
     tile by tile, else they are evaluated patch by patch."""
     x = np.asarray(x, dtype=np.float32)
     region = np.asarray(region, dtype=bool)
-    if x.ndim != 3 or region.shape != x.shape:
-        raise ValueError(f"input {x.shape} and region {region.shape} must be matching [z, y, x] arrays")
+    if x.ndim not in (3, 4) or region.shape != x.shape[-3:]:
+        raise ValueError(f"input {x.shape} and region {region.shape} must be matching [(F,) z, y, x] arrays")
     torch_device = resolve_device(device)
     dtype = precision_dtype(precision)
     names = list(networks)
-    probabilities = {name: np.zeros(x.shape, dtype=np.float32) for name in names}
+    probabilities = {name: np.zeros(region.shape, dtype=np.float32) for name in names}
     if not names or not region.any():
         return probabilities
     nets = [networks[name] for name in names]
@@ -205,7 +211,9 @@ def dense_probabilities_from_input(
             inside = region[z, t0:t1, c0:c1]
             # Padded z index z + 1 is slice z. Output row v reads padded rows v .. v + seen_size - 1
             # only (the rest of its patch never reaches the output), so a tile needs `halo` extra rows.
-            tile = torch.from_numpy(np.ascontiguousarray(padded[z:z + 3, t0:t1 + halo, c0:c1 + halo]))
+            # Several input volumes: their three slices in turn (`extract_patches`' channel order).
+            tile = padded[..., z:z + 3, t0:t1 + halo, c0:c1 + halo].reshape(-1, t1 - t0 + halo, c1 - c0 + halo)
+            tile = torch.from_numpy(np.ascontiguousarray(tile))
             prob = torch.sigmoid(form(tile.to(torch_device), torch.from_numpy(inside).to(torch_device)))
             prob = prob.to("cpu").numpy()
             for i, name in enumerate(names):
@@ -216,7 +224,10 @@ def dense_probabilities_from_input(
 def _padded_input(x: np.ndarray, architecture: type[nn.Module], pad_value: float) -> np.ndarray:
     """`x` padded for whole-tile forms: one replicated slice before and after, and `patch_center`
     rows/columns before and `patch_size - 1 - patch_center` after, of `pad_value` (the value of air);
-    the patch of voxel (z, y, x) then starts at padded (z, y, x) (`extract_patches`' rules)."""
+    the patch of voxel (z, y, x) then starts at padded (z, y, x) (`extract_patches`' rules).
+    A `[F, z, y, x]` input is padded volume by volume."""
+    if x.ndim == 4:
+        return np.stack([_padded_input(part, architecture, pad_value) for part in x])
     before = architecture.patch_center
     after = architecture.patch_size - 1 - before
     padded = np.pad(x, ((1, 1), (before, after), (before, after)), mode="edge")  # z replicate

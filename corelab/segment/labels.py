@@ -100,7 +100,8 @@ def labels_from_probabilities(
 
 
 def segment(
-    hu: np.ndarray, region: np.ndarray, models: ModelSet, *, device: str = "cpu", precision: str = "float32"
+    hu: np.ndarray, region: np.ndarray, models: ModelSet, *, device: str = "cpu", precision: str = "float32",
+    spacing: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
     """Automated infarct labels on the analysis grid: uint8 `[z, y, x]`, 0 outside `region`.
 
@@ -108,6 +109,7 @@ def segment(
     (intracranial minus CSF) of the same shape. models: from `corelab.segment.folder.load_models`.
     device: "cpu" or "cuda" (CUDA without a GPU raises `CudaUnavailableError`).
     precision: the CNNs' arithmetic, "float32" (default) or the opt-in "bfloat16" approximation.
+    spacing: (z, y, x) mm of the grid; None = the model's analysis grid (slice_mm, pixel_mm, pixel_mm).
 
     Example (on a scan read and preprocessed as in docs/INTERFACES.md):
         labels = segment(analysis.array, regions.region, load_models(), device="cpu")
@@ -120,7 +122,9 @@ def segment(
     if region.shape != hu.shape:
         raise SegmentInputError(f"The analysis region {region.shape} does not match the scan {hu.shape}.")
     region = region.astype(bool)
+    if spacing is None:
+        spacing = (models.grid.slice_mm, models.grid.pixel_mm, models.grid.pixel_mm)
     probabilities = dense_probabilities(hu, region, models.networks, norm=models.norm, device=device,
-                                        precision=precision)
+                                        precision=precision, spacing=spacing)
     return labels_from_probabilities(probabilities, dict(models.cutoffs), region, hu=hu,
                                      smoothing_px=models.smoothing_px)

@@ -7,7 +7,8 @@ to one foreground logit per patch, `[N]`, and declares as class attributes:
     patch_center  patch index (row and column) of the classified voxel
     seen_size     patch rows/columns 0 .. seen_size - 1 are those that reach the output (its
                   receptive field); a whole-tile form reads seen_size - 1 rows/columns of halo
-    channels      3: the analysis-grid slices z-1, z, z+1 (`corelab.segment.patches`)
+    channels      3 per input volume: the analysis-grid slices z-1, z, z+1 (`corelab.segment.patches`)
+    inputs        optional: the input volumes (`corelab.segment.inputs`; default ("hu",), the scan)
     layers        the layers in words, for card.json (`describe_architecture`)
     dense_form    optional: `(networks, device, dtype) -> form`, where `form(tile, inside)` gives the
                   logits of several networks on a whole tile (the contract of `DenseNetworks`);
@@ -25,10 +26,11 @@ from typing import Iterable
 from torch import nn
 
 from corelab.errors import ModelError
-from corelab.segment.barros2020 import PatchCNN
+from corelab.segment.barros2020 import MirrorPatchCNN, PatchCNN
 
 __all__ = [
     "PAPER_ARCHITECTURE",
+    "MIRROR_ARCHITECTURE",
     "ArchitectureError",
     "PatchCNN",
     "ARCHITECTURES",
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 PAPER_ARCHITECTURE = "barros2020-patch-cnn"  # also what a card without an architecture name means
+MIRROR_ARCHITECTURE = "barros2020-mirror-cnn"  # the paper's CNN plus the scan's mid-sagittal mirror
 _GEOMETRY = ("patch_size", "patch_center", "seen_size", "channels")
 
 
@@ -48,6 +51,7 @@ class ArchitectureError(ModelError):
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {
     PAPER_ARCHITECTURE: PatchCNN,
+    MIRROR_ARCHITECTURE: MirrorPatchCNN,
 }
 
 
@@ -80,6 +84,10 @@ def architecture_of(networks: Iterable[nn.Module]) -> type[nn.Module]:
     missing = [name for name in _GEOMETRY if not isinstance(getattr(cls, name, None), int)]
     if missing:
         raise ArchitectureError(f"The network class {cls.__name__} does not declare its {', '.join(missing)}.")
+    inputs = tuple(getattr(cls, "inputs", ("hu",)))
+    if cls.channels != 3 * len(inputs):
+        raise ArchitectureError(f"The network class {cls.__name__} declares {cls.channels} channels for the "
+                                f"inputs {inputs}; each input gives 3 (slices z-1, z, z+1).")
     return cls
 
 
@@ -98,9 +106,14 @@ def describe_architecture(cls: type[nn.Module]) -> dict:
     '16x16, offsets -8..+7 around the voxel'
     """
     after = cls.seen_size - 1 - cls.patch_center
+    inputs = tuple(getattr(cls, "inputs", ("hu",)))
+    of = {"hu": "the scan", "mirror": "its mid-sagittal mirror (rigid registration of the scan to its left-right flip)"}
+    channels = "analysis-grid slices z-1, z, z+1 (edge slices replicated)"
+    if inputs != ("hu",):
+        channels += " of " + ", then of ".join(of[name] for name in inputs)
     return {
         "input": [cls.channels, cls.patch_size, cls.patch_size],
-        "channels": "analysis-grid slices z-1, z, z+1 (edge slices replicated)",
+        "channels": channels,
         "layers": list(getattr(cls, "layers", ())),
         "patch_center_index": cls.patch_center,
         "seen_window": f"{cls.seen_size}x{cls.seen_size}, offsets -{cls.patch_center}..+{after} around the voxel",

@@ -21,6 +21,7 @@ from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU, Method, hypodensity_c
 from corelab.errors import CohortError, CorelabError
 from corelab.io.files import find_image
 from corelab.io.manifest import MANIFEST_NAMES, find_manifest, read_manifest
+from corelab.segment.inputs import network_input
 from corelab.segment.norm import InputNorm
 
 __all__ = [
@@ -63,7 +64,8 @@ class TooFewScansError(CohortError):
 class PreparedScan:
     """One cohort scan on the analysis grid, cropped to its region's bounding box plus a margin.
 
-    x: float16 network input (`InputNorm` applied), `[z, y, x]`.
+    x: float16 network input (`corelab.segment.inputs.network_input`), `[z, y, x]`, or
+        `[F, z, y, x]` for architectures reading several input volumes (the scan and its mirror).
     region: analysis region (intracranial minus CSF). reference: manual mask (hemorrhage included).
     infarct: reference minus hemorrhage. hemorrhage: hemorrhage voxels (see module docstring).
     spacing: (z, y, x) mm. mean_hu: mean HU of `infarct` (nan when empty); hypodensity: its class.
@@ -107,10 +109,12 @@ def prepare_scan(
     *,
     norm: InputNorm = InputNorm(),
     hemorrhage_hu: float = HEMORRHAGE_HU,
+    inputs: tuple[str, ...] = ("hu",),
 ) -> PreparedScan:
     """Arrays on the analysis grid -> a cropped `PreparedScan` (pure step; no file I/O).
 
     hemorrhage: bool label-4 mask from truth, or None to use the `hemorrhage_hu` rule.
+    inputs: the architecture's input volumes (the mirror is computed on the whole grid, then cropped).
     """
     hu = np.asarray(hu, dtype=np.float32)
     reference = np.asarray(reference, bool)
@@ -124,7 +128,7 @@ def prepare_scan(
     box = _crop_box(region)
     return PreparedScan(
         patient_id=patient_id,
-        x=norm.apply(hu[box], region[box]).astype(np.float16),
+        x=network_input(hu, region, spacing, norm, inputs)[(Ellipsis, *box)].astype(np.float16),
         region=region[box],
         reference=reference[box],
         infarct=infarct[box],
@@ -161,8 +165,10 @@ def load_cohort(
     norm: InputNorm = InputNorm(),
     hemorrhage_hu: float = HEMORRHAGE_HU,
     log: Callable[[str], None] = print,
+    inputs: tuple[str, ...] = ("hu",),
 ) -> list[PreparedScan]:
-    """Read every manifest row's scan, manual mask and (when present) truth labels, preprocessed."""
+    """Read every manifest row's scan, manual mask and (when present) truth labels, preprocessed
+    into the input volumes `inputs` of the architecture to train (`corelab.segment.inputs`)."""
     from corelab.io.read import read_mask, read_scan
     from corelab.io.volume import same_geometry
     from corelab.preprocess import analysis_region, mask_to_analysis_grid, to_analysis_grid
@@ -196,7 +202,7 @@ def load_cohort(
         except CorelabError as error:
             raise CohortScanError(f"Patient {pid} cannot be used for training: {error}") from error
         scan = prepare_scan(pid, analysis.array, analysis.spacing, regions.region, ref_a, hem_a,
-                            norm=norm, hemorrhage_hu=hemorrhage_hu)
+                            norm=norm, hemorrhage_hu=hemorrhage_hu, inputs=inputs)
         log(f"read {number}/{len(manifest.rows)} {pid}: mean {scan.mean_hu:.1f} HU "
             f"({scan.hypodensity or 'no class'}), {int(scan.hemorrhage.sum())} hemorrhage voxels")
         scans.append(scan)

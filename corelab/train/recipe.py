@@ -4,7 +4,8 @@ Recipe (Sales Barros et al. 2020, "CNN-based infarct segmentation"; choices the 
 are marked *):
     - patients grouped by the mean HU of their reference infarct without hemorrhage (severe [14, 22),
       intermediate [22, 32), subtle [32, 44]); one CNN per group, a fourth for hemorrhage, all with
-      the same architecture (`corelab.segment.networks.PatchCNN`);
+      the same architecture (the paper's `corelab.segment.barros2020.PatchCNN`, or
+      `TrainOptions.architecture`);
     - patient split per network (`corelab.train.cohort.split_cohort`): up to 20 validation scans each;
     - patches only inside the analysis region; foreground = the network's lesion, background = the
       rest of the region (hemorrhage voxels are neither for the infarct CNNs); `background_ratio`
@@ -25,7 +26,9 @@ are marked *):
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,8 +38,9 @@ import numpy as np
 import torch
 
 from corelab.config import CLASSES, HEMORRHAGE_HU, SYNTH_RECORD_FILE, Method
+from corelab.io.manifest import find_manifest
 from corelab.segment.card import SINGLE_NAME, save_models
-from corelab.segment.barros2020 import PatchCNN
+from corelab.segment.networks import ARCHITECTURES, PAPER_ARCHITECTURE, build_network
 from corelab.segment.norm import BRAIN_REFERENCE_HU, InputNorm
 from corelab.segment.patches import extract_patches
 from corelab.train.cohort import CohortSplit, PreparedScan, load_cohort, split_cohort
@@ -78,6 +82,8 @@ class TrainOptions:
         cut-offs give the best union Dice on the validation scans is recorded in the card.
     hemorrhage_hu: hemorrhage rule for scans without truth labels (see `corelab.train.cohort`).
     threads: torch CPU threads while training (1 by default; README says why).
+    architecture: the registered network architecture to train (`corelab.segment.networks`): the
+        paper's CNN, or one with more input volumes (e.g. the scan's mirror), same recipe.
     """
 
     patches_per_class: int = 40_000
@@ -94,6 +100,12 @@ class TrainOptions:
     threads: int = 1
     method: Method = field(default_factory=Method)
     norm: InputNorm = field(default_factory=lambda: InputNorm(brain_reference_hu=BRAIN_REFERENCE_HU))
+    architecture: str = PAPER_ARCHITECTURE
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The input volumes the architecture reads (`corelab.segment.inputs`)."""
+        return tuple(getattr(ARCHITECTURES[self.architecture], "inputs", ("hu",)))
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,7 @@ def network_patches(
     *,
     rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Training patches of one network: (float16 `[N, 3, 19, 19]`, float32 labels `[N]`).
+    """Training patches of one network: (float16 `[N, channels, 19, 19]`, float32 labels `[N]`).
 
     `patches_per_class` lesion patches and `background_ratio` times as many background patches.
 
@@ -162,8 +174,8 @@ def network_patches(
                                       size=AUGMENT_SIZE, center=AUGMENT_SIZE // 2)
             patches.append(augment_windows(windows, rng=rng).astype(np.float16))
             labels.append(np.ones(len(windows), np.float32))
-        hard = hard_background(background, foreground=foreground, region=scan.region, hu=x, spacing=scan.spacing,
-                               mimic_low=name != "hemorrhage")
+        hard = hard_background(background, foreground=foreground, region=scan.region, hu=x if x.ndim == 3 else x[0],
+                               spacing=scan.spacing, mimic_low=name != "hemorrhage")
         n_hard = _split_counts(int(round(bg_count * options.hard_fraction)), len(hard))
         centers = [sample_voxels(mask, k, rng=rng) for mask, k in zip(hard.values(), n_hard)]
         centers.append(sample_voxels(background, bg_count - sum(len(c) for c in centers), rng=rng))
@@ -186,21 +198,34 @@ def fit_network(
     log: Callable[[str], None] = print,
     name: str = "",
     validation: tuple[np.ndarray, np.ndarray] | None = None,
-) -> PatchCNN:
-    """Train one `PatchCNN` on patches (`[N, 3, 19, 19]`) and 0/1 labels; returns it in eval mode.
+    checkpoint: Path | None = None,
+) -> torch.nn.Module:
+    """Train one network of `options.architecture` on patches (`[N, channels, 19, 19]`) and 0/1
+    labels; returns it in eval mode.
 
     validation: patches and labels from validation scans. Given, the loss on them is logged after
     every epoch and the weights of the epoch with the lowest validation loss are returned (early
     stopping: more epochs can then only help or be ignored, never overfit the returned network).
+    checkpoint: a file written after every epoch (weights, optimizer, random stream, best epoch);
+    when it exists, training continues after its last epoch, with the same result as an
+    uninterrupted run.
     """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    net = PatchCNN()
+    net = build_network(options.architecture)
     best: tuple[float, int, dict] | None = None
     optimizer = torch.optim.Adam(net.parameters(), lr=options.learning_rate)
+    first_epoch = 0
+    if checkpoint is not None and checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        net.load_state_dict(state["net"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        best, first_epoch = state["best"], state["epoch"]
+        log(f"{name}: resuming after epoch {first_epoch} ({checkpoint})")
     x_all, y_all = torch.from_numpy(patches), torch.from_numpy(labels)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    for epoch in range(options.epochs):
+    for epoch in range(first_epoch, options.epochs):
         net.train()
         order = torch.randperm(len(y_all), generator=generator)
         total, correct, seen = 0.0, 0, 0
@@ -224,14 +249,25 @@ def fit_network(
             if best is None or val_loss < best[0]:
                 best = (val_loss, epoch + 1, {key: value.clone() for key, value in net.state_dict().items()})
         log(line)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {"net": net.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "generator": generator.get_state(), "best": best, "epoch": epoch + 1})
     if best is not None:
         net.load_state_dict(best[2])
         log(f"{name}: keeping epoch {best[1]} (lowest validation loss {best[0]:.4f})")
     return net.eval()
 
 
-def validation_loss(net: PatchCNN, patches: np.ndarray, labels: np.ndarray, *, batch_size: int = 2048) -> float:
-    """Mean binary cross-entropy of ``net`` on patches (`[N, 3, 19, 19]`) and 0/1 labels, without training."""
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """`state` to `path` atomically (a stopped run leaves the previous epoch's file whole)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    partial.replace(path)
+
+
+def validation_loss(net: torch.nn.Module, patches: np.ndarray, labels: np.ndarray, *, batch_size: int = 2048) -> float:
+    """Mean binary cross-entropy of ``net`` on patches (`[N, channels, 19, 19]`) and 0/1 labels, without training."""
     was_training = net.training
     net.eval()
     total = 0.0
@@ -245,7 +281,8 @@ def validation_loss(net: PatchCNN, patches: np.ndarray, labels: np.ndarray, *, b
 
 
 def _shift_calibration(x: torch.Tensor, options: TrainOptions, generator: torch.Generator) -> torch.Tensor:
-    """Patches `[N, 3, 19, 19]` (normalized input) each moved by one HU offset, kept in the clip range."""
+    """Patches `[N, channels, 19, 19]` (normalized input) each moved by one HU offset (all channels alike, as a
+    scanner's calibration moves the scan and its mirror together), kept in the clip range."""
     norm = options.norm
     shift_hu = (torch.rand(len(x), generator=generator) * 2 - 1) * options.calibration_shift_hu
     high = (norm.clip_high_hu - norm.center_hu) / norm.scale_hu
@@ -263,6 +300,7 @@ def train_models(
     options: TrainOptions = TrainOptions(),
     synthetic: bool | None = None,
     log: Callable[[str], None] = print,
+    resume: bool = False,
 ) -> TrainSummary:
     """Train the severe, intermediate, subtle and hemorrhage CNNs (and with `single`, the baseline).
 
@@ -271,6 +309,10 @@ def train_models(
     out_dir: model folder to write (weights, card.json, MODEL_CARD.md); `out_dir/single/` holds
         the baseline. synthetic: recorded in the card; None = True when the cohort folder holds
         a `corelab synth` trial (its truth.csv with the generator's target_hu column).
+    resume: continue an interrupted run of the same cohort, options and seed from its checkpoints
+        (`out_dir/.checkpoints/`, one file per network, written after every epoch); the result is
+        the same as an uninterrupted run. Without it, old checkpoints are discarded. They are
+        removed once the model folder is written.
     Raises `CohortError` subclasses for unusable cohorts (see `corelab.train.cohort`).
 
     Example: ``train_models("trial/", "models/", seed=0)`` then ``load_models("models/")``.
@@ -281,11 +323,15 @@ def train_models(
     torch.set_num_threads(options.threads)
     try:
         rng = np.random.default_rng(seed)
+        checkpoints = _checkpoint_dir(cohort_dir, out_dir, options, seed=seed, single=single)
+        if not resume and checkpoints.exists():
+            shutil.rmtree(checkpoints)
         scans = load_cohort(cohort_dir, method=options.method, norm=options.norm,
-                            hemorrhage_hu=options.hemorrhage_hu, log=log)
+                            hemorrhage_hu=options.hemorrhage_hu, log=log, inputs=options.inputs)
         split = split_cohort(scans, val_scans=options.val_scans, rng=rng)
         names = [*CLASSES, "hemorrhage"] + ([SINGLE_NAME] if single else [])
-        networks = {name: _train_one(name, scans, split, options, seed=seed + index, rng=rng, log=log)
+        networks = {name: _train_one(name, scans, split, options, seed=seed + index, rng=rng, log=log,
+                                     checkpoint=checkpoints / f"{name}.pt")
                     for index, name in enumerate(names)}
         smoothing_mm, cutoffs, dice = _choose_all_cutoffs(networks, scans, split, options, log=log)
         if synthetic is None:
@@ -305,6 +351,7 @@ def train_models(
             save_models(single_dir, {n: networks[n] for n in pair}, {n: cutoffs[n] for n in pair},
                         norm=options.norm, grid=_grid(options), training=training, smoothing_mm=smoothing_mm,
                         scores={**scores, "validation_dice": {n: scores["validation_dice"][n] for n in pair}})
+        shutil.rmtree(checkpoints.parent, ignore_errors=True)
     finally:
         torch.set_num_threads(previous_threads)
     return TrainSummary(
@@ -315,7 +362,17 @@ def train_models(
     )
 
 
-def _train_one(name, scans, split: CohortSplit, options, *, seed, rng, log) -> PatchCNN:
+def _checkpoint_dir(cohort_dir: Path, out_dir: Path, options: TrainOptions, *, seed: int, single: bool) -> Path:
+    """`out_dir/.checkpoints/<key>`: the key fingerprints what makes the networks (cohort manifest,
+    options, seed), so a resumed run never continues another run's networks."""
+    from corelab.audit import file_sha256
+
+    manifest = find_manifest(cohort_dir)
+    recipe = repr((cohort_dir.resolve().name, file_sha256(manifest) if manifest else "", options, seed, single))
+    return out_dir / ".checkpoints" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def _train_one(name, scans, split: CohortSplit, options, *, seed, rng, log, checkpoint=None) -> torch.nn.Module:
     by_id = {scan.patient_id: scan for scan in scans}
     donors = [by_id[pid] for pid in split.train[name]]
     excluded = set(split.train[name]) | set(split.val[name])
@@ -330,7 +387,8 @@ def _train_one(name, scans, split: CohortSplit, options, *, seed, rng, log) -> P
     if val_donors:
         val_options = replace(options, patches_per_class=max(1, options.patches_per_class // 5))
         validation = network_patches(name, val_donors, [], val_options, rng=np.random.default_rng([seed, 7]))
-    return fit_network(patches, labels, options, seed=seed, log=log, name=name, validation=validation)
+    return fit_network(patches, labels, options, seed=seed, log=log, name=name, validation=validation,
+                       checkpoint=checkpoint)
 
 
 def _choose_all_cutoffs(networks, scans, split: CohortSplit, options, *, log):

@@ -124,7 +124,7 @@ def test_an_unknown_architecture_is_a_named_error_in_one_sentence(tmp_path):
         load_models(tmp_path)
     assert isinstance(raised.value, ModelError)
     message = str(raised.value)
-    assert message == "The network architecture 'unet-2031' is not one corelab knows (known: barros2020-patch-cnn)."
+    assert message == "The network architecture 'unet-2031' is not one corelab knows (known: barros2020-mirror-cnn, barros2020-patch-cnn)."
     with pytest.raises(ArchitectureError, match="'toy' is not one corelab knows"):
         build_network("toy")
 
@@ -166,3 +166,55 @@ def test_a_second_architecture_saves_loads_and_its_dense_map_equals_patchwise(tm
         assert np.abs(probs[name][tuple(voxels.T)] - expected).max() < 1e-5
         assert expected.std() > 0.05  # varied probabilities, not a constant
         assert (probs[name][~region] == 0).all()
+
+
+def test_the_mirror_cnn_reads_the_scan_and_its_mirror_and_its_dense_map_equals_patchwise(tmp_path):
+    """barros2020-mirror-cnn: 6 channels (slices z-1, z, z+1 of the scan, then of its mid-sagittal
+    mirror); saved, loaded, and its dense map equals the network applied to hand-cut patches."""
+    from corelab.segment.barros2020 import MirrorPatchCNN
+    from corelab.segment.inputs import network_input
+
+    torch.manual_seed(4)
+    nets = {"severe": MirrorPatchCNN().eval(), "hemorrhage": MirrorPatchCNN().eval()}
+    norm = InputNorm(brain_reference_hu=35.0)
+    save_models(tmp_path, nets, {"severe": 0.5, "hemorrhage": 0.6}, norm=norm)
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["architecture"]["name"] == "barros2020-mirror-cnn" and card["architecture"]["input"] == [6, 19, 19]
+    assert "mid-sagittal mirror" in card["architecture"]["channels"]
+    models = load_models(tmp_path)
+    assert all(type(net) is MirrorPatchCNN for net in models.networks.values())
+
+    rng = np.random.default_rng(2)
+    z, y, x = np.mgrid[0:3, 0:48, 0:52]
+    head = (y - 24) ** 2 / 20 ** 2 + (x - 27) ** 2 / 21 ** 2 < 1  # midline at column 27, off the image centre
+    hu = np.where(head, 35.0 + rng.normal(0, 4, head.shape), -1000.0).astype(np.float32)
+    hu[:, 18:26, 12:20] = 15.0  # a dark lesion on one side only
+    region = head & (np.abs(x - 27) < 18)
+    spacing = (5.0, 1.0, 1.0)
+    probs = dense_probabilities(hu, region, models.networks, norm=models.norm, tile_voxels=300, spacing=spacing)
+    features = network_input(hu, region, spacing, models.norm, ("hu", "mirror"))
+    assert features.shape == (2, *hu.shape)
+    # The mirror channel holds the lesion at its contralateral place (columns 34..41), the scan does not.
+    lesion_x, mirror_x = features[0][1, 18:26, 12:20].mean(), features[1][1, 18:26, 35:41].mean()
+    assert abs(lesion_x - mirror_x) < 0.15 and features[0][1, 18:26, 35:41].mean() > lesion_x + 0.4
+    pad = models.norm.pad_value
+    inside = np.argwhere(region)
+    voxels = np.concatenate([inside[rng.choice(len(inside), 40, replace=False)], [[0, 24, 10], [2, 24, 44]]])
+    patches = torch.from_numpy(np.stack([
+        np.concatenate([hand_patch(features[0], v, pad, 19, 8), hand_patch(features[1], v, pad, 19, 8)])
+        for v in voxels]))
+    for name, net in models.networks.items():
+        with torch.no_grad():
+            expected = torch.sigmoid(net(patches)).numpy()
+        assert np.abs(probs[name][tuple(voxels.T)] - expected).max() < 1e-5
+        assert (probs[name][~region] == 0).all()
+    with pytest.raises(ValueError, match="mirror input needs the grid's spacing"):
+        dense_probabilities(hu, region, models.networks, norm=models.norm)
+
+
+def test_an_architecture_whose_channels_do_not_match_its_inputs_is_refused():
+    class Wrong(PatchCNN):
+        inputs = ("hu", "mirror")  # 6 channels needed, 3 declared
+
+    with pytest.raises(ArchitectureError, match="declares 3 channels for the inputs"):
+        architecture_of([Wrong()])

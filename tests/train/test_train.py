@@ -363,3 +363,48 @@ def test_fit_keeps_the_epoch_with_the_lowest_validation_loss():
     kept = int(lines[-1].split("keeping epoch ")[1].split()[0])
     assert logged[kept - 1] == min(logged)
     assert validation_loss(net, val_patches, val_labels) == pytest.approx(min(logged), abs=1e-4)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_an_interrupted_fit_resumes_from_its_checkpoint_to_the_same_network(tmp_path):
+    hu, scan = _square_lesion_scan()
+    from corelab.train.recipe import network_patches
+
+    options = replace(TINY, epochs=3)
+    patches, labels = network_patches("severe", [scan], [], options, rng=np.random.default_rng(1))
+    val = network_patches("severe", [scan], [], replace(options, patches_per_class=40), rng=np.random.default_rng(2))
+    whole = fit_network(patches, labels, options, seed=3, log=lambda _: None, validation=val)
+
+    def stop_after_epoch_2(line):
+        if "epoch 2/3" in line:
+            raise _Stop
+    checkpoint = tmp_path / "severe.pt"
+    with pytest.raises(_Stop):
+        fit_network(patches, labels, options, seed=3, log=stop_after_epoch_2, validation=val, checkpoint=checkpoint)
+    assert torch.load(checkpoint, weights_only=False)["epoch"] == 1  # the interrupted epoch was not saved
+    lines = []
+    resumed = fit_network(patches, labels, options, seed=3, log=lines.append, validation=val, checkpoint=checkpoint)
+    assert "resuming after epoch 1" in lines[0] and not any("epoch 1/3" in line for line in lines)
+    for key, value in whole.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_the_mirror_architecture_trains_on_scan_and_mirror_patches():
+    """A cohort prepared for barros2020-mirror-cnn holds [2, z, y, x] input; its patches have 6 channels."""
+    from corelab.train.recipe import network_patches
+
+    hu, _ = _square_lesion_scan()
+    head = np.ones(hu.shape, bool)
+    reference = np.zeros(hu.shape, bool)
+    reference[:, 25:55, 25:40] = True
+    options = replace(TINY, architecture="barros2020-mirror-cnn")
+    assert options.inputs == ("hu", "mirror")
+    scan = prepare_scan("p", hu, SPACING, head, reference, np.zeros(hu.shape, bool), inputs=options.inputs)
+    assert scan.x.shape[0] == 2 and scan.x.shape[1:] == scan.region.shape
+    patches, labels = network_patches("severe", [scan], [], options, rng=np.random.default_rng(1))
+    assert patches.shape[1:] == (6, 19, 19) and labels.sum() == options.patches_per_class
+    net = fit_network(patches, labels, options, seed=0, log=lambda _: None)
+    assert type(net).__name__ == "MirrorPatchCNN"
