@@ -74,9 +74,10 @@ COLUMN_MEANINGS: dict[str, tuple[str, str]] = {
     "patient_id": ("Patient id as written in the manifest (text, never evaluated).", ""),
     "status": ("ok: segmented; failed: see error; not_run: not processed yet or the run was interrupted.", ""),
     "error": ("Why the row failed or was not run, in one sentence; empty when ok.", ""),
-    "flags": ("Warnings about timing, reading and preprocessing, one sentence each.", ""),
+    "flags": ("Warnings about timing, reading, preprocessing and implausible results, one sentence each.", ""),
     "needs_review": ("true when a flag says the volume must be checked before use (interpolated or resampled "
-                     "slices, partial coverage, a brain far from the models' reference); empty when not segmented.",
+                     "slices, partial coverage, a brain far from the models' reference, an implausible result "
+                     "tripping a guard); empty when not segmented.",
                      "true/false"),
     "read_notes": ("What reading did to the scan: series chosen, tilt corrected, slices interpolated or resampled.", ""),
     "onset": ("Stroke onset from the manifest (site local clock).", "date-time"),

@@ -9,7 +9,9 @@ hours_since_onset; reference_ml (reference mask on its own grid); other_ml (auto
 ``infarct_ml``, else the mask; inter-reader: reader B's mask); difference_ml (other - reference);
 abs_difference_ml; dice; both_empty; hd95_mm; lesions; lesions_detected; reference_mean_hu;
 hypodensity_class ("severe", "intermediate", "subtle", "unclassified" when the mean is outside
-14-44 HU or the reference is empty, "unknown" when the scan could not be read); note.
+14-44 HU or the reference is empty, "unknown" when the scan could not be read); note; needs_review
+(automated: volumes.csv ``needs_review`` is true, a flag says the volume must be checked; False for
+inter-reader rows); flags (automated: volumes.csv ``flags`` of such a row, else "").
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def _base(row: pd.Series | None, patient_id: str) -> dict[str, object]:
         base["site"] = str(row["site"])
     base["status"] = str(row.get("status", "")) if row is not None else ""
     base["hours_since_onset"] = _number(row.get("hours_since_onset")) if row is not None else math.nan
+    base["needs_review"], base["flags"] = False, ""  # automated rows read them from volumes.csv
     return base
 
 
@@ -151,6 +154,9 @@ def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_
         pid = str(row["patient_id"])
         out, reasons, notes = _base(row, pid), [], []
         ok = str(row["status"]).strip().lower() == "ok"
+        # Kept in the analyses, listed by the report: the volume may be wrong, the patient is still eligible.
+        out["needs_review"] = ok and str(row.get("needs_review", "")).strip().lower() == "true"
+        out["flags"] = str(row.get("flags", "")).strip() if out["needs_review"] else ""
         if not ok:
             reasons.append(f"processing failed: {str(row.get('error', '')).strip() or 'no error recorded'}")
         ref_path = find_image(reference_dir, pid)
@@ -221,7 +227,7 @@ def reader_rows(table: pd.DataFrame | None, results: Path | None, reader_a: Path
 
 _COLUMNS = ["patient_id", "site", "in_primary", "excluded_because", "status", "hours_since_onset",
             "reference_ml", "other_ml", "difference_ml", "abs_difference_ml", "dice", "both_empty", "hd95_mm",
-            "lesions", "lesions_detected", "reference_mean_hu", "hypodensity_class", "note"]
+            "lesions", "lesions_detected", "reference_mean_hu", "hypodensity_class", "note", "needs_review", "flags"]
 
 
 def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
@@ -230,6 +236,7 @@ def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     frame = frame.reindex(columns=columns)
     frame["in_primary"] = frame["in_primary"].astype(bool)
     frame["both_empty"] = frame["both_empty"].fillna(False).astype(bool)
+    frame["needs_review"] = frame["needs_review"].astype(bool)
     for column in ("lesions", "lesions_detected"):
         frame[column] = frame[column].astype("Int64")
     return frame

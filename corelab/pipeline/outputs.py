@@ -24,6 +24,7 @@ import pandas as pd
 from corelab.config import TimingWindow
 from corelab.io.manifest import OUTPUT_COLUMNS, ManifestRow, imaging_window
 from corelab.io.tables import neutralize_frame
+from corelab.pipeline.guards import GUARD_FLAG_KINDS
 from corelab.pipeline.workbook import write_workbook
 
 __all__ = [
@@ -125,11 +126,14 @@ def read_record(path: str | Path) -> dict[str, Any] | None:
 # Kinds of flag that say the numbers of a row must be looked at before they are used, by the words
 # their sentence starts with; the producers start them so (preprocessing: `_coverage_flags` in
 # `corelab.preprocess.intracranial`; `corelab.pipeline.scan`: `reading_flags`, `brain_shift_flag`).
+# The guards' kinds come from `corelab.pipeline.guards`, whose sentences are built from those same
+# constants, so a guard flag cannot drift away from its kind.
 REVIEW_FLAG_KINDS: dict[str, str] = {
     "Missing slices:": "a gap of the series was filled by interpolation (invented slices)",
     "Uneven slice spacing:": "uneven slice gaps were resampled onto an even grid",
     "Partial coverage:": "the field of view or the scan's top cuts the skull",
     "Brain shift:": "the brain's median HU lies far from the models' reference",
+    **GUARD_FLAG_KINDS,
 }
 
 
@@ -141,7 +145,9 @@ def needs_review(flags) -> bool:
     - ``Missing slices:`` a gap of the series was filled by interpolation, so slices were invented;
     - ``Uneven slice spacing:`` uneven gaps were resampled, so every analysed slice is interpolated;
     - ``Partial coverage:`` the field of view or the scan's top cuts the skull;
-    - ``Brain shift:`` the brain's median HU lies far from the models' reference (calibration).
+    - ``Brain shift:`` the brain's median HU lies far from the models' reference (calibration);
+    - the guards' kinds (`corelab.pipeline.guards.GUARD_FLAG_KINDS`): ``Implausible volume:``,
+      ``Symmetric claim:``, ``Brain HU out of range:``, ``Claim at the skull:``.
 
     Timing flags (outside the window, onset unknown) say nothing about the number and do not count.
 

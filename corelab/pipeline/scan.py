@@ -20,6 +20,7 @@ import numpy as np
 from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.measure import Measurements, measure_labels
+from corelab.pipeline.guards import guard_flags
 
 if TYPE_CHECKING:
     from corelab.io.volume import ScanMeta, Volume
@@ -48,7 +49,8 @@ class ScanResult:
     when reading reoriented it. `label_volume` puts the four together for the mask writer; the
     scan's HU do not travel back.
     measurements: volumes (mL) and density (HU) of `labels`; intracranial_ml on the analysis grid.
-    flags: sentences from reading (`reading_flags`) and preprocessing, and the brain-shift flag;
+    flags: sentences from reading (`reading_flags`) and preprocessing, the brain-shift flag, and the
+    guards' flags on implausible results (`corelab.pipeline.guards.guard_flags`);
     qc_png: the QC image.
     brain_median_hu: median HU of the analysis region (intracranial minus CSF) on the analysis
     grid, the level brain-referenced models shift to their reference; across a site's scans it shows
@@ -231,6 +233,9 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         clock.lap("cnn")
         labels = np.ascontiguousarray(labels_to_input_grid(labels_grid, grid, vol), dtype=np.uint8)
         measurements = measure_labels(labels, vol.array, vol.spacing)
+        # Guards on the claim (corelab.pipeline.guards), inside the try so that no scan raises; timed
+        # with "measure". The mirror registration (about 3 s) runs only for claims of 10 mL or more.
+        guards = guard_flags(labels_grid, grid.array, regions.region, grid.spacing)
         intracranial_ml = float(np.count_nonzero(regions.intracranial)) * grid.voxel_ml
         clock.lap("measure")
         title = job.patient_id + (
@@ -259,7 +264,8 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         measurements=measurements,
         intracranial_ml=intracranial_ml,
         brain_median_hu=brain_median_hu,
-        flags=reading_flags(vol) + tuple(getattr(regions, "flags", ()) or ()) + ((shift_flag,) if shift_flag else ()),
+        flags=(reading_flags(vol) + tuple(getattr(regions, "flags", ()) or ()) + ((shift_flag,) if shift_flag else ())
+               + guards),
         qc_png=qc,
         scan_sha256=sha,
         seconds=clock.total,

@@ -34,9 +34,11 @@ from corelab.report.provenance import (
     validation_statement,
 )
 from corelab.report.tables import (
+    flagged_for_review,
     mean_sd,
     patients_table,
     reason_counts,
+    review_table,
     short_table,
     statistics_tables,
     table,
@@ -160,6 +162,9 @@ def build_report(
     context_tables["sensitivity"] = short_table(
         "Sensitivity analysis: every patient with both volumes, whatever the timing", sensitivity)
     context_tables.update(_flow_tables(per_patient, mode, has_site, tables))
+    if mode == "automated":  # the automated volumes' own flags; a second reader's read has none
+        tables["review"] = flagged_for_review(per_patient)
+        context_tables["review"] = review_table(per_patient, has_site)
     tables["per_patient"] = per_patient
     context_tables["patients"] = patients_table(per_patient, labels, has_site)
     counts = {"total": len(per_patient), "analysed": len(primary), "excluded": len(per_patient) - len(primary)}
@@ -243,7 +248,7 @@ def write_workbook(built: BuiltReport, path: str | Path) -> None:
     the audit trail (provenance, per-scan input checksums, per-file reference checksums)."""
     sheets = {"per_patient": built.tables["per_patient"], "summary_by_class": built.tables["overall"]}
     for key, name in (("by_site", "summary_by_site"), ("sensitivity", "sensitivity"),
-                      ("exclusion_counts", "patient_flow"), ("exclusions", "exclusions")):
+                      ("exclusion_counts", "patient_flow"), ("exclusions", "exclusions"), ("review", "needs_review")):
         if key in built.tables:
             sheets[name] = built.tables[key]
     sheets["definitions"] = pd.DataFrame(

@@ -20,8 +20,8 @@ from corelab.report.format import (
     too_small,
 )
 
-__all__ = ["table", "statistics_tables", "short_table", "patients_table", "reason_counts", "SMALL_N_NOTE",
-           "RATIO_NOTE", "mean_sd"]
+__all__ = ["table", "statistics_tables", "short_table", "patients_table", "flagged_for_review", "review_table",
+           "reason_counts", "SMALL_N_NOTE", "RATIO_NOTE", "mean_sd"]
 
 SMALL_N_NOTE = (f"with fewer than {MIN_N_INTERVAL} values a group gets no interval, limit of agreement, SD, ICC "
                 "or slope (Methods, Statistics).")
@@ -169,6 +169,29 @@ def reason_counts(per_patient: pd.DataFrame, mode: str) -> pd.DataFrame:
     rows += [{"reason": name, "patients": int(reasons.str.contains(key, regex=False).sum())} for name, key in kinds]
     rows.append({"reason": "analysed (primary population)", "patients": int(per_patient["in_primary"].sum())})
     return pd.DataFrame(rows)
+
+
+def flagged_for_review(per_patient: pd.DataFrame) -> pd.DataFrame:
+    """The per-patient rows whose automated volume needs review (column ``needs_review``; none
+    when the column is absent), with patient_id, site (when present), in_primary and flags."""
+    if "needs_review" not in per_patient:
+        return per_patient.iloc[0:0][["patient_id"]]
+    flagged = per_patient[per_patient["needs_review"].fillna(False).astype(bool)]
+    return flagged[[c for c in ("patient_id", "site", "in_primary", "flags") if c in flagged]]
+
+
+def review_table(per_patient: pd.DataFrame, has_site: bool) -> dict:
+    """Scans whose automated volume needs review (volumes.csv ``needs_review``), with their flags."""
+    flagged = flagged_for_review(per_patient)
+    return table(
+        "Scans flagged for review", ["Patient", *(["Site"] if has_site else []), "primary", "Flags"],
+        [[r["patient_id"], *([str(r.get("site", ""))] if has_site else []), "yes" if r.get("in_primary") else "no",
+          str(r.get("flags", ""))] for _, r in flagged.iterrows()],
+        ("A flag says the automated volume must be checked before it is used: an implausible result "
+         "(a guard of corelab run tripped), invented or resampled slices, partial coverage or a shifted "
+         "brain. These scans are kept in every analysis of this report; look at their QC images and masks "
+         "before relying on the numbers." if len(flagged) else
+         "No scan is flagged for review in volumes.csv."))
 
 
 def patients_table(per_patient: pd.DataFrame, labels: tuple[str, str], has_site: bool) -> dict:

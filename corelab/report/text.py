@@ -226,6 +226,9 @@ COLUMN_MEANINGS: dict[str, str] = {
     "lesions_detected": "reference components touched by the other mask",
     "reference_mean_hu": "mean scan HU inside the reference without hemorrhage (HU)",
     "hypodensity_class": "severe / intermediate / subtle / unclassified / unknown (from reference_mean_hu)",
+    "needs_review": "true when volumes.csv says the automated volume must be checked before use (a flag: an "
+                    "implausible result, invented or resampled slices, partial coverage, a shifted brain)",
+    "flags": "volumes.csv flags of a scan that needs review, one sentence each",
     "note": "why a value is missing",
 }
 

@@ -117,6 +117,13 @@ PATIENTS = {
 }
 
 
+# P02 tripped a guard of corelab run (needs review); P07's timing flag alone needs none.
+FLAGS = {"P02": "Symmetric claim: 3 mL of infarct claimed, overlapping its own mirror across the midline with "
+                "Dice 0.81 (guard: above 0.50 from 10 mL); check before use.",
+         "P07": "Scanned 400.0 h after onset, outside the imaging window."}
+REVIEWED = {"P02"}
+
+
 def make_results(root):
     """A results folder, a manifest folder with scans, and manual reads, as `corelab run` leaves them."""
     results, reference, manifest_dir = root / "results", root / "manual", root / "trial"
@@ -136,7 +143,8 @@ def make_results(root):
                      "error": "The scan holds no CT series." if status == "failed" else "",
                      "hours_since_onset": hours, "in_window": window, "infarct_ml": infarct_ml,
                      "mask": f"masks/{pid}.nii.gz" if auto is not None else "", "scan": f"scans/{pid}.nii.gz",
-                     "site": site})
+                     "site": site, "flags": FLAGS.get(pid, ""),
+                     "needs_review": "" if status != "ok" else "true" if pid in REVIEWED else "false"})
     # P03's manual read on a grid with half the in-plane resolution (4 mm pixels): resampled for overlap.
     coarse = cio.Volume(array=np.zeros((6, 10, 10), np.uint8), spacing=(5.0, 4.0, 4.0), origin=(1.0, 1.0, 0.0))
     coarse_mask = np.zeros((6, 10, 10), np.uint8)
@@ -238,3 +246,15 @@ def test_patient_flow_sheet_counts_each_reason_once(compared):
     assert flow["listed in the results"] == 8 and flow["analysed (primary population)"] == 4
     assert (flow["processing failed"], flow["no reference read"], flow["outside the imaging window"],
             flow["imaging time unknown"]) == (1, 1, 1, 1)
+
+
+def test_scans_that_need_review_are_listed_in_the_report_and_kept_in_the_analysis(compared):
+    summary, rows, _, _ = compared
+    assert rows.loc["P02", "needs_review"] and rows.loc["P02", "in_primary"]
+    assert not rows.loc[["P01", "P03", "P05", "P07"], "needs_review"].any()
+    html = summary.html.read_text(encoding="utf-8")
+    section = html.split("<h3>Scans flagged for review</h3>")[1].split("</section>")[0]
+    assert "<td>P02</td>" in section and "Symmetric claim: 3 mL of infarct claimed" in section
+    assert "P07" not in section and "kept in every analysis" in section
+    listed = pd.read_excel(summary.xlsx, sheet_name="needs_review", dtype={"patient_id": str})
+    assert listed["patient_id"].tolist() == ["P02"] and listed["flags"].str.startswith("Symmetric claim:").all()

@@ -46,11 +46,20 @@ def head_phantom(*, shape=(15, 72, 72), lesion_hu: float = 20.0, lesion_side: in
     return hu
 
 
-def write_model_folder(folder: Path, *, seed: int = 0) -> Path:
+# Percentiles of each network's probabilities taken as its cut-off (severe, intermediate, subtle,
+# hemorrhage). The default labels about 75 mL of the phantom's 200 mL brain, mirrored about its
+# midline as random weights on a symmetric head do, so `corelab.pipeline.guards` flags it
+# ("Symmetric claim:", needs_review). QUIET_QUANTILES labels about 3 mL, below every guard's floor
+# (the random networks' most confident voxels hug the skull), for scans that must need no review.
+DEFAULT_QUANTILES = (0.7, 0.8, 0.9, 0.97)
+QUIET_QUANTILES = (0.995, 0.995, 0.995, 0.998)
+
+
+def write_model_folder(folder: Path, *, seed: int = 0, quantiles: tuple[float, ...] = DEFAULT_QUANTILES) -> Path:
     """Four networks with random (seeded) weights, saved with corelab.segment's own writer.
 
-    Each cut-off is a high percentile of that network's probabilities inside one phantom's brain, so
-    the random networks label some voxels of every class rather than all or none.
+    Each cut-off is a high percentile (``quantiles``) of that network's probabilities inside one
+    phantom's brain, so the random networks label some voxels of every class rather than all or none.
     """
     import torch
 
@@ -64,7 +73,7 @@ def write_model_folder(folder: Path, *, seed: int = 0) -> Path:
     hu = head_phantom(seed=99)
     brain = (hu > 0) & (hu < 100)
     probs = dense_probabilities(hu, brain, networks, norm=InputNorm(), device="cpu")
-    cutoffs = {name: float(np.quantile(probs[name][brain], q)) for name, q in zip(NETWORK_NAMES, (0.7, 0.8, 0.9, 0.97))}
+    cutoffs = {name: float(np.quantile(probs[name][brain], q)) for name, q in zip(NETWORK_NAMES, quantiles)}
     save_models(folder, networks, cutoffs,
                 grid={"slice_mm": 5.0, "pixel_mm": 1.5}, training={"random": True, "seed": seed}, version="test")
     return folder
