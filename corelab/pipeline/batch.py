@@ -5,6 +5,7 @@ Output folder (DESIGN.md "Outputs of corelab run"):
                                 `corelab.io.manifest.OUTPUT_COLUMNS`, then the manifest's own columns)
     masks/<patient_id>.nii.gz   uint8 labels in the input scan's geometry
     qc/<patient_id>.png         axial slices with the labels (Figure 3 colours)
+    review.html                 the whole batch on one offline page (`corelab.pipeline.review`)
     records/<patient_id>.json   one scan's result, written last; a rerun skips a scan whose record,
                                 mask and QC image are present and whose input, model and method
                                 checksums still match, and redoes the rest
@@ -48,6 +49,7 @@ from corelab.pipeline.outputs import (
     write_tables,
 )
 from corelab.pipeline.progress import BatchProgress, progress_mode
+from corelab.pipeline.review import write_review
 from corelab.pipeline.scan import ScanJob, ScanResult
 from corelab.pipeline.summary import BatchSummary, FailedRow
 from corelab.segment.dense import PrecisionError, precision_dtype
@@ -133,6 +135,7 @@ def run_batch(
 
         rows = table.rows(outcomes, interrupted=stop.signal_name)
         write_tables(rows, manifest.extra_columns, out)
+        write_review(rows, out, run_id=run_id)
         summary = _summary(out, manifest, rows, skipped, seconds=time.perf_counter() - clock,
                            interrupted=stop.signal_name, run_id=run_id)
         _finish_provenance(out, run, summary, runs.inputs(out, manifest, outcomes, _record_path))
