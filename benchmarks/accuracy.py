@@ -357,7 +357,7 @@ def held_out_record(results: pd.DataFrame, *, test_seed: int, trained_on: str = 
             part[name] = {"icc_a1": number(row[2]), "dice_mean": number(row[3]), "dice_sd": number(row[4]), "n": int(row.n)}
         part["control_median_ml"], part["control_max_ml"] = number(false.loc[label, "control median mL"]), number(false.loc[label, "control max mL"])
         part["real_normal_head_ml"] = number(false.loc[label, "real normal head mL"])
-        record[key] = part
+        record["mirror_rule (floor)" if key == "mirror" else key] = part
     return record
 
 

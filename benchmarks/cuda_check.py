@@ -45,6 +45,7 @@ import torch
 from corelab.segment.card import NETWORK_NAMES
 from corelab.segment.dense import _ieee_float32, dense_probabilities
 from corelab.segment.folder import load_models, resolve_device
+from corelab.segment.inputs import mirror_of, needs_mirror
 from corelab.segment.labels import labels_from_probabilities
 from corelab.segment.barros2020 import PatchCNN
 from corelab.segment.norm import InputNorm
@@ -215,14 +216,16 @@ def compare_to_reference(probabilities: dict[str, np.ndarray], region: np.ndarra
     return rows, union
 
 
-def timed_dense(hu, region, networks, *, norm: InputNorm, device: str, precision: str, repeats: int):
-    """Median seconds of `repeats` dense runs after one warm-up (synchronized), the runs' seconds, and the last result."""
-    dense_probabilities(hu, region, networks, norm=norm, device=device, precision=precision)
+def timed_dense(hu, region, networks, *, norm: InputNorm, device: str, precision: str, repeats: int, mirror_hu=None):
+    """Median seconds of `repeats` dense runs after one warm-up (synchronized), the runs' seconds, and the last result.
+    mirror_hu: the stored mirror, for networks that read one (this machine may lack SimpleITK to compute it)."""
+    dense_probabilities(hu, region, networks, norm=norm, device=device, precision=precision, mirror_hu=mirror_hu)
     times, probs = [], None
     for _ in range(repeats):
         _sync(device)
         start = time.perf_counter()
-        probs = dense_probabilities(hu, region, networks, norm=norm, device=device, precision=precision)
+        probs = dense_probabilities(hu, region, networks, norm=norm, device=device, precision=precision,
+                                    mirror_hu=mirror_hu)
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times), times, probs
@@ -231,6 +234,7 @@ def timed_dense(hu, region, networks, *, norm: InputNorm, device: str, precision
 def case_check(case: dict, networks, cutoffs: dict[str, float], *, norm: InputNorm, device: str, repeats: int = 3) -> dict:
     """Time float32 and bfloat16 dense inference of `networks` on `case` and compare both to its CPU reference."""
     hu = case["hu"].astype(np.float32)
+    mirror_hu = case["mirror_hu"].astype(np.float32) if case.get("mirror_hu") is not None else None
     region = case["region"]
     out = {"shape": list(hu.shape), "region_voxels": int(region.sum()), "precisions": {}}
     if device.startswith("cuda"):
@@ -238,7 +242,7 @@ def case_check(case: dict, networks, cutoffs: dict[str, float], *, norm: InputNo
     for precision in ("float32", "bfloat16"):
         try:
             median, times, probs = timed_dense(hu, region, networks, norm=norm, device=device, precision=precision,
-                                               repeats=repeats)
+                                               repeats=repeats, mirror_hu=mirror_hu)
         except Exception as error:  # noqa: BLE001 - one precision failing must not hide the other's numbers
             out["precisions"][precision] = {"error": f"{type(error).__name__}: {error}",
                                             "passed": False if precision == "float32" else None}
@@ -253,12 +257,15 @@ def case_check(case: dict, networks, cutoffs: dict[str, float], *, norm: InputNo
     return out
 
 
-def save_case(path: Path, hu: np.ndarray, region: np.ndarray, reference: dict, sample: np.ndarray, meta: dict) -> None:
-    """Write a case file: HU as int16 (rounded), region as packed bits, the reference, and `meta` as JSON."""
+def save_case(path: Path, hu: np.ndarray, region: np.ndarray, reference: dict, sample: np.ndarray, meta: dict,
+              mirror_hu: np.ndarray | None = None) -> None:
+    """Write a case file: HU as int16 (rounded), region as packed bits, the reference, `meta` as JSON, and
+    for networks that read the scan's mirror, the mirror's HU as int16 (the reference is computed from it)."""
+    extra = {} if mirror_hu is None else {"mirror_hu": np.rint(mirror_hu).clip(-32768, 32767).astype(np.int16)}
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, hu=np.rint(hu).clip(-32768, 32767).astype(np.int16), region=np.packbits(region.reshape(-1)),
                         shape=np.array(region.shape), sample=sample, meta=np.array(json.dumps(meta)),
-                        **{f"ref_{key}": value for key, value in reference.items()})
+                        **extra, **{f"ref_{key}": value for key, value in reference.items()})
 
 
 def load_case(path: Path) -> dict:
@@ -268,16 +275,18 @@ def load_case(path: Path) -> dict:
         region = np.unpackbits(data["region"], count=int(np.prod(shape))).astype(bool).reshape(shape)
         reference = {key[4:]: data[key] for key in data.files if key.startswith("ref_")}
         return {"hu": data["hu"], "region": region, "sample": data["sample"], "reference": reference,
-                "meta": json.loads(str(data["meta"]))}
+                "meta": json.loads(str(data["meta"])), "mirror_hu": data["mirror_hu"] if "mirror_hu" in data.files else None}
 
 
-def build_reference(hu: np.ndarray, region: np.ndarray, models, *, samples: int, seed: int) -> tuple[dict, np.ndarray, float]:
+def build_reference(hu: np.ndarray, region: np.ndarray, models, *, samples: int, seed: int,
+                    mirror_hu: np.ndarray | None = None) -> tuple[dict, np.ndarray, float]:
     """CPU float32 dense probabilities of `models` -> reference stats, the sample (flat indices), seconds."""
     rng = np.random.default_rng(seed)
     flat = np.flatnonzero(region)
     sample = np.sort(rng.choice(flat, min(samples, flat.size), replace=False))
     start = time.perf_counter()
-    probs = dense_probabilities(hu.astype(np.float32), region, models.networks, norm=models.norm, device="cpu")
+    probs = dense_probabilities(hu.astype(np.float32), region, models.networks, norm=models.norm, device="cpu",
+                                mirror_hu=None if mirror_hu is None else mirror_hu.astype(np.float32))
     seconds = time.perf_counter() - start
     return reference_stats(probs, region, dict(models.cutoffs), sample), sample, seconds
 
@@ -295,11 +304,14 @@ def make_case(path: Path, *, models_dir: Path | None, seed: int, hypodensity: st
     grid = to_analysis_grid(volume, models.grid)
     region = analysis_region(grid.array, grid.spacing, dataclasses.replace(Method(), grid=models.grid)).region
     hu = np.rint(grid.array).astype(np.int16)  # the stored input; the reference is computed from it
-    reference, sample, seconds = build_reference(hu, region, models, samples=20_000, seed=seed)
+    mirror_hu = None
+    if needs_mirror(tuple(getattr(type(next(iter(models.networks.values()))), "inputs", ("hu",)))):
+        mirror_hu = np.rint(mirror_of(hu.astype(np.float32), grid.spacing)).clip(-32768, 32767).astype(np.int16)
+    reference, sample, seconds = build_reference(hu, region, models, samples=20_000, seed=seed, mirror_hu=mirror_hu)
     meta = {"made_by": "benchmarks/cuda_check.py --make-case", "seed": seed, "hypodensity": hypodensity,
             "spacing_mm": list(grid.spacing), "models_version": models.version, "cutoffs": dict(models.cutoffs),
             "cpu_float32_seconds": seconds, "torch": torch.__version__, "threads": torch.get_num_threads()}
-    save_case(path, hu, region, reference, sample, meta)
+    save_case(path, hu, region, reference, sample, meta, mirror_hu=mirror_hu)
     return meta
 
 
@@ -311,8 +323,10 @@ def small_case(models, *, seed: int = 0) -> dict:
     y0, x0 = (max(0, int(c) - 80) for c in centre)
     crop = (slice(z0, z0 + 2), slice(y0, y0 + 160), slice(x0, x0 + 160))
     hu, region = case["hu"][crop], case["region"][crop]
-    reference, sample, _ = build_reference(hu, region, models, samples=2000, seed=seed)
-    return {"hu": hu, "region": region, "sample": sample, "reference": reference, "meta": case["meta"]}
+    mirror_hu = case["mirror_hu"][crop] if case.get("mirror_hu") is not None else None  # each voxel keeps its counterpart
+    reference, sample, _ = build_reference(hu, region, models, samples=2000, seed=seed, mirror_hu=mirror_hu)
+    return {"hu": hu, "region": region, "sample": sample, "reference": reference, "meta": case["meta"],
+            "mirror_hu": mirror_hu}
 
 
 def environment(device: str) -> dict:

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Regenerates the shipped weights in models/ exactly as they were made: a 100-patient synthetic
-# training cohort (`corelab synth --seed 1000`), then `corelab train` with the default recipe
-# (brain-referenced input, 40,000 lesion patches per network, 8 epochs keeping the one with the
-# lowest validation-patch loss, +-3 HU calibration offsets; then the smoothing and the cut-offs chosen
-# together for the Dice of the union on the dense maps of the validation scans, controls included)
-# and the single-CNN baseline. Training is seeded and runs on one CPU thread, so the weights come out
-# the same: rerun on 2026-11-28 it gave the shipped weights bit for bit in 48.5 minutes on a 2-core
-# machine (9 for the cohort, 23 reading and training, 12 of validation maps, 4 choosing cut-offs).
-# CORELAB_COHORT=DIR uses an existing copy of the cohort.
+# Regenerates the shipped weights in models/ exactly as they were made: the paper's patch CNN with the
+# scan's mid-sagittal mirror as three more channels (barros2020-mirror-cnn), chosen over the paper's
+# own network by the left-out benchmark (benchmarks/leftout.sh: trained on the procedural and atlas
+# families, scored on the real-CT family it never saw and on a real normal head; README "Status").
+# Cohort: 60 phantoms, procedural and atlas alternating (`corelab synth --family mixed --seed 2000`,
+# about 11 s per patient); recipe: 20,000 lesion patches per network (as many background), 6
+# epochs keeping the one with the lowest validation-patch loss, 8 validation scans per network,
+# +-3 HU calibration offsets, then smoothing and cut-offs chosen together on the validation scans'
+# dense maps; the single-CNN baseline beside it. Seeded, one CPU thread: the same weights bit for bit
+# (2026-12-02, 2-core machine: about 11 min for the cohort, 30 min to train, with other jobs running).
+# The held-out scores in the cards come after, from benchmarks/leftout.sh and
+# `python benchmarks/accuracy.py --from-csv ... --record-card models`. CORELAB_COHORT=DIR uses an existing copy of the cohort. An interrupted run continues with --resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
-cohort=${CORELAB_COHORT:-build/train-s1000-n100}
-[ -f "$cohort/manifest.xlsx" ] || corelab synth "$cohort" --n 100 --seed 1000
-corelab train "$cohort" --out models --single --seed 0
+cohort=${CORELAB_COHORT:-build/mixed-s2000-n60}
+[ -f "$cohort/manifest.xlsx" ] || corelab synth "$cohort" --n 60 --seed 2000 --family mixed
+corelab train "$cohort" --out models --single --seed 0 --patches-per-class 20000 --epochs 6 --val-scans 8 \
+    --architecture barros2020-mirror-cnn --resume

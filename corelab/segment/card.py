@@ -214,9 +214,19 @@ def _scores_markdown(scores: Mapping) -> list[str]:
     held = scores.get("held_out")
     if not held:
         return lines
-    approaches = [(label, held[key]) for key, label in (("three_cnn", "three-CNN"), ("single_cnn", "single CNN"))
-                  if isinstance(held.get(key), Mapping)]
+    names = {"three_cnn": "three-CNN", "single_cnn": "single CNN"}
+    approaches = [(names.get(key, key), value) for key, value in held.items()
+                  if isinstance(value, Mapping) and isinstance(value.get("all"), Mapping)]
     lines += ["", f"Held-out scores: {held.get('cohort', '')}. Command: `{held.get('command', '')}`.", ""]
+    if any("control_median_ml" in a for _, a in approaches):  # the left-out benchmark: one row per approach
+        lines.append("| approach | " + " | ".join(f"{cls} ICC(A,1) | {cls} Dice" for cls in (*CLASSES, "all"))
+                     + " | n | controls median / max mL | real normal head mL |")
+        lines.append("|---|" + "---|---|" * (len(CLASSES) + 1) + "---|---|---|")
+        for label, a in approaches:
+            cells = " | ".join(f"{number(a.get(cls, {}).get('icc_a1'))} | {dice(a.get(cls, {}))}" for cls in (*CLASSES, "all"))
+            lines.append(f"| {label} | {cells} | {a['all'].get('n', '-')} | {number(a.get('control_median_ml'), 1)} / "
+                         f"{number(a.get('control_max_ml'), 1)} | {number(a.get('real_normal_head_ml'), 1)} |")
+        return lines
     lines.append("| class | " + " | ".join(f"{label} ICC(A,1) | {label} Dice | n" for label, _ in approaches) + " |")
     lines.append("|---|" + "---|---|---|" * len(approaches))
     for cls in (*CLASSES, "all"):

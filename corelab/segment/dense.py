@@ -142,13 +142,14 @@ def dense_probabilities(
     tile_voxels: int = 60_000,
     precision: str = "float32",
     spacing: tuple[float, float, float] | None = None,
+    mirror_hu: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Foreground probability of every region voxel for each network; 0 outside the region.
 
     hu: `[z, y, x]` HU on the analysis grid. region: bool mask of the same shape (the analysis
     region: intracranial minus CSF). networks: name -> network, all of one architecture (see the
     module docstring), whose `inputs` say what it reads (`corelab.segment.inputs`; the mirror
-    needs `spacing`, (z, y, x) mm). Returns name -> float32 array shaped like `hu`.
+    needs `spacing`, (z, y, x) mm, or `mirror_hu` computed before). Returns name -> float32 array shaped like `hu`.
     With a whole-tile form only the region's extent is computed: per slice, row tiles of about `tile_voxels` output voxels
     (memory stays bounded, about 3 kB per tile voxel for four networks), each cut to the columns
     where the region lies in those rows. precision: "float32" (default) or "bfloat16" (an opt-in
@@ -166,7 +167,7 @@ def dense_probabilities(
     if hu.ndim != 3 or region.shape != hu.shape:
         raise ValueError(f"hu {hu.shape} and region {region.shape} must be matching [z, y, x] arrays")
     inputs = tuple(getattr(architecture_of(networks.values()), "inputs", ("hu",))) if networks else ("hu",)
-    x = network_input(hu, region, spacing, norm, inputs)
+    x = network_input(hu, region, spacing, norm, inputs, mirror_hu=mirror_hu)
     return dense_probabilities_from_input(x, region, networks, pad_value=norm.pad_value,
                                           device=device, tile_voxels=tile_voxels, precision=precision)
 

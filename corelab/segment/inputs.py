@@ -17,7 +17,7 @@ import numpy as np
 
 from corelab.segment.norm import InputNorm, normalize_hu
 
-__all__ = ["INPUTS", "network_input", "needs_mirror"]
+__all__ = ["INPUTS", "network_input", "needs_mirror", "mirror_of"]
 
 INPUTS = ("hu", "mirror")
 
@@ -30,17 +30,29 @@ def needs_mirror(inputs: tuple[str, ...]) -> bool:
     return "mirror" in inputs
 
 
+def mirror_of(hu: np.ndarray, spacing: tuple[float, float, float] | None) -> np.ndarray:
+    """The scan's mid-sagittal mirror in HU (`corelab.preprocess.midline`), air outside the grid."""
+    if spacing is None:
+        raise ValueError("The mirror input needs the grid's spacing.")
+    from corelab.preprocess.midline import estimate_mirror, mirror_image
+
+    hu = np.asarray(hu, dtype=np.float32)
+    return mirror_image(hu, spacing, estimate_mirror(hu, spacing), default=-1000.0)
+
+
 def network_input(
     hu: np.ndarray,
     region: np.ndarray,
     spacing: tuple[float, float, float] | None,
     norm: InputNorm,
     inputs: tuple[str, ...] = ("hu",),
+    mirror_hu: np.ndarray | None = None,
 ) -> np.ndarray:
     """The normalized input volumes of an architecture: `[z, y, x]` for ("hu",), else `[F, z, y, x]`.
 
     hu: `[z, y, x]` HU on the analysis grid; region: its analysis region (for the brain shift);
-    spacing: (z, y, x) mm, needed for the mirror.
+    spacing: (z, y, x) mm, needed for the mirror. mirror_hu: the mirror already computed (HU, shaped
+    like `hu`), e.g. stored with a test case for a machine without SimpleITK.
 
     >>> hu = np.full((2, 8, 8), 30.0, np.float32); region = np.ones(hu.shape, bool)
     >>> network_input(hu, region, (5.0, 1.0, 1.0), InputNorm(), ("hu", "mirror")).shape
@@ -50,11 +62,10 @@ def network_input(
     x = norm.apply(hu, region)
     if not needs_mirror(tuple(inputs)):
         return x
-    if spacing is None:
-        raise ValueError("The mirror input needs the grid's spacing.")
-    from corelab.preprocess.midline import estimate_mirror, mirror_image
-
-    mirrored = mirror_image(hu, spacing, estimate_mirror(hu, spacing), default=-1000.0)  # air outside the grid
+    if mirror_hu is not None:
+        mirrored = np.asarray(mirror_hu, dtype=np.float32)
+    else:
+        mirrored = mirror_of(hu, spacing)
     shift = norm.brain_shift(hu, region)
     m = normalize_hu(mirrored + np.float32(shift) if shift else mirrored, clip_low_hu=norm.clip_low_hu,
                      clip_high_hu=norm.clip_high_hu, center_hu=norm.center_hu, scale_hu=norm.scale_hu)

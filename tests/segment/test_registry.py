@@ -110,9 +110,15 @@ def test_a_card_without_an_architecture_name_loads_as_the_papers_cnn(tmp_path):
         assert torch.equal(loaded(x), net(x))
 
 
-def test_shipped_cards_name_the_papers_cnn():
+def test_shipped_cards_name_the_mirror_cnn_chosen_by_the_left_out_benchmark():
+    from corelab.segment.barros2020 import MirrorPatchCNN
+
     for folder in (default_models_dir(), default_models_dir() / "single"):
-        assert load_models(folder).card["architecture"]["name"] == PAPER_ARCHITECTURE
+        models = load_models(folder)
+        assert models.card["architecture"]["name"] == registry.MIRROR_ARCHITECTURE
+        assert all(type(net) is MirrorPatchCNN for net in models.networks.values())
+        held = models.card["scores"]["held_out"]
+        assert "background family" in held["cohort"] and "procedural and atlas" in held["cohort"]
 
 
 def test_an_unknown_architecture_is_a_named_error_in_one_sentence(tmp_path):
