@@ -15,7 +15,6 @@ from corelab.segment.card import save_models
 from corelab.segment.dense import dense_probabilities
 from corelab.segment.folder import default_models_dir, load_models
 from corelab.segment.networks import (
-    PAPER_ARCHITECTURE,
     ArchitectureError,
     PatchCNN,
     architecture_of,
