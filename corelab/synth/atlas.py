@@ -39,11 +39,13 @@ from corelab.synth.phantom import (
     Phantom,
     _draw_geometry,
     _head_coordinates,
+    check_physics,
     draw_with_retries,
     pure_tissue,
     render_scan,
 )
 from corelab.synth.scanner import Scanner, draw_scanner
+from corelab.synth.wide_physics import apply_physics
 
 __all__ = ["make_atlas_patient", "AtlasParams"]
 
@@ -96,8 +98,10 @@ def make_atlas_patient(
     thin_slices: bool = False,
     hypodensity: str | None = None,
     scanner: Scanner | None = None,
+    physics: str = "default",
 ) -> Phantom:
-    """One follow-up NCCT phantom on MNI152 anatomy, deterministically for ``seed``; as `make_patient`.
+    """One follow-up NCCT phantom on MNI152 anatomy, deterministically for ``seed``; as `make_patient`
+    (``physics="wide"`` adds the wider scanner physics of `corelab.synth.wide_physics`).
 
     Raises `SynthError` when nilearn's templates are not installed. Example (the first call in a
     process builds the template head, several seconds)::
@@ -105,10 +109,12 @@ def make_atlas_patient(
         p = make_atlas_patient(1, matrix=64, hypodensity="severe")
         p.truth.family, 14 <= p.truth.mean_hu < 22   # ('atlas', True)
     """
+    check_physics(physics)
     template_dir()  # fails early, with the install hint, when nilearn is missing
     load_template()
-    return draw_with_retries(_draw_atlas, seed, matrix=matrix, thin_slices=thin_slices, hypodensity=hypodensity,
-                             scanner=scanner)
+    ph = draw_with_retries(_draw_atlas, seed, matrix=matrix, thin_slices=thin_slices, hypodensity=hypodensity,
+                           scanner=scanner)
+    return apply_physics(ph, physics, seed if isinstance(seed, tuple) else (int(seed),))
 
 
 def _draw_atlas(

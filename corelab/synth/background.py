@@ -34,8 +34,9 @@ from corelab.synth import lesions
 from corelab.synth.atlas_template import template_cavity
 from corelab.synth.atlas_territories import ATLAS_TERRITORIES, atlas_territory_mask
 from corelab.synth.fields import smooth_noise
-from corelab.synth.phantom import MIXED, PatientTruth, Phantom, SynthError
+from corelab.synth.phantom import MIXED, PatientTruth, Phantom, SynthError, check_physics
 from corelab.synth.scanner import Scanner, draw_scanner
+from corelab.synth.wide_physics import apply_physics
 
 __all__ = ["Background", "file_sha256", "load_background", "make_background_patient", "prepare_background"]
 
@@ -171,12 +172,14 @@ def _infratentorial(qx, qy, qz) -> np.ndarray:
 
 def make_background_patient(
     background: Background, seed: int | tuple[int, ...], *, hypodensity: str | None = None,
-    scanner: Scanner | None = None,
+    scanner: Scanner | None = None, physics: str = "default",
 ) -> Phantom:
     """One patient: ``background`` with its own infarct (class, territory, side, volume) for ``seed``.
 
     hypodensity: "severe", "intermediate", "subtle" or "none" (drawn as the other families when
     None). scanner: only names the site (the scan is the background's own). Deterministic for seed.
+    physics: "wide" adds the wider scanner physics of `corelab.synth.wide_physics` on top of the
+    scan's own; "default" keeps every voxel outside the lesions as it was.
 
     Example (``bg = load_background("normal_head.nii.gz")``, seconds; then per patient)::
 
@@ -185,6 +188,7 @@ def make_background_patient(
     """
     if hypodensity not in (None, "none", *CLASSES):
         raise SynthError(f"Unknown hypodensity class {hypodensity!r}; use severe, intermediate, subtle or none.")
+    check_physics(physics)
     seeds = seed if isinstance(seed, tuple) else (int(seed),)
     rng, field_rng = (np.random.default_rng(c) for c in np.random.SeedSequence([*seeds, 61]).spawn(2))
     if scanner is None:
@@ -219,7 +223,8 @@ def make_background_patient(
         "mimics": tuple(mimics), "hemorrhage": hem_kind, "satellites": satellites,
         "old_infarct_ml": float(old.sum()) * voxel_ml,
     }
-    return _phantom(bg, hu, change, labels, scanner=scanner, hypodensity=hypodensity, target=target, facts=facts)
+    ph = _phantom(bg, hu, change, labels, scanner=scanner, hypodensity=hypodensity, target=target, facts=facts)
+    return apply_physics(ph, physics, seeds)
 
 
 def _mimics(rng, bg: Background, change, *, side: int, mid, low, voxel_ml: float):

@@ -17,10 +17,11 @@ from corelab.synth import anatomy, lesions, physics
 from corelab.synth.anatomy import T
 from corelab.synth.fields import FineGrid, rotation_matrix, smooth_noise
 from corelab.synth.scanner import Scanner, draw_scanner
+from corelab.synth.wide_physics import PHYSICS, apply_physics
 
 __all__ = [
     "Phantom", "PatientTruth", "make_patient", "SynthError", "FineScan", "LesionFacts", "render_scan", "pure_tissue",
-    "draw_with_retries",
+    "draw_with_retries", "check_physics",
 ]
 
 MIXED = 255  # tissue code of an output voxel that mixes tissues
@@ -28,6 +29,12 @@ MIXED = 255  # tissue code of an output voxel that mixes tissues
 
 class SynthError(CorelabError):
     """A synthetic patient or trial cannot be generated with the parameters given."""
+
+
+def check_physics(name: str) -> None:
+    """Raise `SynthError` unless ``name`` is a scanner-physics option ("default" or "wide")."""
+    if name not in PHYSICS:
+        raise SynthError(f"Unknown scanner physics {name!r}; use default or wide.")
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class PatientTruth:
     mimics: present mimics among "old infarct", "leukoaraiosis", "atrophy".
     hemorrhage: "", "petechial" or "hematoma".
     family: the phantom family that drew it, "procedural" (`make_patient`) or "atlas" (MNI152 anatomy).
+    physics: what the opt-in "wide" scanner physics added (`physics.AppliedPhysics`), None by default.
     """
 
     hypodensity: str
@@ -58,6 +66,7 @@ class PatientTruth:
     hu_offset: float
     satellites: int
     family: str = "procedural"
+    physics: physics.AppliedPhysics | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,12 +117,15 @@ def make_patient(
     thin_slices: bool = False,
     hypodensity: str | None = None,
     scanner: Scanner | None = None,
+    physics: str = "default",
 ) -> Phantom:
     """Generate one patient's follow-up NCCT phantom, deterministically for ``seed``.
 
     hypodensity: "severe", "intermediate", "subtle" or "none" (control); drawn when None
     (controls 10%, classes in the paper's proportions). matrix: in-plane size (512 as scanners;
     128 for fast tests, same field of view). thin_slices: 0.5-1.5 mm slices instead of 5 mm.
+    physics: "default", or "wide" for kernel noise, calibration offset, cupping and posterior-fossa
+    streaks added after rendering (`corelab.synth.wide_physics`; default output is unchanged).
 
     A subtle infarct's mean must read >= 32 HU while staying 2-6 HU below the brain it replaced,
     which a dark brain on a dark scanner cannot give. Such a patient is drawn again (another brain
@@ -126,8 +138,10 @@ def make_patient(
     >>> p.hu.shape[1:], p.truth.hypodensity, 14 <= p.truth.mean_hu < 22
     ((64, 64), 'severe', True)
     """
-    return draw_with_retries(_draw_patient, seed, matrix=matrix, thin_slices=thin_slices, hypodensity=hypodensity,
-                             scanner=scanner)
+    check_physics(physics)
+    ph = draw_with_retries(_draw_patient, seed, matrix=matrix, thin_slices=thin_slices, hypodensity=hypodensity,
+                           scanner=scanner)
+    return apply_physics(ph, physics, seed if isinstance(seed, tuple) else (int(seed),))
 
 
 def draw_with_retries(

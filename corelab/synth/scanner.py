@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from corelab.synth.physics import SitePhysics
+
 __all__ = ["Scanner", "draw_scanner"]
 
 _MAKERS = ("SYNTH-A Medical", "SYNTH-B Healthcare", "SYNTH-C Systems", "SYNTH-D Imaging")
@@ -22,6 +24,7 @@ class Scanner:
     hu_gain: calibration slope (1 = perfect).
     signed: pixels stored as signed int16 (else unsigned with intercept -1024).
     padding_hu: value outside the circular field of view (-1024 = air, or -2048 padding).
+    physics: the site's wider physics when a trial is made with ``physics="wide"`` (None otherwise).
     """
 
     site: str
@@ -33,6 +36,7 @@ class Scanner:
     hu_gain: float
     signed: bool
     padding_hu: float
+    physics: SitePhysics | None = None
 
 
 def draw_scanner(rng: np.random.Generator, site: str) -> Scanner:

@@ -24,7 +24,7 @@ import math
 import re
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +37,11 @@ from corelab.synth import lesions
 from corelab.synth.atlas import make_atlas_patient
 from corelab.synth.background import load_background, make_background_patient
 from corelab.synth.dicom_write import derived_uid, write_dicom_series
-from corelab.synth.phantom import Phantom, SynthError, make_patient
+from corelab.synth.phantom import Phantom, SynthError, check_physics, make_patient
+from corelab.synth.physics import draw_site_physics
 from corelab.synth.readers import manual_read
 from corelab.synth.scanner import draw_scanner
+from corelab.synth.wide_physics import site_physics_rng
 
 __all__ = ["TrialSummary", "make_trial", "TRUTH_COLUMNS", "MANIFEST_COLUMNS", "FAMILIES", "patient_family"]
 
@@ -78,7 +80,7 @@ class TrialSummary:
 
 def make_trial(
     out_dir: str | Path, *, n: int = 20, seed: int = 0, thin_slices: bool = False, matrix: int = 512, n_sites: int = 4,
-    family: str = "procedural", background: str | Path | None = None,
+    family: str = "procedural", background: str | Path | None = None, physics: str = "default",
 ) -> TrialSummary:
     """Write a synthetic trial of ``n`` patients to ``out_dir`` (created), deterministically for ``seed``.
 
@@ -92,6 +94,10 @@ def make_trial(
     background: a normal head CT (DICOM folder or image file): every patient is then that scan with
     its own lesions drawn in (`corelab.synth.background`; family "background", ``matrix``,
     ``thin_slices`` and ``family`` do not apply); synth.json records its path and sha256.
+    physics: "default", or "wide": each site also draws reconstruction-kernel noise (SD 2-7 HU,
+    correlation 0.6-2 mm), a calibration offset (+-8 HU) and cupping (2-8 HU), and each patient
+    gets a few posterior-fossa streaks (`corelab.synth.wide_physics`); synth.json records them per
+    patient. "default" output is byte for byte what it was before the option existed.
 
     >>> import tempfile
     >>> s = make_trial(tempfile.mkdtemp(), n=1, matrix=64)
@@ -102,14 +108,17 @@ def make_trial(
         raise SynthError(f"A trial needs at least one patient, not {n}.")
     if family not in FAMILIES:
         raise SynthError(f"Unknown phantom family {family!r}; use procedural, atlas or mixed.")
+    check_physics(physics)
     out = Path(out_dir)
     for sub in ("scans", "truth", "manual", "manual_b", "tissue"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     bg = load_background(background) if background is not None else None
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 7919]))
     scanners = [draw_scanner(rng, site=f"SITE-{k + 1:02d}") for k in range(max(1, n_sites))]
+    if physics == "wide":  # own streams: the default draws above and below stay as they were
+        scanners = [replace(s, physics=draw_site_physics(site_physics_rng(seed, 7919, k))) for k, s in enumerate(scanners)]
     first_onset = dt.datetime(2025, 3, 3, 8, 0)
-    rows, truth_rows = [], []
+    rows, truth_rows, drawn = [], [], {}
     started = time.perf_counter()
     for i in range(n):
         pid = f"SYN{i + 1:03d}"
@@ -125,6 +134,8 @@ def make_trial(
             maker = functools.partial(_MAKERS[patient_family(family, seed, i)], matrix=matrix, thin_slices=thin_slices)
         else:
             maker = functools.partial(make_background_patient, bg)
+        if physics == "wide":
+            maker = functools.partial(maker, physics=physics)
         ph = maker((int(seed), i), hypodensity=klass, scanner=scanner)
         # The DICOM writer writes axial slices on the identity direction; any other grid goes to NIfTI.
         nifti = i % 5 == 1 or not np.allclose(ph.direction, np.eye(3).ravel())
@@ -158,6 +169,8 @@ def make_trial(
             "site": scanner.site,
         })
         truth_rows.append(_truth_row(pid, ph, nifti, hours, manual_a, manual_b, "" if bg is None else bg.name))
+        if ph.truth.physics is not None:
+            drawn[pid] = asdict(ph.truth.physics)
     seconds = (time.perf_counter() - started) / n
     manifest = out / "manifest.xlsx"
     _write_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)), manifest)
@@ -182,6 +195,11 @@ def make_trial(
         generator["family"] = "background"
         generator["background"] = {"path": str(Path(background).resolve()), "sha256": bg.sha256,
                                    "registration_dice": round(bg.dice, 4)}
+    if physics == "wide":  # only then: default synth.json stays byte for byte as before
+        cli = command.startswith("corelab synth")
+        generator["command"] = command + " --physics wide" if cli else command[:-1] + ", physics='wide')"
+        generator["physics"] = physics
+        generator["physics_drawn"] = drawn
     (out / SYNTH_RECORD_FILE).write_text(json.dumps(generator, indent=2) + "\n")
     return TrialSummary(
         out_dir=out,
