@@ -39,8 +39,8 @@ def scan_sha256(path: str | Path) -> str:
 # What computes (numpy, scipy, SimpleITK, torch), reads (pydicom, pandas, openpyxl), runs the batch
 # (dask, distributed) and writes the report (pingouin, jinja2, weasyprint, matplotlib).
 PROVENANCE_PACKAGES = (
-    "corelab", "numpy", "scipy", "SimpleITK", "torch", "pydicom", "pandas", "openpyxl", "dask", "distributed",
-    "pingouin", "matplotlib", "jinja2", "weasyprint",
+    "corelab", "numpy", "scipy", "SimpleITK", "torch", "pydicom", "highdicom", "pandas", "openpyxl", "dask",
+    "distributed", "pingouin", "matplotlib", "jinja2", "weasyprint",
 )
 
 

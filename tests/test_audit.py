@@ -6,7 +6,9 @@
 3. No patient data where it does not belong: a DICOM series whose header carries a name, birth date,
    MRN, institution and accession number goes through `run_batch` and `corelab compare`; none of those
    values may appear in any output file (records, run.json, tables, workbook XML, PNG text chunks,
-   NIfTI headers, PDF text), in the console output or in the log.
+   NIfTI headers, PDF text), in the console output or in the log. The one exception is the DICOM SEG
+   beside the mask, which must attach to the patient's study: it carries the name, birth date, MRN
+   and accession number, and nothing else (no institution, no free-text series description).
 """
 
 from __future__ import annotations
@@ -195,9 +197,12 @@ def test_no_patient_data_in_any_output_console_or_log(tmp_path, models, capfd, c
     assert result.exit_code == 0, result.output
     written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert {"run.json", "volumes.csv", "volumes.xlsx", "records/P900.json", "masks/P900.nii.gz", "qc/P900.png",
-            "agreement.pdf", "agreement.xlsx", "agreement.html"} <= written
+            "masks/P900.seg.dcm", "agreement.pdf", "agreement.xlsx", "agreement.html"} <= written
 
-    assert _leaks(out) == {}
+    leaks = _leaks(out)
+    # README "Privacy": the SEG holds the patient and study attributes that attach it to the study.
+    assert leaks.pop("masks/P900.seg.dcm") == {"Doe^Jane", "19450101", "MRN123456", "ACC999"}
+    assert leaks == {}
     console = capfd.readouterr()
     streams = [console.out, console.err, result.output, caplog.text]
     assert _found([s.encode("utf-8") for s in streams], []) == set()

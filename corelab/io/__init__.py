@@ -1,5 +1,7 @@
 """Step 1, reading: every SimpleITK and pydicom read and write, the `Volume` type and its axis
-convention, DICOM series choice, image files, the manifest, and the errors of bad input.
+convention, DICOM series choice, image files, the manifest, and the errors of bad input. The DICOM
+SEG writer and reader (highdicom) are `corelab.io.seg`, imported from there so that reading a scan
+does not load highdicom.
 """
 
 from corelab.io.errors import (

@@ -222,6 +222,7 @@ def read_dicom(
         interpolated_slices=invented,
         resampled_spacing=not even,
         slice_gaps_mm=gaps_mm,
+        source_files=tuple(sorted({str(h.path) for h in series})),
     )
     return Volume(
         array=pixels.astype(np.float32, copy=False),

@@ -7,7 +7,7 @@ import; import these names from `corelab.io`.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ import SimpleITK as sitk
 
 from corelab.errors import ScanError
 
-__all__ = ["StoredGrid", "ScanMeta", "Volume", "to_sitk", "from_sitk", "write_image", "same_geometry"]
+__all__ = ["StoredGrid", "ScanMeta", "Volume", "to_sitk", "from_sitk", "write_image", "on_stored_grid", "same_geometry"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class ScanMeta:
         mm; None when the stack was even.
     stored_grid: the file's own grid when reading flipped or permuted axes (see `orient_superior`),
         else None; `write_image` writes onto it so masks match the input file voxel for voxel.
+    source_files: the DICOM files of the series that was read (paths as text, sorted), so that a
+        DICOM SEG can reference its instances (`corelab.io.seg`); () for image files.
     """
 
     source: str = ""
@@ -68,6 +70,7 @@ class ScanMeta:
     interpolated_slices: int = 0
     resampled_spacing: bool = False
     slice_gaps_mm: tuple[float, float] | None = None
+    source_files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,11 +139,24 @@ def write_image(array: np.ndarray, like: Volume, path: str | Path) -> None:
     if array.shape != like.array.shape:
         raise ValueError(f"array shape {array.shape} differs from the reference shape {like.array.shape}")
     image = to_sitk(Volume(array=array, spacing=like.spacing, origin=like.origin, direction=like.direction))
-    stored = like.meta.stored_grid
-    if stored is not None:
-        reference = sitk.Image([int(n) for n in stored.shape[::-1]], image.GetPixelID())
-        reference.SetSpacing(tuple(float(v) for v in stored.spacing[::-1]))
-        reference.SetOrigin(tuple(float(v) for v in stored.origin))
-        reference.SetDirection(tuple(float(v) for v in stored.direction))
-        image = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    sitk.WriteImage(_onto_stored(image, like.meta.stored_grid), str(path), useCompression=True)
+
+
+def on_stored_grid(volume: Volume) -> Volume:
+    """``volume`` on the input file's own grid (``volume.meta.stored_grid``), as `write_image` writes
+    it: the same voxels, only flipped or permuted back (nearest neighbour over identical voxel
+    centres). Unchanged when reading did not reorient the input."""
+    if volume.meta.stored_grid is None:
+        return volume
+    image = _onto_stored(to_sitk(volume), volume.meta.stored_grid)
+    return from_sitk(image, replace(volume.meta, stored_grid=None))
+
+
+def _onto_stored(image: sitk.Image, stored: StoredGrid | None) -> sitk.Image:
+    if stored is None:
+        return image
+    reference = sitk.Image([int(n) for n in stored.shape[::-1]], image.GetPixelID())
+    reference.SetSpacing(tuple(float(v) for v in stored.spacing[::-1]))
+    reference.SetOrigin(tuple(float(v) for v in stored.origin))
+    reference.SetDirection(tuple(float(v) for v in stored.direction))
+    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0)

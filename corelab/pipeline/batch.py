@@ -4,6 +4,8 @@ Output folder (DESIGN.md "Outputs of corelab run"):
     volumes.csv, volumes.xlsx   one row per manifest row, manifest order (columns: see
                                 `corelab.io.manifest.OUTPUT_COLUMNS`, then the manifest's own columns)
     masks/<patient_id>.nii.gz   uint8 labels in the input scan's geometry
+    masks/<patient_id>.seg.dcm  the same labels as a DICOM SEG referencing the source series (DICOM
+                                inputs with a labelled voxel, unless ``seg=False``; `corelab.io.seg`)
     qc/<patient_id>.png         axial slices with the labels (Figure 3 colours)
     review.html                 the whole batch on one offline page (`corelab.pipeline.review`)
     records/<patient_id>.json   one scan's result, written last; a rerun skips a scan whose record,
@@ -37,10 +39,12 @@ from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.io.manifest import Manifest, ManifestRow, read_manifest
 from corelab.audit import file_sha256, scan_sha256
+from corelab.io.seg import SEG_SUFFIX, SegError, build_seg, write_seg
 from corelab.pipeline import runs
 from corelab.pipeline.executors import ExecutorSpec, run_dask, run_serial
 from corelab.pipeline.interrupt import StopRequest, stop_on_signals
 from corelab.pipeline.outputs import (
+    atomic_path,
     atomic_write_bytes,
     read_record,
     table_row,
@@ -77,6 +81,7 @@ def run_batch(
     method: Method = Method(),
     progress: bool = True,
     threads: int | None = None,
+    seg: bool = True,
 ) -> BatchSummary:
     """Segment every scan of the manifest and write the output folder (see the module docstring).
 
@@ -88,6 +93,8 @@ def run_batch(
         on stdout (`corelab.pipeline.progress`).
     threads: torch threads per scan; default every core in this process, ``cpu_count // workers``
         per local dask worker, ``cpu_count // nthreads`` on an outside cluster's workers.
+    seg: write ``masks/<patient_id>.seg.dcm`` beside the mask of every DICOM input (`corelab.io.seg`);
+        written here, from the result and the source headers, so nothing more travels to workers.
 
     A SIGINT or SIGTERM while it runs stops it early and still returns a summary (``interrupted``
     set, unfinished rows ``not_run``); see `corelab.pipeline.interrupt`.
@@ -115,15 +122,17 @@ def run_batch(
         run = runs.provenance(manifest, models, params, device=device, workers=workers, scheduler=scheduler,
                               threads=threads, started=started, run_id=run_id,
                               earlier=runs.earlier_runs(out, run_id))
+        run["parameters"]["dicom_seg"] = seg  # an output choice: not in params, so it never forces a rerun
         runs.write_run(out, run)
 
-        outcomes, jobs, skipped = _plan_rows(out, manifest, models, params, stop)
+        outcomes, jobs, skipped = _plan_rows(out, manifest, models, params, stop, seg=seg)
         table = _LiveTable(out, manifest, model_version=models.version, method=method, run_id=run_id,
                            started=started)
         table.write(outcomes, excel=True)
 
         def on_result(result: ScanResult) -> None:
-            outcomes[result.index] = _save_result(out, manifest.rows[result.index], result, models, params, run_id)
+            outcomes[result.index] = _save_result(out, manifest.rows[result.index], result, models, params, run_id,
+                                                  seg=seg)
             table.write(outcomes)
 
         header = (f"{len(manifest.rows)} rows: {len(jobs)} to segment, {skipped} reused from an earlier run, "
@@ -162,7 +171,7 @@ def _prepare_output_folder(out: Path) -> None:
 
 
 def _plan_rows(
-    out: Path, manifest: Manifest, models, params: dict[str, Any], stop: StopRequest
+    out: Path, manifest: Manifest, models, params: dict[str, Any], stop: StopRequest, *, seg: bool = True
 ) -> tuple[dict[int, dict[str, Any]], list[ScanJob], int]:
     """Per manifest row, its outcome when it needs no processing (refused by the manifest check, or
     reusable from an earlier run), else a job; returns (outcomes by row index, jobs, reused count).
@@ -176,7 +185,7 @@ def _plan_rows(
         if row.error:
             outcomes[index] = {"status": "failed", "error": row.error}
             continue
-        record = _reusable_record(out, row, models, params)
+        record = _reusable_record(out, row, models, params, seg=seg)
         if record is not None:
             outcomes[index] = record
             skipped += 1
@@ -304,8 +313,12 @@ def _record_path(out: Path, patient_id: str) -> Path:
     return out / "records" / f"{patient_id}.json"
 
 
-def _reusable_record(out: Path, row: ManifestRow, models, params: dict[str, Any]) -> dict[str, Any] | None:
-    """The earlier record of this row when its outputs are complete and still valid, else None."""
+def _reusable_record(out: Path, row: ManifestRow, models, params: dict[str, Any], *,
+                     seg: bool = True) -> dict[str, Any] | None:
+    """The earlier record of this row when its outputs are complete and still valid, else None.
+
+    With ``seg``, a DICOM scan's record made without a SEG (``--no-seg``, or before corelab wrote
+    SEGs) is not reused, and a SEG it names must be unchanged."""
     record = read_record(_record_path(out, row.patient_id))
     if not record or record.get("status") != "ok":
         return None
@@ -317,7 +330,9 @@ def _reusable_record(out: Path, row: ManifestRow, models, params: dict[str, Any]
     )
     if not same_job:
         return None
-    for key in ("mask", "qc"):
+    if seg and record.get("modality") and not record.get("seg_requested"):
+        return None
+    for key in ("mask", "qc") + (("seg",) if seg and record.get("seg") else ()):
         path = out / record.get(key, "")
         if not path.is_file() or file_sha256(path) != record.get(f"{key}_sha256"):
             return None
@@ -327,9 +342,9 @@ def _reusable_record(out: Path, row: ManifestRow, models, params: dict[str, Any]
 
 
 def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params: dict[str, Any],
-                 run_id: str) -> dict[str, Any]:
-    """Write one scan's mask, QC image and (last) its record, which names the run (``run_id``) that
-    computed it; return the record."""
+                 run_id: str, *, seg: bool = True) -> dict[str, Any]:
+    """Write one scan's mask, QC image, DICOM SEG (``seg`` and a DICOM input) and (last) its record,
+    which names the run (``run_id``) that computed it; return the record."""
     record: dict[str, Any] = {
         "record_version": RECORD_VERSION,
         "patient_id": row.patient_id,
@@ -352,6 +367,7 @@ def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params
         like = result.label_volume()
         write_mask(like.array, like, out / mask_rel)
         atomic_write_bytes(out / qc_rel, result.qc_png)
+        seg_rel, seg_note = _save_seg(out, row.patient_id, like, models.version) if seg else ("", "")
         m = result.measurements
         record.update(
             series_uid=result.series_uid,
@@ -365,8 +381,32 @@ def _save_result(out: Path, row: ManifestRow, result: ScanResult, models, params
             brain_median_hu=result.brain_median_hu,
             acquisition_datetime=result.acquisition_datetime.isoformat() if result.acquisition_datetime else None,
             flags=list(result.flags),
-            notes=list(result.notes),
+            notes=list(result.notes) + ([seg_note] if seg_note else []),
             stage_seconds=dict(result.stage_seconds),
+            seg_requested=seg,
+            seg=seg_rel,
+            seg_sha256=file_sha256(out / seg_rel) if seg_rel else "",
         )
+        if not seg_rel:  # an earlier run's SEG would not match this mask
+            (out / "masks" / f"{row.patient_id}{SEG_SUFFIX}").unlink(missing_ok=True)
     write_record(_record_path(out, row.patient_id), record)
     return record
+
+
+def _save_seg(out: Path, patient_id: str, like, model_version: str) -> tuple[str, str]:
+    """Write ``masks/<patient_id>.seg.dcm`` for a DICOM input (``like.meta.source_files``); return
+    its path relative to ``out`` ("" when none was written) and a sentence for read_notes ("" when
+    there is nothing to say): why none was written, or that its frames lie on the mask's own grid."""
+    if not like.meta.source_files:
+        return "", ""
+    try:
+        built = build_seg(like, model_version=model_version)
+    except SegError as error:  # the scan's volumes stand; the sentence says why there is no SEG
+        return "", str(error)
+    except Exception as error:  # noqa: BLE001 - a SEG that cannot be made must not stop the batch; named in read_notes
+        message = " ".join(str(error).split()).rstrip(".") or "no message"
+        return "", f"No DICOM SEG was written: internal error {type(error).__name__}: {message}."
+    seg_rel = f"masks/{patient_id}{SEG_SUFFIX}"
+    with atomic_path(out / seg_rel) as tmp:
+        write_seg(built, tmp)
+    return seg_rel, built.note
