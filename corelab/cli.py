@@ -86,8 +86,14 @@ def run(
                  "with AMX/AVX512-BF16 that changes volumes slightly (measured in benchmarks/speed.py).",
         ),
     ] = "float32",
+    no_seg: Annotated[
+        bool,
+        typer.Option("--no-seg", help="Do not write masks/<patient_id>.seg.dcm, the DICOM SEG beside the mask of "
+                                      "each DICOM input."),
+    ] = False,
 ) -> None:
-    """Segment every scan of MANIFEST; write volumes.csv/.xlsx, masks/, qc/, runs/ and run.json.
+    """Segment every scan of MANIFEST; write volumes.csv/.xlsx, masks/ (NIfTI, and a DICOM SEG for DICOM
+    inputs), qc/, runs/ and run.json.
 
     Exit status: 0 every row ok; 1 finished with failed rows (the tables are written); 2 unusable
     input or options (bad manifest, missing model folder, bad option value; nothing is processed);
@@ -109,7 +115,7 @@ def run(
         with _errors_as_exit():
             summary = run_batch(
                 manifest, out_dir=out, workers=workers, scheduler=scheduler, device=device, models_dir=models,
-                method=Method(precision=precision),
+                method=Method(precision=precision), seg=not no_seg,
             )
     except KeyboardInterrupt:  # before the batch caught signals itself: nothing was written
         typer.secho("corelab: interrupted before the batch started; nothing was written.", err=True,
@@ -122,6 +128,7 @@ def run(
                    "--precision": precision if precision != "float32" else None}
         words = ["corelab", "run", str(manifest), "--out", str(summary.out_dir)]
         words += [w for name, value in options.items() if value is not None for w in (name, str(value))]
+        words += ["--no-seg"] if no_seg else []
         typer.echo(f"To resume: {shlex.join(words)}")
     raise typer.Exit(code=summary.exit_code)
 
@@ -139,7 +146,8 @@ def compare(
     out: Annotated[Optional[Path], typer.Option("--out", help="PDF path.", show_default="RESULTS/agreement.pdf")] = None,
     trial: Annotated[Optional[str], typer.Option("--trial", help="Trial name for the title page.")] = None,
 ) -> None:
-    """Agreement of RESULTS with manual reads: agreement.pdf, agreement.xlsx and agreement.html.
+    """Agreement of RESULTS with manual reads: agreement.pdf, agreement.xlsx, agreement.html and
+    QC images with the reference outline in agreement-qc/ (beside the PDF).
 
     Examples:
 
@@ -147,10 +155,12 @@ def compare(
         corelab compare corelab-results --reference manual/
         corelab compare --reference reader-a/ --against reader-b/ --trial "TRIAL-1"
     """
+    from corelab.pipeline.qc import reference_qc_png
     from corelab.report.agreement_report import compare as compare_reads
 
     with _errors_as_exit():
-        summary = compare_reads(results, reference, against=against, out_pdf=out, trial_name=trial)
+        summary = compare_reads(results, reference, against=against, out_pdf=out, trial_name=trial,
+                                draw_qc=reference_qc_png)
     typer.echo(str(summary))
 
 
@@ -237,6 +247,14 @@ def synth(
             help="A normal head CT: draw each patient's lesions into this real scan instead of a phantom head.",
         ),
     ] = None,
+    physics: Annotated[
+        str,
+        typer.Option(
+            "--physics",
+            help="Scanner physics: default, or wide (per site kernel noise SD 2-7 HU, offset +-8 HU, cupping "
+            "2-8 HU; posterior-fossa streaks +-10-30 HU).",
+        ),
+    ] = "default",
 ) -> None:
     """A synthetic trial: phantom head CTs, manifest.xlsx, manual reads and truth labels.
 
@@ -246,12 +264,13 @@ def synth(
         corelab synth demo-trial/ --n 10 --seed 1 --preview
         corelab synth atlas-trial/ --n 100 --seed 7 --family atlas
         corelab synth real-trial/ --n 20 --seed 3 --background normal_head.nii.gz
+        corelab synth wide-trial/ --n 20 --seed 5 --physics wide
     """
     from corelab import synth as synthetic
 
     with _errors_as_exit():
         summary = synthetic.make_trial(
-            out, n=n, seed=seed, thin_slices=thin_slices, family=family, background=background
+            out, n=n, seed=seed, thin_slices=thin_slices, family=family, background=background, physics=physics
         )
         if preview:
             typer.echo(f"preview: {synthetic.preview(out)}")

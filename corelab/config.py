@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 __all__ = [
     "CLASSES",
     "hypodensity_class",
+    "mask_class",
+    "NO_INFARCT",
+    "UNCLASSIFIED",
     "HEMORRHAGE_HU",
     "OUTPUT_COLUMNS",
     "COLUMN_MEANINGS",
@@ -55,6 +58,28 @@ def hypodensity_class(mean_hu: float | None, ranges: dict[str, tuple[float, floa
     return ""
 
 
+# What a mask's class reads when it is not one of CLASSES: an empty mask, or a mask whose mean HU
+# lies outside every class range (or that holds hemorrhage only, so it has no infarct mean HU).
+NO_INFARCT = "no infarct"
+UNCLASSIFIED = "unclassified"
+
+
+def mask_class(mean_hu: float | None, *, empty: bool,
+               ranges: dict[str, tuple[float, float]] = CLASS_RANGES_HU) -> str:
+    """The class written for a mask: `hypodensity_class` of its mean HU, ``NO_INFARCT`` for an
+    empty mask, ``UNCLASSIFIED`` for a non-empty mask whose mean HU has no class.
+
+    The same rule names the automated mask's class (volumes.csv ``auto_class``) and the reference
+    read's (agreement.xlsx ``reference_class``).
+
+    >>> mask_class(18.0, empty=False), mask_class(None, empty=True), mask_class(9.0, empty=False)
+    ('severe', 'no infarct', 'unclassified')
+    """
+    if empty:
+        return NO_INFARCT
+    return hypodensity_class(mean_hu, ranges) or UNCLASSIFIED
+
+
 # Reference voxels at or above this are treated as blood when classifying a reference infarct and
 # when labelling hemorrhage for training (the paper excludes hemorrhage before classifying).
 HEMORRHAGE_HU = 50.0
@@ -66,6 +91,12 @@ SYNTH_RECORD_FILE = "synth.json"
 # Label values of masks/<patient_id>.nii.gz (DESIGN "Outputs").
 LABELS: dict[str, int] = {"severe": 1, "intermediate": 2, "subtle": 3, "hemorrhage": 4}
 LABEL_NAMES: dict[int, str] = {value: name for name, value in LABELS.items()}
+
+# "severe [14, 22), intermediate [22, 32), subtle [32, 44] HU", for texts that state the ranges.
+_RANGES_TEXT = ", ".join(
+    f"{name} [{low:g}, {high:g}{']' if i == len(CLASS_RANGES_HU) - 1 else ')'}"
+    for i, (name, (low, high)) in enumerate(CLASS_RANGES_HU.items())
+) + " HU"
 
 # Columns of volumes.csv / volumes.xlsx, in order (DESIGN "Outputs"), each with its meaning and unit
 # ("" when it has none): the one source for the column list and the workbook's `columns` sheet. The
@@ -93,7 +124,9 @@ COLUMN_MEANINGS: dict[str, tuple[str, str]] = {
     "intracranial_ml": ("Intracranial volume on the analysis grid.", "mL"),
     "infarct_mean_hu": ("Mean density of the infarct, hemorrhage excluded.", "HU"),
     "brain_median_hu": ("Median density of the brain outside CSF (shows a scanner's calibration).", "HU"),
-    "hypodensity_class": ("The paper's class from infarct_mean_hu: severe, intermediate, subtle, or empty.", ""),
+    "auto_class": (f"Class of the automated infarct from infarct_mean_hu by the paper's ranges ({_RANGES_TEXT}); "
+                   f"{UNCLASSIFIED}: a mean outside them (or hemorrhage only); {NO_INFARCT}: empty mask; empty "
+                   "when not segmented. Earlier corelab versions called this column hypodensity_class.", ""),
     "mask": ("Label map, relative to the results folder.", "path"),
     "qc": ("QC image, relative to the results folder.", "path"),
     "scan": ("The scan as written in the manifest (relative to the manifest's folder or absolute).", "path"),

@@ -47,6 +47,9 @@ def test_run_then_compare_from_the_command_line(tmp_path):
     assert "mean Dice 1.00" in result.output
     assert (out / "agreement.pdf").stat().st_size > 10_000
     assert (out / "agreement.xlsx").is_file() and (out / "agreement.html").is_file()
+    # compare's own QC set, beside the report and apart from corelab run's qc/
+    assert {p.name for p in (out / "agreement-qc").iterdir()} == {"P001.png", "P002.png"}
+    assert "2 QC images in" in result.output
 
 
 def test_help_shows_flags_as_flags_defaults_and_examples():

@@ -97,7 +97,7 @@ def test_figures_touch_no_matplotlib_global_state(tmp_path):
         import pandas as pd
         from corelab.report import plots
         from corelab.synth import preview
-        svg = plots.dice_plot(pd.DataFrame({{"dice": [0.5, 0.9], "hypodensity_class": ["severe", "subtle"]}}))
+        svg = plots.dice_plot(pd.DataFrame({{"dice": [0.5, 0.9], "reference_class": ["severe", "subtle"]}}))
         png = preview({str(tmp_path)!r})
         print(json.dumps({{
             "pyplot": "matplotlib.pyplot" in sys.modules,

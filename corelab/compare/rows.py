@@ -1,23 +1,29 @@
 """Per-patient rows for `corelab compare`: who is analysed, who is excluded and why, and the metrics.
 
 It reads DIR/volumes.csv, DIR/masks/, DIR/run.json and REFDIR/<patient_id>.*, and decides who is in
-the primary analysis population (in window, processed, with a reference). One row per patient:
+the primary analysis population (in window, processed, with a reference); given a QC folder and a
+drawing function (`QCDrawer`), it writes compare's own QC image of every compared patient while
+each scan is in memory. `runs_used` names the runs that computed the rows. One row per patient:
 
 patient_id; site (when the manifest has one); in_primary (bool: in window, processed, with a
 reference); excluded_because (sentences joined by "; ", empty when analysed); status;
 hours_since_onset; reference_ml (reference mask on its own grid); other_ml (automated: volumes.csv
 ``infarct_ml``, else the mask; inter-reader: reader B's mask); difference_ml (other - reference);
 abs_difference_ml; dice; both_empty; hd95_mm; lesions; lesions_detected; reference_mean_hu;
-hypodensity_class ("severe", "intermediate", "subtle", "unclassified" when the mean is outside
-14-44 HU or the reference is empty, "unknown" when the scan could not be read); note; needs_review
-(automated: volumes.csv ``needs_review`` is true, a flag says the volume must be checked; False for
-inter-reader rows); flags (automated: volumes.csv ``flags`` of such a row, else "").
+reference_class (the reference read's class by `corelab.config.mask_class`: "severe",
+"intermediate", "subtle", "unclassified" when its mean HU is outside 14-44 HU, "no infarct" when
+the read is empty, "unknown" when the scan could not be read); auto_class (automated rows only:
+volumes.csv ``auto_class``, or its older name ``hypodensity_class``); qc (automated rows, when a QC
+folder is given: the compare QC image, relative to the report's folder, "" when none was drawn);
+note; needs_review (automated: volumes.csv ``needs_review`` is true, a flag says the volume must be
+checked; False for inter-reader rows); flags (automated: volumes.csv ``flags`` of such a row, else "").
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +32,24 @@ import pandas as pd
 from corelab import __version__
 from corelab.audit import file_sha256, folder_checksums, invocation, utc_now
 from corelab.compare.metrics import mask_metrics, reference_mean_hu
-from corelab.config import hypodensity_class
+from corelab.config import NO_INFARCT, UNCLASSIFIED, mask_class
 from corelab.errors import CorelabError
 from corelab.io.files import find_image, image_ids
+from corelab.io.manifest_ids import file_name_problem
 from corelab.io.read import mask_onto, read_mask, read_scan
 from corelab.io.tables import restore
 from corelab.io.volume import Volume, same_geometry
+from corelab.measure import measure_labels
 
 __all__ = ["CompareError", "read_results", "read_run_json", "automated_rows", "reader_rows", "parse_window",
-           "compare_provenance_info"]
+           "compare_provenance_info", "listed_auto_class", "runs_used", "UNKNOWN", "QCDrawer"]
+
+UNKNOWN = "unknown"  # a reference class that could not be measured (no readable scan)
+
+# Draws one patient's compare QC image: (scan, automated labels, reference on their grid, *,
+# patient_id, reference_ml, reference_class, reference_mean_hu) -> PNG bytes. The command passes
+# `corelab.pipeline.qc.reference_qc_png` (compare may not import pipeline, DESIGN "Module layout").
+QCDrawer = Callable[..., bytes]
 
 
 class CompareError(CorelabError):
@@ -98,23 +113,86 @@ def _scan_path(row: pd.Series, results: Path | None, run_info: dict) -> Path | N
     return None
 
 
-def _classify(row: pd.Series, results: Path | None, run_info: dict, grid: Volume,
-              reference: np.ndarray, labels: np.ndarray | None) -> tuple[float, str, str]:
-    """(reference mean HU, class, note) from the patient's scan, or NaN/"unknown" and why not.
-
-    grid: the volume whose geometry ``reference`` (and ``labels``) are on; the scan must match it.
-    """
+def _patient_scan(row: pd.Series, results: Path | None, run_info: dict, grid: Volume) -> tuple[Volume | None, str]:
+    """The patient's scan when it is readable and on ``grid``'s geometry, else None and why not."""
     path = _scan_path(row, results, run_info)
     if path is None:
-        return math.nan, "unknown", "scan not found, so the hypodensity class is unknown"
+        return None, "scan not found"
     try:
         scan = read_scan(path, series_uid=str(row.get("series_uid", "")).strip() or None)
     except CorelabError as error:
-        return math.nan, "unknown", f"scan unreadable ({error}), so the class is unknown"
+        return None, f"scan unreadable ({error})"
     if not same_geometry(scan, grid):
-        return math.nan, "unknown", "scan grid differs from the mask grid, so the class is unknown"
+        return None, "scan grid differs from the mask grid"
+    return scan, ""
+
+
+def _classify(scan: Volume | None, reference: np.ndarray, labels: np.ndarray | None, *,
+              empty: bool) -> tuple[float, str]:
+    """(reference mean HU, reference class); an empty read is "no infarct" whatever the scan,
+    a read on an unreadable scan "unknown" (NaN HU)."""
+    if scan is None:
+        return math.nan, NO_INFARCT if empty else UNKNOWN
     mean = reference_mean_hu(scan.array, reference, labels=labels)
-    return mean, hypodensity_class(mean) or "unclassified", ""
+    return mean, mask_class(mean, empty=empty)
+
+
+def listed_auto_class(row: pd.Series) -> str | None:
+    """volumes.csv's class of the automated mask: ``auto_class``, or for a volumes.csv of an older
+    corelab its ``hypodensity_class`` (whose empty cell meant an empty mask or a mean without a
+    class: told apart by ``infarct_ml``); None when the file has neither column.
+
+    >>> listed_auto_class(pd.Series({"status": "ok", "hypodensity_class": "", "infarct_ml": "0"}))
+    'no infarct'
+    """
+    if "auto_class" in row:
+        return str(row["auto_class"]).strip()
+    if "hypodensity_class" not in row:
+        return None
+    old = str(row["hypodensity_class"]).strip()
+    if old or str(row.get("status", "")).strip().lower() != "ok":
+        return old
+    ml = _number(row.get("infarct_ml"))
+    return "" if not math.isfinite(ml) else NO_INFARCT if ml == 0 else UNCLASSIFIED
+
+
+def _auto_class(row: pd.Series, scan: Volume | None, auto: Volume) -> str:
+    listed = listed_auto_class(row)
+    if listed is not None or scan is None:
+        return listed or ""
+    try:  # no column at all: measured here, by the rule corelab run uses
+        m = measure_labels(auto.array, scan.array, scan.spacing)
+    except CorelabError:
+        return ""
+    return mask_class(m.infarct_mean_hu, empty=m.infarct_ml == 0)
+
+
+def _lost(why: str, reference_class: str, qc: bool) -> str:
+    """A note for a patient without a usable scan: what could not be given (an empty read's class needs no scan)."""
+    lost = [] if reference_class == NO_INFARCT else ["the reference class is unknown"]
+    lost += ["there is no QC image"] if qc else []
+    return f"{why}, so {' and '.join(lost)}" if lost else ""
+
+
+def _draw_qc(draw: QCDrawer, folder: Path, pid: str, scan: Volume, auto: Volume, reference: np.ndarray,
+             out: dict[str, object]) -> str:
+    """Write ``folder/<pid>.png``; "" when written, else why not (a note's words)."""
+    problem = file_name_problem(pid)
+    if problem:
+        return f"no QC image: the patient id cannot name a file ({problem})"
+    tmp = folder / f".tmp-{pid}.png"  # written whole, then moved: never half an image under the patient's name
+    try:
+        png = draw(scan, auto, reference, patient_id=pid, reference_ml=out["reference_ml"],
+                   reference_class=out["reference_class"], reference_mean_hu=out["reference_mean_hu"])
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(png)
+        tmp.replace(folder / f"{pid}.png")
+    except (CorelabError, ValueError, OSError) as error:
+        return f"no QC image: {error}"
+    finally:
+        tmp.unlink(missing_ok=True)
+    out["qc"] = f"{folder.name}/{pid}.png"
+    return ""
 
 
 def _metric_columns(reference: Volume, other: np.ndarray) -> dict[str, object]:
@@ -138,7 +216,7 @@ def _base(row: pd.Series | None, patient_id: str) -> dict[str, object]:
 
 
 def _finish(out: dict[str, object], reasons: list[str]) -> dict[str, object]:
-    out.setdefault("hypodensity_class", "unknown")
+    out.setdefault("reference_class", UNKNOWN)
     out["in_primary"] = not reasons
     out["excluded_because"] = "; ".join(reasons)
     if "reference_ml" in out and "other_ml" in out:
@@ -147,12 +225,22 @@ def _finish(out: dict[str, object], reasons: list[str]) -> dict[str, object]:
     return out
 
 
-def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_info: dict) -> pd.DataFrame:
-    """One row per volumes.csv row: automated mask against REFDIR's manual read (see module doc)."""
+def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_info: dict, *,
+                   qc_folder: Path | None = None, draw_qc: QCDrawer | None = None) -> pd.DataFrame:
+    """One row per volumes.csv row: automated mask against REFDIR's manual read (see module doc).
+
+    qc_folder, draw_qc: with both, every patient with both masks and a readable scan gets
+    ``qc_folder/<patient_id>.png`` drawn by ``draw_qc`` (column ``qc``); a patient whose image cannot
+    be drawn or written gets none and a note saying why, never an error.
+    """
+    qc = qc_folder is not None and draw_qc is not None
     rows = []
     for _, row in table.iterrows():
         pid = str(row["patient_id"])
         out, reasons, notes = _base(row, pid), [], []
+        out["auto_class"] = listed_auto_class(row) or ""
+        if qc:
+            out["qc"] = ""
         ok = str(row["status"]).strip().lower() == "ok"
         # Kept in the analyses, listed by the report: the volume may be wrong, the patient is still eligible.
         out["needs_review"] = ok and str(row.get("needs_review", "")).strip().lower() == "true"
@@ -179,9 +267,17 @@ def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_
                     out["reference_ml"] = _ml(native)
                     out["other_ml"] = listed if math.isfinite(listed) else _ml(auto)
                     out.update(_metric_columns(ref, auto.array))
-                    mean, cls, note = _classify(row, results, run_info, auto, ref.array, auto.array)
-                    out["reference_mean_hu"], out["hypodensity_class"] = mean, cls
-                    notes.append(note)
+                    scan, why = _patient_scan(row, results, run_info, auto)
+                    out["reference_mean_hu"], out["reference_class"] = _classify(
+                        scan, ref.array, auto.array, empty=out["reference_ml"] == 0)
+                    out["auto_class"] = _auto_class(row, scan, auto)
+                    if scan is None:
+                        notes.append(_lost(why, out["reference_class"], qc))
+                    elif qc:
+                        notes.append(_draw_qc(draw_qc, qc_folder, pid, scan, auto, ref.array, out))
+        stale = qc_folder / f"{pid}.png" if qc and not out["qc"] and not file_name_problem(pid) else None
+        if stale is not None and stale.is_file():
+            stale.unlink()  # an earlier comparison's image would be taken for this one
         out["note"] = "; ".join(n for n in notes if n)
         rows.append(_finish(out, reasons))
     return _frame(rows)
@@ -214,12 +310,12 @@ def reader_rows(table: pd.DataFrame | None, results: Path | None, reader_a: Path
             else:
                 out["reference_ml"], out["other_ml"] = _ml(a), _ml(b_native)
                 out.update(_metric_columns(a, b.array))
-                if row is None:
-                    mean, cls, note = math.nan, "unknown", "no results folder, so no scan and no class"
-                else:
-                    mean, cls, note = _classify(row, results, run_info, a, a.array, None)
-                out["reference_mean_hu"], out["hypodensity_class"] = mean, cls
-                notes.append(note)
+                empty = out["reference_ml"] == 0
+                scan, why = (None, "no results folder, so no scan") if row is None else _patient_scan(
+                    row, results, run_info, a)
+                out["reference_mean_hu"], out["reference_class"] = _classify(scan, a.array, None, empty=empty)
+                if scan is None:
+                    notes.append(_lost(why, out["reference_class"], False))
         out["note"] = "; ".join(n for n in notes if n)
         rows.append(_finish(out, reasons))
     return _frame(rows)
@@ -227,12 +323,14 @@ def reader_rows(table: pd.DataFrame | None, results: Path | None, reader_a: Path
 
 _COLUMNS = ["patient_id", "site", "in_primary", "excluded_because", "status", "hours_since_onset",
             "reference_ml", "other_ml", "difference_ml", "abs_difference_ml", "dice", "both_empty", "hd95_mm",
-            "lesions", "lesions_detected", "reference_mean_hu", "hypodensity_class", "note", "needs_review", "flags"]
+            "lesions", "lesions_detected", "reference_mean_hu", "reference_class", "auto_class", "qc", "note",
+            "needs_review", "flags"]
+_OPTIONAL = {"site", "auto_class", "qc"}  # only where the manifest has sites / in automated mode / with a QC folder
 
 
 def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
-    columns = [c for c in _COLUMNS if c in frame.columns or c != "site"]
+    columns = [c for c in _COLUMNS if c in frame.columns or c not in _OPTIONAL]
     frame = frame.reindex(columns=columns)
     frame["in_primary"] = frame["in_primary"].astype(bool)
     frame["both_empty"] = frame["both_empty"].fillna(False).astype(bool)
@@ -242,20 +340,67 @@ def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     return frame
 
 
-def compare_provenance_info(results: Path | None, reference_dir: Path, against: str | Path | None = None) -> dict:
+def _record_run_id(results: Path, record: str) -> str:
+    try:
+        data = json.loads((results / record).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("run_id", "") or "") if isinstance(data, dict) else ""
+
+
+def runs_used(results: Path, table: pd.DataFrame, run_info: dict) -> list[dict[str, object]]:
+    """The runs that computed the rows of volumes.csv (``table``), each cited by its append-only file.
+
+    A row's run is its ``run_id`` cell, else the ``run_id`` of its record (records/<patient_id>.json,
+    as run.json's inputs name it). Rows not run (``not_run``) were computed by no run and are not
+    counted. Returns one dict per run, in the order of the runs' start: ``{"run_id": "2026-12-02T06-30-00Z",
+    "file": "runs/2026-12-02T06-30-00Z.json", "sha256": the file's now ("" when it is missing), "rows":
+    rows it computed, "ok": of them ok}``; rows that name no run (volumes.csv of a corelab before
+    runs/) come last with ``run_id`` "" and the file and checksum of run.json.
+    """
+    records = {str(i.get("patient_id")): str(i.get("record") or "") for i in run_info.get("inputs") or []
+               if isinstance(i, dict)}
+    counts: dict[str, list[int]] = {}
+    for _, row in table.iterrows():
+        status = str(row.get("status", "")).strip().lower()
+        if status == "not_run":
+            continue
+        pid = str(row["patient_id"])
+        run_id = str(row.get("run_id", "")).strip()
+        if not run_id:
+            record = records.get(pid) or (f"records/{pid}.json" if not file_name_problem(pid) else "")
+            run_id = _record_run_id(results, record) if record else ""
+        tally = counts.setdefault(run_id, [0, 0])
+        tally[0] += 1
+        tally[1] += status == "ok"
+    used = []
+    for run_id in sorted(counts, key=lambda r: (r == "", r)):
+        stem = run_id[:-len(".json")] if run_id.endswith(".json") else run_id
+        file = f"runs/{stem}.json" if run_id else "run.json"
+        path = results / file
+        used.append({"run_id": stem, "file": file, "sha256": file_sha256(path) if path.is_file() else "",
+                     "rows": counts[run_id][0], "ok": counts[run_id][1]})
+    return used
+
+
+def compare_provenance_info(results: Path | None, reference_dir: Path, against: str | Path | None = None, *,
+                            table: pd.DataFrame | None = None, run_info: dict | None = None) -> dict:
     """This comparison's audit trail: who, when (UTC), the command line, and checksums of what was read.
 
     Returns ``{"tool", "corelab_version", "written", "command_line", "cwd", "user", "host", "platform",
-    "python_executable", "results": {"folder", "volumes_csv_sha256", "run_json_sha256"} (when a results
-    folder is used), "reference": `corelab.audit.folder_checksums`, "against": the same or absent}``.
+    "python_executable", "results": {"folder", "volumes_csv_sha256", "n_rows", "runs"} (when a results
+    folder is used; ``runs``: `runs_used` of ``table``, the volumes.csv as read, with ``run_info``),
+    "reference": `corelab.audit.folder_checksums`, "against": the same or absent}``. run.json is not
+    cited: every run overwrites it, the runs' own files are append-only.
     """
     info: dict = {"tool": "corelab compare", "corelab_version": __version__, "written": utc_now(), **invocation()}
     if results is not None:
-        run_json = results / "run.json"
+        table = read_results(results) if table is None else table
         info["results"] = {
             "folder": str(results),
             "volumes_csv_sha256": file_sha256(results / "volumes.csv"),
-            "run_json_sha256": file_sha256(run_json) if run_json.is_file() else "",
+            "n_rows": len(table),
+            "runs": runs_used(results, table, run_info if run_info is not None else read_run_json(results)),
         }
     info["reference"] = folder_checksums(reference_dir)
     if against is not None:

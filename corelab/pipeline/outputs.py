@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from corelab.config import TimingWindow
+from corelab.config import TimingWindow, mask_class
 from corelab.io.manifest import OUTPUT_COLUMNS, ManifestRow, imaging_window
 from corelab.io.tables import neutralize_frame
 from corelab.pipeline.guards import GUARD_FLAG_KINDS
@@ -206,7 +206,7 @@ def table_row(row: ManifestRow, outcome: dict[str, Any], *, model_version: str,
             intracranial_ml=outcome.get("intracranial_ml"),
             infarct_mean_hu=m["infarct_mean_hu"],
             brain_median_hu=outcome.get("brain_median_hu"),
-            hypodensity_class=m["hypodensity_class"],
+            auto_class=mask_class(m["infarct_mean_hu"], empty=not m["infarct_ml"]),
             mask=outcome["mask"],
             qc=outcome["qc"],
             scan_sha256=outcome["scan_sha256"],

@@ -10,6 +10,10 @@ direction cosines, cropped to the head, and with their physical pixel size (mm),
 grid is not stretched. The title holds the volumes (mL) per class; a caption says how the slices were chosen and which
 windows were used. Everything is pure (arrays in, a matplotlib Figure out; no pyplot); `png_bytes`
 renders a figure in memory so that a dask worker can return it.
+
+`reference_qc_png` is the image of `corelab compare`'s own QC set: the same figure with the
+reference read's outline and the volumes of both reads in the title. The compare command hands it
+to `corelab.report.agreement_report.compare`, which may not import pipeline (DESIGN, module layout).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from corelab.config import LABEL_NAMES
+from corelab.config import LABEL_NAMES, mask_class
 from corelab.measure import Measurements, measure_labels
 
 __all__ = [
@@ -35,6 +39,9 @@ __all__ = [
     "radiological_flips",
     "slice_rule",
     "volume_line",
+    "auto_class_title",
+    "reference_qc_title",
+    "reference_qc_png",
     "window_gray",
 ]
 
@@ -184,17 +191,36 @@ def _ml(value: float) -> str:
     return "0" if value == 0 else "<0.1" if value < 0.05 else f"{value:.1f}"
 
 
-def volume_line(measurements: Measurements) -> str:
+def volume_line(measurements: Measurements, *, what: str = "infarct") -> str:
     """The volumes (mL) as the title's second line: the union first, then each class.
+
+    what: the union's name ("automated infarct" where a reference read is drawn too).
 
     >>> m = measure_labels(np.array([[[1, 1, 4, 0]]]), np.zeros((1, 1, 4)), (10.0, 10.0, 10.0))
     >>> volume_line(m)
     'infarct 3.0 mL = severe 2.0 + intermediate 0 + subtle 0 + hemorrhage 1.0 mL'
     """
     if measurements.infarct_ml == 0:
-        return "no infarct (0 mL in every class)"
+        return f"{what}: none (0 mL in every class)" if what != "infarct" else "no infarct (0 mL in every class)"
     parts = [f"{LABEL_NAMES[v]} {_ml(getattr(measurements, LABEL_NAMES[v] + '_ml'))}" for v in LABEL_COLORS]
-    return f"infarct {_ml(measurements.infarct_ml)} mL = " + " + ".join(parts) + " mL"
+    return f"{what} {_ml(measurements.infarct_ml)} mL = " + " + ".join(parts) + " mL"
+
+
+def _mean(mean_hu: float | None) -> str:
+    return f" (mean {mean_hu:.1f} HU)" if mean_hu is not None and np.isfinite(mean_hu) else ""
+
+
+def auto_class_title(measurements: Measurements) -> str:
+    """The automated mask's class as the title names it (volumes.csv ``auto_class``), with the mean
+    HU it comes from: the class follows the mean density, not the largest label.
+
+    >>> auto_class_title(measure_labels(np.zeros((1, 1, 2), np.uint8), np.zeros((1, 1, 2)), (1.0, 1.0, 1.0)))
+    'automated class: no infarct'
+    >>> auto_class_title(measure_labels(np.array([[[1, 2]]], np.uint8), np.array([[[20.0, 26.0]]]), (1.0, 1.0, 1.0)))
+    'automated class: intermediate (mean 23.0 HU)'
+    """
+    cls = mask_class(measurements.infarct_mean_hu, empty=measurements.infarct_ml == 0)
+    return f"automated class: {cls}{_mean(measurements.infarct_mean_hu)}"
 
 
 def _outline(ax, mask: np.ndarray, pixel_mm: tuple[float, float], color, *, dashed: bool = False) -> None:
@@ -304,6 +330,7 @@ def qc_figure(
     reference: np.ndarray | None = None,
     measurements: Measurements | None = None,
     title: str = "",
+    volume_label: str = "infarct",
     n_slices: int = 4,
     windows: QCWindows = QCWindows(),
 ):
@@ -314,13 +341,17 @@ def qc_figure(
     each pixel's drawn size. direction: the volume's 9 direction cosines (`corelab.io.Volume`); they
     turn slices to radiological view and place the L/R markers; None leaves slices as stored and
     draws no marker. reference: a manual mask (nonzero = infarct) on the same grid, outlined dashed
-    cyan. measurements: the volumes for the title, computed from ``labels`` when None.
-    title: the first title line (patient id, class); the volumes (mL) are the second.
+    cyan; the slices are then chosen on both masks. measurements: the volumes for the title, computed from ``labels`` when None.
+    title: the first title line(s) (patient id, class); the volumes (mL) are the last, their union
+    named ``volume_label`` (`volume_line`).
     """
     from matplotlib.figure import Figure
 
     _check(hu, labels, spacing, reference)
-    slices = choose_slices(labels, n=n_slices)
+    # With a reference read, slices are chosen on both masks: a lesion the automated mask misses
+    # must still be shown.
+    chosen_on = labels if reference is None else ((labels > 0) | (np.asarray(reference) != 0)).astype(np.uint8)
+    slices = choose_slices(chosen_on, n=n_slices)
     if measurements is None:
         measurements = measure_labels(labels, hu, spacing)
     pixel_mm = (float(spacing[1]), float(spacing[2]))
@@ -328,9 +359,12 @@ def qc_figure(
     stroke, brain = (f"{c:g}/{w:g} HU" for c, w in (windows.stroke, windows.brain))
     columns = [(f"stroke window {stroke}", windows.stroke, False), (f"outlines, {stroke}", windows.stroke, True),
                (f"outlines, brain window {brain}", windows.brain, True)]
-    caption = _caption(labels, n_slices, stroke, brain, letters is not None, reference is not None)
+    caption = _caption(chosen_on, n_slices, stroke, brain, letters is not None, reference is not None)
     rows, cols = shown_labels.shape[1:]
-    width_in, top_in, bottom_in, gap_in = 10.0, 0.95, 0.55 + 0.17 * caption.count("\n"), 0.06
+    heading = "\n".join(line for line in (*title.splitlines(), volume_line(measurements, what=volume_label)) if line)
+    # 0.95 in holds two title lines and the column headings; each further line needs 0.25 in
+    width_in, bottom_in, gap_in = 10.0, 0.55 + 0.17 * caption.count("\n"), 0.06
+    top_in = 0.95 + 0.25 * max(0, heading.count("\n") - 1)
     panel_w = (width_in - 0.5 - 2 * gap_in) / 3
     panel_h = panel_w * (rows * pixel_mm[0]) / (cols * pixel_mm[1])
     height_in = top_in + bottom_in + len(slices) * panel_h + (len(slices) - 1) * gap_in
@@ -347,7 +381,6 @@ def qc_figure(
                 ax.set_title(name, color="white", fontsize=10)
             if col == 0:
                 ax.set_ylabel(f"slice {z + 1}/{hu.shape[0]}", color="white", fontsize=10)
-    heading = "\n".join(line for line in (title, volume_line(measurements)) if line)
     fig.suptitle(heading, color="white", fontsize=13, y=1 - 0.06 / height_in, va="top", linespacing=1.4)
     _legend_and_caption(fig, caption, reference is not None, bottom_in)
     fig.subplots_adjust(left=0.4 / width_in, right=1 - 0.1 / width_in, top=1 - top_in / height_in,
@@ -358,8 +391,12 @@ def qc_figure(
 def _caption(labels, n_slices, stroke, brain, oriented: bool, reference: bool) -> str:
     view = ("Radiological view: patient's right on the image's left (R/L from the scan's direction cosines)."
             if oriented else "Orientation not given: slices as stored, no R/L marker.")
-    lines = [slice_rule(labels, n=n_slices), f"Windows (center/width): stroke {stroke} as the paper's readers"
-             f" used, brain {brain}. Outlines: label-map contours" + (", reference dashed." if reference else "."),
+    rule = slice_rule(labels, n=n_slices)
+    if reference:
+        rule += " Labelled: in the automated mask or the reference read."
+    lines = [rule, f"Windows (center/width): stroke {stroke} as the paper's readers"
+             f" used, brain {brain}. Outlines: automated labels solid in the class colours"
+             + ("; reference read dashed cyan." if reference else "."),
              view]
     return "\n".join(textwrap.fill(line, 150) for line in lines)
 
@@ -369,3 +406,44 @@ def png_bytes(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", facecolor=fig.get_facecolor())
     return buffer.getvalue()
+
+
+def _title_ml(value: float) -> str:
+    return "–" if not np.isfinite(value) else _ml(float(value))
+
+
+def reference_qc_title(patient_id: str, *, reference_ml: float, reference_class: str,
+                       reference_mean_hu: float = float("nan"), automated: str) -> str:
+    """The first two title lines of a compare QC image: the patient with the reference read's volume
+    (mL) and class, then the automated class (`auto_class_title`); the automated volumes per class
+    are the third line.
+
+    >>> print(reference_qc_title("P01", reference_ml=12.34, reference_class="severe", reference_mean_hu=18.04,
+    ...                          automated="automated class: intermediate (mean 23.0 HU)"))
+    P01   reference read 12.3 mL, reference class: severe (mean 18.0 HU)
+    automated class: intermediate (mean 23.0 HU)
+    """
+    return (f"{patient_id}   reference read {_title_ml(reference_ml)} mL, reference class: {reference_class}"
+            f"{_mean(reference_mean_hu)}\n{automated}")
+
+
+def reference_qc_png(scan, auto, reference: np.ndarray, *, patient_id: str, reference_ml: float,
+                     reference_class: str, reference_mean_hu: float = float("nan")) -> bytes:
+    """One patient's compare QC image as PNG bytes: automated labels outlined solid in the class
+    colours, the reference read dashed cyan (`REFERENCE_COLOR`), slices chosen on both masks.
+
+    scan: the CT (`corelab.io.Volume`, HU); auto: the automated label map (0-4) on the scan's grid;
+    reference: the reference read (nonzero = infarct) resampled onto that grid, [z, y, x];
+    reference_ml: the reference volume in mL as the report counts it (on the read's own grid);
+    reference_class, reference_mean_hu: its class and the mean HU it comes from (`corelab.compare`).
+    The automated class is measured here, from ``auto`` on ``scan``, by the rule of volumes.csv.
+    Raises `corelab.measure.MeasureError` for labels outside 0-4, ValueError for arrays of
+    different shapes.
+    """
+    measurements = measure_labels(auto.array, scan.array, scan.spacing)  # refuses values outside 0-4
+    labels = np.asarray(auto.array).astype(np.uint8, copy=False)
+    title = reference_qc_title(patient_id, reference_ml=reference_ml, reference_class=reference_class,
+                               reference_mean_hu=reference_mean_hu, automated=auto_class_title(measurements))
+    figure = qc_figure(scan.array, labels, scan.spacing, direction=scan.direction, reference=reference,
+                       measurements=measurements, title=title, volume_label="automated infarct")
+    return png_bytes(figure)

@@ -212,7 +212,7 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
     """
     from corelab.io.read import read_scan
     from corelab.audit import scan_sha256
-    from corelab.pipeline.qc import png_bytes, qc_figure
+    from corelab.pipeline.qc import auto_class_title, png_bytes, qc_figure
     from corelab.preprocess import analysis_region, labels_to_input_grid, to_analysis_grid
     from corelab.segment.labels import segment
     from corelab.segment.norm import brain_median
@@ -238,9 +238,8 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         guards = guard_flags(labels_grid, grid.array, regions.region, grid.spacing)
         intracranial_ml = float(np.count_nonzero(regions.intracranial)) * grid.voxel_ml
         clock.lap("measure")
-        title = job.patient_id + (
-            f"   hypodensity class: {measurements.hypodensity_class}" if measurements.hypodensity_class else ""
-        )
+        # volumes.csv's auto_class, named as such: "class" alone would read as the reference's in a report
+        title = f"{job.patient_id}   {auto_class_title(measurements)}"
         qc = png_bytes(qc_figure(vol.array, labels, vol.spacing, direction=vol.direction,
                                  measurements=measurements, title=title))
         clock.lap("qc")

@@ -31,12 +31,14 @@ from corelab.report.provenance import (
     compare_provenance,
     parameter_rows,
     run_provenance,
+    run_title,
     validation_statement,
 )
 from corelab.report.tables import (
     flagged_for_review,
     mean_sd,
     patients_table,
+    qc_paragraphs,
     reason_counts,
     review_table,
     short_table,
@@ -100,7 +102,7 @@ def _figures(primary: pd.DataFrame, by_class: pd.DataFrame, labels: tuple[str, s
                   "the minimum n is reached",
          "src": _svg_uri(plots.dice_plot(primary)), "css": "dice"},
         {"title": "Bland-Altman plots (mL): bias (solid line, its 95% CI shaded) and 95% limits of agreement "
-                  "(dashed, their 95% CIs dotted), overall and per hypodensity class; a panel with fewer "
+                  "(dashed, their 95% CIs dotted), overall and per reference class; a panel with fewer "
                   f"patients than the minimum n has no limits ('{TOO_SMALL}')",
          "src": _svg_uri(plots.bland_altman_grid(primary, by_class, reference_label=labels[0], other_label=labels[1])),
          "css": "bland-altman"},
@@ -136,14 +138,15 @@ def _flow_tables(per_patient: pd.DataFrame, mode: str, has_site: bool, tables: d
 def build_report(
     per_patient: pd.DataFrame, *, mode: str, run_info: dict, trial_name: str | None = None,
     sources: dict[str, str] | None = None, today: dt.date | None = None, compare_info: dict | None = None,
-    model_card: dict | None = None, model_card_problem: str = "",
+    model_card: dict | None = None, model_card_problem: str = "", qc_folder: str = "",
 ) -> BuiltReport:
     """Statistics, formatted tables, figures and text for one report (mode "automated" or "inter-reader").
 
     run_info: the results' run.json ({} when there is none); compare_info: this comparison's own
     provenance (`corelab.compare.rows.compare_provenance_info`); model_card: the run's model folder's
     card.json (None when unread; model_card_problem says why), whose word on validation the report
-    puts on its first page and in every page footer (automated mode).
+    puts on its first page and in every page footer (automated mode); qc_folder: the folder of
+    compare's own QC images beside the report ("" when none were drawn), named in the Results.
     """
     labels = ("manual", "automated") if mode == "automated" else ("reader A", "reader B")
     primary = per_patient[per_patient["in_primary"]]
@@ -151,8 +154,8 @@ def build_report(
     tables: dict[str, pd.DataFrame] = {}
     # The report shows the statistics with the minimum-n rule applied; the workbook keeps every number
     # as computed, with the column "withheld" naming what the report does not print.
-    by_class = _shown(agreement_table(primary, **keys, by="hypodensity_class", order=list(CLASSES)), "overall", tables)
-    context_tables = statistics_tables(by_class, labels, "by hypodensity class (primary population)")
+    by_class = _shown(agreement_table(primary, **keys, by="reference_class", order=list(CLASSES)), "overall", tables)
+    context_tables = statistics_tables(by_class, labels, "by reference class (primary population)")
     has_site = "site" in per_patient and (per_patient["site"].fillna("") != "").any()
     if has_site:
         by_site = _shown(agreement_table(primary, **keys, by="site"), "by_site", tables)
@@ -182,7 +185,7 @@ def build_report(
         "results_version": plain(lookup(flat, "corelab", within="version")),
         "model_version": plain(lookup(flat, "model_version", "version", within="model")) if mode == "automated" else "",
         "validation": validation,
-        "provenance": [("Results: corelab run (from run.json)", run_provenance(run_info)),
+        "provenance": [(run_title(run_info), run_provenance(run_info)),
                        ("This report: corelab compare", compare_provenance(compare_info))],
         "sources": [(k, v) for k, v in (sources or {}).items() if v],
         "counts": counts,
@@ -191,6 +194,7 @@ def build_report(
         "definitions": DEFINITIONS,
         "tables": context_tables,
         "figures": _figures(primary, by_class, labels),
+        "qc": qc_paragraphs(per_patient, qc_folder) if mode == "automated" else [],
         # Per-scan checksums are one row each: they go to the workbook's inputs sheet, not the appendix.
         "parameters": parameter_rows(run_info),
     }

@@ -29,7 +29,8 @@ __all__ = ["CLASS_COLORS", "scatter_grid", "bland_altman_grid", "dice_plot"]
 
 # The paper's Figure 3 colours: red severe, orange intermediate, yellow (darkened to print) subtle.
 CLASS_COLORS = {"severe": "#d62728", "intermediate": "#ff7f0e", "subtle": "#bfa100",
-                "unclassified": "#7f7f7f", "unknown": "#7f7f7f"}
+                "unclassified": "#7f7f7f", "no infarct": "#c7c7c7", "unknown": "#7f7f7f"}
+CLASS_COLUMN = "reference_class"  # the panels and colours are the reference read's class (paper, Figure 2)
 PANELS = ("All", *CLASSES)
 
 # The report's look, applied only while a figure is drawn and saved: rcParams are read when text and
@@ -54,11 +55,11 @@ def _svg(figure: Figure) -> str:
 
 def _panel_rows(per_patient: pd.DataFrame, panel: str) -> pd.DataFrame:
     rows = per_patient.dropna(subset=["reference_ml", "other_ml"])
-    return rows if panel == "All" else rows[rows["hypodensity_class"] == panel]
+    return rows if panel == "All" else rows[rows[CLASS_COLUMN] == panel]
 
 
 def _colors(rows: pd.DataFrame) -> list[str]:
-    return [CLASS_COLORS.get(c, "#1f77b4") for c in rows["hypodensity_class"]]
+    return [CLASS_COLORS.get(c, "#1f77b4") for c in rows[CLASS_COLUMN]]
 
 
 _LINE = "#1f4e79"
@@ -66,7 +67,7 @@ _LINE = "#1f4e79"
 
 def _legend(figure: Figure, rows: pd.DataFrame, lines: list) -> None:
     """One legend for the whole figure, above the panels (never over a point): classes, then lines."""
-    present = [c for c in CLASS_COLORS if c in set(rows["hypodensity_class"])]
+    present = [c for c in CLASS_COLORS if c in set(rows[CLASS_COLUMN])]
     handles = [Line2D([], [], marker="o", linestyle="", color=CLASS_COLORS[c], markeredgecolor="black",
                       markeredgewidth=0.3, markersize=4, label=c) for c in present] + lines
     if handles:
@@ -190,7 +191,7 @@ def dice_plot(per_patient: pd.DataFrame, *, classes: tuple[str, ...] = PANELS) -
     data, labels, colors = [], [], []
     for panel in classes:
         rows = per_patient.dropna(subset=["dice"])
-        rows = rows if panel == "All" else rows[rows["hypodensity_class"] == panel]
+        rows = rows if panel == "All" else rows[rows[CLASS_COLUMN] == panel]
         data.append(rows["dice"].to_numpy(float))
         small = 0 < len(rows) < MIN_N_INTERVAL
         labels.append(f"{panel}\n(n = {len(rows)}{': no box' if small else ''})")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from corelab.report.format import NOT_RECORDED, hours, plain, quantity
 
-__all__ = ["Validation", "run_provenance", "compare_provenance", "parameter_rows", "validation_statement"]
+__all__ = ["Validation", "run_provenance", "run_title", "compare_provenance", "parameter_rows", "validation_statement"]
 
 
 def _text(value: object) -> str:
@@ -44,7 +44,10 @@ def run_provenance(run_info: dict) -> list[tuple[str, str]]:
     params = dict(run_info.get("parameters") or {})
     inputs = list(run_info.get("inputs") or [])
     dependencies = ", ".join(f"{k} {v}" for k, v in versions.items() if k not in ("corelab", "python") and v)
+    own_file = f"runs/{_stem(run_info['run_id'])}.json" if run_info.get("run_id") else "run.json"
     rows = [
+        ("run", f"{_stem(run_info['run_id'])} (runs/{_stem(run_info['run_id'])}.json)" if run_info.get("run_id")
+         else NOT_RECORDED),
         ("corelab version", _text(versions.get("corelab"))),
         ("started (UTC)", _text(run_info.get("started"))),
         ("finished (UTC)", _text(run_info.get("finished"))),
@@ -58,7 +61,7 @@ def run_provenance(run_info: dict) -> list[tuple[str, str]]:
         ("manifest", _text(run_info.get("manifest"))),
         ("manifest sha256", _text(run_info.get("manifest_sha256"))),
         ("scan checksums", f"{sum(bool(i.get('scan_sha256')) for i in inputs)} of {len(inputs)} scans (sha256 per "
-                           "scan: run.json inputs, agreement.xlsx inputs sheet)" if inputs else NOT_RECORDED),
+                           f"scan: {own_file} inputs, agreement.xlsx inputs sheet)" if inputs else NOT_RECORDED),
         ("model folder", _text(models.get("folder"))),
         ("model version", _text(models.get("version"))),
     ]
@@ -68,6 +71,41 @@ def run_provenance(run_info: dict) -> list[tuple[str, str]]:
         rows.append(("execution", ", ".join(f"{k} {plain(params[k])}" for k in execution
                                             if params.get(k) is not None) or NOT_RECORDED))
     return rows
+
+
+def _stem(run_id: object) -> str:
+    """A run's id without the ``.json`` of its file name (volumes.csv's run_id is the file's name)."""
+    text = str(run_id)
+    return text[:-len(".json")] if text.endswith(".json") else text
+
+
+def run_title(run_info: dict) -> str:
+    """The heading of the run's provenance rows: run.json is the latest run, named by its append-only file.
+
+    >>> run_title({"run_id": "2026-12-02T06-30-00Z.json"})
+    'Results: the latest corelab run, 2026-12-02T06-30-00Z (run.json, a copy of runs/2026-12-02T06-30-00Z.json)'
+    """
+    if not run_info.get("run_id"):
+        return "Results: corelab run (from run.json)"
+    stem = _stem(run_info["run_id"])
+    return f"Results: the latest corelab run, {stem} (run.json, a copy of runs/{stem}.json)"
+
+
+def _run_used(run: dict, n_rows: object) -> tuple[str, str]:
+    """One run whose rows the report uses: its file's checksum and how many rows it computed.
+
+    >>> _run_used({"run_id": "2026-12-02T06-30-00Z", "file": "runs/2026-12-02T06-30-00Z.json",
+    ...            "sha256": "ab12", "rows": 7, "ok": 6}, 10)
+    ('run 2026-12-02T06-30-00Z', 'runs/2026-12-02T06-30-00Z.json sha256 ab12; computed 7 of the 10 rows of volumes.csv (6 ok)')
+    """
+    of = f" of the {n_rows} rows" if n_rows not in (None, "") else " rows"
+    computed = f"computed {run.get('rows', 0)}{of} of volumes.csv ({run.get('ok', 0)} ok)"
+    file, sha = str(run.get("file", "")), str(run.get("sha256", "") or "")
+    cited = f"{file} sha256 {sha}" if sha else f"{file} is missing, so no checksum can be given"
+    if not run.get("run_id"):
+        return ("run not named", f"{cited}; {computed}: these rows name no run (volumes.csv of a corelab "
+                                 "before runs/), and run.json is overwritten by every run")
+    return f"run {run['run_id']}", f"{cited}; {computed}"
 
 
 def compare_provenance(compare_info: dict) -> list[tuple[str, str]]:
@@ -90,8 +128,11 @@ def compare_provenance(compare_info: dict) -> list[tuple[str, str]]:
     ]
     results = dict(compare_info.get("results") or {})
     if results:
-        rows += [("results volumes.csv sha256", _text(results.get("volumes_csv_sha256"))),
-                 ("results run.json sha256", _text(results.get("run_json_sha256")))]
+        rows.append(("results volumes.csv sha256", _text(results.get("volumes_csv_sha256"))))
+        if "runs" in results:  # the rows' runs, by their append-only files
+            rows += [_run_used(run, results.get("n_rows")) for run in results["runs"]]
+        else:  # a record of an older compare, which cited run.json
+            rows.append(("results run.json sha256", _text(results.get("run_json_sha256"))))
     for key, name in (("reference", "reference"), ("against", "second reader")):
         folder = dict(compare_info.get(key) or {})
         if folder:

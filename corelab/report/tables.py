@@ -21,7 +21,7 @@ from corelab.report.format import (
 )
 
 __all__ = ["table", "statistics_tables", "short_table", "patients_table", "flagged_for_review", "review_table",
-           "reason_counts", "SMALL_N_NOTE", "RATIO_NOTE", "mean_sd"]
+           "reason_counts", "qc_paragraphs", "SMALL_N_NOTE", "RATIO_NOTE", "mean_sd"]
 
 SMALL_N_NOTE = (f"with fewer than {MIN_N_INTERVAL} values a group gets no interval, limit of agreement, SD, ICC "
                 "or slope (Methods, Statistics).")
@@ -195,17 +195,46 @@ def review_table(per_patient: pd.DataFrame, has_site: bool) -> dict:
 
 
 def patients_table(per_patient: pd.DataFrame, labels: tuple[str, str], has_site: bool) -> dict:
-    """Appendix A: one row per listed patient."""
+    """Appendix A: one row per listed patient; the automated class beside the reference's when the
+    rows have one (automated mode)."""
     p = rounded(per_patient)
+    auto = "auto_class" in p
     return table(
         "Per-patient results",
-        ["Patient", *(["Site"] if has_site else []), "Class", "mean HU", f"{labels[0]} mL", f"{labels[1]} mL",
+        ["Patient", *(["Site"] if has_site else []), "reference class", *([f"{labels[1]} class"] if auto else []),
+         "reference mean HU", f"{labels[0]} mL", f"{labels[1]} mL",
          "difference mL", "Dice", "HD95 mm", "lesions found", "primary"],
-        [[r["patient_id"], *([str(r["site"])] if has_site else []), r["hypodensity_class"],
+        [[r["patient_id"], *([str(r["site"])] if has_site else []), r["reference_class"],
+          *([str(r["auto_class"]) or MISSING] if auto else []),
           fixed(r["reference_mean_hu"], 1), fixed(r["reference_ml"], 1), fixed(r["other_ml"], 1),
           fixed(r["difference_ml"], 1), "both empty" if r["both_empty"] else fixed(r["dice"], 3),
           fixed(r["hd95_mm"], 1), MISSING if pd.isna(r["lesions"]) else f"{r['lesions_detected']}/{r['lesions']}",
           "yes" if r["in_primary"] else "no"]
          for _, r in p.iterrows()],
-        "Class from the reference's mean HU; 'unknown' without a readable scan or reference mask. "
-        "Dice 'both empty': left out of the Dice summaries.", css="nowrap long")
+        f"Reference class: from the {labels[0]} read's mean HU (hemorrhage left out), 'no infarct' for "
+        "an empty read, 'unclassified' for a mean outside every class range, 'unknown' without a readable scan or "
+        "reference mask."
+        + (f" {labels[1].capitalize()} class: volumes.csv's auto_class, by the same rule on the automated mask."
+           if auto else "")
+        + " Dice 'both empty': left out of the Dice summaries.", css="nowrap long")
+
+
+def qc_paragraphs(per_patient: pd.DataFrame, folder: str) -> list[str]:
+    """What compare's own QC images show and where they are; the compared patients without one, and
+    why (their note). [] when no QC set was drawn (``folder`` "" or no ``qc`` column)."""
+    if not folder or "qc" not in per_patient:
+        return []
+    drawn = int((per_patient["qc"].fillna("") != "").sum())
+    text = [f"{folder}/<patient_id>.png, beside this report: {drawn} image{'s' if drawn != 1 else ''}, one per "
+            "patient with an automated mask, a reference read and a readable scan. Each shows up to four axial "
+            "slices chosen on both masks (stroke window bare and outlined, brain window outlined): the "
+            "automated labels as solid outlines in the paper's colours (red severe, orange intermediate, yellow "
+            "subtle, blue hemorrhage) and the reference read as a dashed cyan outline; the title gives the "
+            "reference volume and class, the automated class and the automated volumes per class (mL)."]
+    compared = per_patient.dropna(subset=["reference_ml", "other_ml"])
+    missing = compared[compared["qc"].fillna("") == ""]
+    if len(missing):
+        text.append("No QC image: " + "; ".join(
+            f"{r['patient_id']} ({str(r.get('note', '')).strip() or 'reason not recorded'})"
+            for _, r in missing.iterrows()) + ".")
+    return text

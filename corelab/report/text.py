@@ -9,7 +9,7 @@ run.json lacks is written as "not recorded" rather than filled in from today's d
 from __future__ import annotations
 
 from corelab.agreement import LOA_Z, MIN_N_INTERVAL
-from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU, LABELS
+from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU, LABELS, NO_INFARCT, UNCLASSIFIED
 from corelab.report.format import NOT_RECORDED, TOO_SMALL, hour_span, number, quantity
 
 __all__ = [
@@ -152,11 +152,15 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
         f"other mask is compared on {grid}, masks on a different grid resampled by nearest neighbour."
     )
     exclusion = "voxels the automated mask labels hemorrhage and " if mode == "automated" else ""
+    automated = (" The automated class (volumes.csv auto_class) applies the same ranges to the automated "
+                 "mask's mean HU, hemorrhage label left out; it is listed beside the reference class and does "
+                 "not group the tables.") if mode == "automated" else ""
     text.append(
-        f"Hypodensity class. The mean HU of the scan inside the reference mask, leaving out {exclusion}"
+        f"Reference class. The tables and figures are grouped by the class of the reference read, as the "
+        f"paper's Table 1: the mean HU of the scan inside the reference mask, leaving out {exclusion}"
         f"voxels of {HEMORRHAGE_HU:g} HU or more (blood), as the paper excludes hemorrhage; classes {ranges}. "
-        "Means outside these ranges (or an empty reference) are 'unclassified'; patients whose scan could "
-        "not be read are 'unknown'."
+        f"An empty reference read is '{NO_INFARCT}'; a non-empty read whose mean lies outside these ranges is "
+        f"'{UNCLASSIFIED}'; a read whose scan could not be read is 'unknown'.{automated}"
     )
     text.append(statistics_paragraph())
     return text
@@ -225,7 +229,13 @@ COLUMN_MEANINGS: dict[str, str] = {
     "lesions": "connected components (26-connectivity) of the reference",
     "lesions_detected": "reference components touched by the other mask",
     "reference_mean_hu": "mean scan HU inside the reference without hemorrhage (HU)",
-    "hypodensity_class": "severe / intermediate / subtle / unclassified / unknown (from reference_mean_hu)",
+    "reference_class": "class of the reference read from reference_mean_hu: severe / intermediate / subtle; "
+                       "unclassified (a mean outside every range) / no infarct (an empty read) / unknown (no "
+                       "readable scan)",
+    "auto_class": "class of the automated mask, from volumes.csv auto_class (hypodensity_class in volumes.csv of "
+                  "older corelab versions): the same names by the same rule on its mean HU (automated mode only)",
+    "qc": "compare's QC image of the patient (scan, automated outlines, reference outline dashed cyan), "
+          "relative to the report's folder; empty when none was drawn (the note says why)",
     "needs_review": "true when volumes.csv says the automated volume must be checked before use (a flag: an "
                     "implausible result, invented or resampled slices, partial coverage, a shifted brain)",
     "flags": "volumes.csv flags of a scan that needs review, one sentence each",
@@ -233,7 +243,7 @@ COLUMN_MEANINGS: dict[str, str] = {
 }
 
 SUMMARY_MEANINGS: dict[str, str] = {
-    "group": "All, a hypodensity class, or a site",
+    "group": "All, a reference class, or a site",
     "n": "patients in the group",
     "icc_a1, icc_a1_ci_low, icc_a1_ci_high": "ICC(A,1) and its 95% CI",
     "icc_c1, icc_c1_ci_low, icc_c1_ci_high": "ICC(C,1) and its 95% CI",

@@ -174,6 +174,9 @@ def test_compare_writes_pdf_html_and_xlsx_beside_the_results(compared):
     assert summary.html.read_text(encoding="utf-8").count("<table") >= 8
     assert "TEST-TRIAL" in summary.html.read_text(encoding="utf-8")
     assert (summary.n_patients, summary.n_analysed, summary.n_excluded) == (8, 4, 4)
+    # this volumes.csv names no run (an older corelab's): the report says so and why run.json is weak
+    html = summary.html.read_text(encoding="utf-8")
+    assert "run not named" in html and "overwritten by every run" in html
 
 
 def test_exclusions_name_every_reason(compared):
@@ -197,9 +200,12 @@ def test_per_patient_metrics_and_classes_from_the_scan(compared):
     assert rows.loc["P03", "reference_ml"] == pytest.approx(9 * 0.08, abs=0.05)
     assert rows.loc["P03", "dice"] == pytest.approx(1.0)
     assert bool(rows.loc["P04", "both_empty"]) and math.isnan(rows.loc["P04", "dice"])
-    assert rows.loc[["P01", "P02", "P03"], "hypodensity_class"].tolist() == ["severe", "intermediate", "subtle"]
+    assert rows.loc[["P01", "P02", "P03"], "reference_class"].tolist() == ["severe", "intermediate", "subtle"]
     assert rows.loc["P01", "reference_mean_hu"] == pytest.approx(18.0)
-    assert rows.loc["P04", "hypodensity_class"] == "unclassified"
+    assert rows.loc["P04", "reference_class"] == "no infarct"  # an empty read, not a mean outside the ranges
+    # This volumes.csv has no class column (an old corelab's): the automated class is measured from
+    # the mask on the scan (P01: labelled 2, but its mean is 18 HU, so severe by the paper's ranges).
+    assert rows.loc["P01", "auto_class"] == "severe" and rows.loc["P04", "auto_class"] == "no infarct"
     assert rows.loc["P01", "lesions_detected"] == 1
 
 
@@ -225,12 +231,13 @@ def test_inter_reader_mode_without_results_reports_unknown_classes(tmp_path, com
     rows = pd.read_excel(summary.xlsx, sheet_name="per_patient", dtype={"patient_id": str}).set_index("patient_id")
     assert summary.mode == "inter-reader" and summary.pdf.is_file() and summary.xlsx.name == "readers.xlsx"
     assert rows.loc[["P01", "P02"], "dice"].tolist() == [1.0, 1.0]
-    assert set(rows.loc[["P01", "P02"], "hypodensity_class"]) == {"unknown"}
+    assert set(rows.loc[["P01", "P02"], "reference_class"]) == {"unknown"}
+    assert "auto_class" not in rows.columns and "qc" not in rows.columns  # no automated mask in this mode
     assert rows.loc["P03", "excluded_because"] == "no read by reader B"
     # With the results folder, the scans give reader A's classes and the window flags apply.
     with_scans = compare(compared[2], reference, against=reader_b, out_pdf=tmp_path / "out2" / "readers.pdf")
     rows = pd.read_excel(with_scans.xlsx, sheet_name="per_patient", dtype={"patient_id": str}).set_index("patient_id")
-    assert rows.loc[["P01", "P02"], "hypodensity_class"].tolist() == ["severe", "intermediate"]
+    assert rows.loc[["P01", "P02"], "reference_class"].tolist() == ["severe", "intermediate"]
     assert rows.loc["P07", "excluded_because"].startswith("no read by reader B; scanned outside")
 
 

@@ -91,3 +91,26 @@ def test_tables_keep_order_text_ids_and_extra_columns(tmp_path):
     assert [c.value for c in sheet[1]][:3] == ["patient_id", "status", "error"]
     assert [sheet.cell(row=r, column=1).value for r in (2, 3, 4)] == ["007", "P2", "10"]
     assert sheet.cell(row=3, column=3).value == "The scan x does not exist."
+
+
+def test_auto_class_names_empty_masks_no_infarct_and_only_classless_means_unclassified():
+    from corelab.io.manifest import ManifestRow
+    from corelab.pipeline.outputs import table_row
+
+    row = ManifestRow(row=2, patient_id="P1", scan=None, onset=None, scan_time=None, onset_text="",
+                      scan_time_text="", series_uid="", extra=())
+
+    def auto_class(infarct_ml, mean_hu, status="ok"):
+        outcome = {"status": status, "mask": "masks/P1.nii.gz", "qc": "qc/P1.png", "scan_sha256": "ab",
+                   "record_version": 3, "measurements": {
+                       "infarct_ml": infarct_ml, "severe_ml": 0.0, "intermediate_ml": 0.0, "subtle_ml": 0.0,
+                       "hemorrhage_ml": 0.0, "infarct_mean_hu": mean_hu}}
+        return table_row(row, outcome, model_version="m").get("auto_class")
+
+    assert auto_class(12.0, 18.0) == "severe"
+    assert auto_class(12.0, 44.0) == "subtle"  # the closed upper bound of subtle
+    assert auto_class(0.0, None) == "no infarct"  # an empty mask
+    assert auto_class(12.0, 9.5) == "unclassified"  # a mean below every range (CSF-like)
+    assert auto_class(0.4, None) == "unclassified"  # hemorrhage only: a mask, but no infarct mean HU
+    assert auto_class(None, None, status="failed") is None  # not segmented: empty cell
+    assert "hypodensity_class" not in OUTPUT_COLUMNS and "auto_class" in OUTPUT_COLUMNS

@@ -31,7 +31,7 @@ def per_patient_table(n=9):
         "lesions": 1,
         "lesions_detected": 1,
         "reference_mean_hu": 20.0,
-        "hypodensity_class": classes,
+        "reference_class": classes,
         "note": "",
     })
     rows.loc[0, ["reference_ml", "other_ml", "dice", "hd95_mm", "lesions", "lesions_detected"]] = [0, 0, np.nan, np.nan, 0, 0]

@@ -46,7 +46,7 @@ def trial(classes: dict[str, int], *, zero_pairs: int = 0, seed: int = 4) -> pd.
         "patient_id": [f"P{i:02d}" for i in range(n)], "site": "", "in_primary": True, "excluded_because": "",
         "status": "ok", "hours_since_onset": 30.0, "reference_ml": manual, "other_ml": other,
         "dice": rng.uniform(0.2, 0.9, n), "both_empty": False, "hd95_mm": rng.uniform(2, 30, n), "lesions": 1,
-        "lesions_detected": 1, "reference_mean_hu": 25.0, "hypodensity_class": names, "note": "",
+        "lesions_detected": 1, "reference_mean_hu": 25.0, "reference_class": names, "note": "",
     })
     rows["difference_ml"] = rows["other_ml"] - rows["reference_ml"]
     rows["abs_difference_ml"] = rows["difference_ml"].abs()
@@ -73,7 +73,7 @@ def small_group(tmp_path_factory):
 
 def _unmasked_numbers(rows: pd.DataFrame, group: str) -> list[str]:
     """What the group's limits, SD and ICC would print as without the rule (1 and 3 decimals)."""
-    stats = agreement_table(rows, reference="reference_ml", other="other_ml", by="hypodensity_class").set_index("group")
+    stats = agreement_table(rows, reference="reference_ml", other="other_ml", by="reference_class").set_index("group")
     s = stats.loc[group]
     assert s["ba_n"] == 2 and np.isfinite(s["ba_loa_low"]) and np.isfinite(s["ratio_loa_high"])
     return [f"{s['ba_loa_low']:.1f}", f"{s['ba_loa_high']:.1f}", f"{s['ba_loa_high_ci_high']:.1f}",
@@ -193,7 +193,7 @@ def test_model_card_is_read_from_the_run_s_model_folder_and_must_match_its_weigh
 
 def test_figures_mark_small_panels_and_fit_their_axes():
     rows = trial({"severe": 8, "intermediate": 2, "subtle": 1})
-    stats = agreement_table(rows, reference="reference_ml", other="other_ml", by="hypodensity_class",
+    stats = agreement_table(rows, reference="reference_ml", other="other_ml", by="reference_class",
                             order=["severe", "intermediate", "subtle"])
     from corelab.agreement import withhold_small_n
 
