@@ -223,3 +223,29 @@ def test_an_architecture_whose_channels_do_not_match_its_inputs_is_refused():
 
     with pytest.raises(ArchitectureError, match="declares 3 channels for the inputs"):
         architecture_of([Wrong()])
+
+
+def test_the_shipped_models_dense_map_equals_their_patchwise_definition():
+    """The default model (barros2020-mirror-cnn): dense inference equals each network on hand-cut
+    patches of the scan and its mirror, within float32 rounding."""
+    from corelab.segment.inputs import network_input
+
+    models = load_models()
+    rng = np.random.default_rng(5)
+    z, y, x = np.mgrid[0:3, 0:60, 0:64]
+    head = (y - 30) ** 2 / 26 ** 2 + (x - 33) ** 2 / 27 ** 2 < 1
+    hu = np.where(head, 33.0 + rng.normal(0, 4, head.shape), -1000.0).astype(np.float32)
+    hu[:, 20:32, 14:24] = 18.0
+    region = head & (np.abs(x - 33) < 22)
+    spacing = (5.0, 0.45, 0.45)
+    probs = dense_probabilities(hu, region, models.networks, norm=models.norm, spacing=spacing)
+    features = network_input(hu, region, spacing, models.norm, ("hu", "mirror"))
+    pad, inside = models.norm.pad_value, np.argwhere(region)
+    voxels = inside[rng.choice(len(inside), 30, replace=False)]
+    patches = torch.from_numpy(np.stack([
+        np.concatenate([hand_patch(features[0], v, pad, 19, 8), hand_patch(features[1], v, pad, 19, 8)])
+        for v in voxels]))
+    for name, net in models.networks.items():
+        with torch.no_grad():
+            expected = torch.sigmoid(net(patches)).numpy()
+        assert np.abs(probs[name][tuple(voxels.T)] - expected).max() < 1e-5, name
