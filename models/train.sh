@@ -8,7 +8,8 @@
 # epochs keeping the one with the lowest validation-patch loss, 8 validation scans per network,
 # +-3 HU calibration offsets, then smoothing and cut-offs chosen together on the validation scans'
 # dense maps; the single-CNN baseline beside it. Seeded, one CPU thread: the same weights bit for bit
-# (2026-12-02, 2-core machine: about 11 min for the cohort, 30 min to train, with other jobs running).
+# (checked 2026-12-02 on a 2-core machine from the same cohort: same SHA-256 of every weight file,
+# same cut-offs and version; about 11 min for the cohort, 30-42 min to train with other jobs running).
 # The held-out scores in the cards come after, from benchmarks/leftout.sh and
 # `python benchmarks/accuracy.py --from-csv ... --record-card models`. CORELAB_COHORT=DIR uses an existing copy of the cohort. An interrupted run continues with --resume.
 set -euo pipefail
