@@ -46,6 +46,7 @@ from corelab.segment.card import NETWORK_NAMES
 from corelab.segment.dense import _ieee_float32, dense_probabilities
 from corelab.segment.folder import load_models, resolve_device
 from corelab.segment.inputs import mirror_of, needs_mirror
+from corelab.segment.networks import architecture_inputs, architecture_of
 from corelab.segment.labels import labels_from_probabilities
 from corelab.segment.barros2020 import PatchCNN
 from corelab.segment.norm import InputNorm
@@ -305,7 +306,7 @@ def make_case(path: Path, *, models_dir: Path | None, seed: int, hypodensity: st
     region = analysis_region(grid.array, grid.spacing, dataclasses.replace(Method(), grid=models.grid)).region
     hu = np.rint(grid.array).astype(np.int16)  # the stored input; the reference is computed from it
     mirror_hu = None
-    if needs_mirror(tuple(getattr(type(next(iter(models.networks.values()))), "inputs", ("hu",)))):
+    if needs_mirror(architecture_inputs(architecture_of(models.networks.values()))):
         mirror_hu = np.rint(mirror_of(hu.astype(np.float32), grid.spacing)).clip(-32768, 32767).astype(np.int16)
     reference, sample, seconds = build_reference(hu, region, models, samples=20_000, seed=seed, mirror_hu=mirror_hu)
     meta = {"made_by": "benchmarks/cuda_check.py --make-case", "seed": seed, "hypodensity": hypodensity,

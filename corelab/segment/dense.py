@@ -22,7 +22,7 @@ from torch import nn
 
 from corelab.errors import ModelError
 from corelab.segment.folder import resolve_device
-from corelab.segment.networks import architecture_of
+from corelab.segment.networks import architecture_inputs, architecture_of
 from corelab.segment.inputs import network_input
 from corelab.segment.norm import InputNorm
 from corelab.segment.patches import extract_patches
@@ -166,7 +166,7 @@ def dense_probabilities(
     region = np.asarray(region, dtype=bool)
     if hu.ndim != 3 or region.shape != hu.shape:
         raise ValueError(f"hu {hu.shape} and region {region.shape} must be matching [z, y, x] arrays")
-    inputs = tuple(getattr(architecture_of(networks.values()), "inputs", ("hu",))) if networks else ("hu",)
+    inputs = architecture_inputs(architecture_of(networks.values())) if networks else ("hu",)
     x = network_input(hu, region, spacing, norm, inputs, mirror_hu=mirror_hu)
     return dense_probabilities_from_input(x, region, networks, pad_value=norm.pad_value,
                                           device=device, tile_voxels=tile_voxels, precision=precision)

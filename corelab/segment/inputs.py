@@ -59,14 +59,13 @@ def network_input(
     (2, 2, 8, 8)
     """
     hu = np.asarray(hu, dtype=np.float32)
-    x = norm.apply(hu, region)
     if not needs_mirror(tuple(inputs)):
-        return x
-    if mirror_hu is not None:
-        mirrored = np.asarray(mirror_hu, dtype=np.float32)
-    else:
-        mirrored = mirror_of(hu, spacing)
-    shift = norm.brain_shift(hu, region)
-    m = normalize_hu(mirrored + np.float32(shift) if shift else mirrored, clip_low_hu=norm.clip_low_hu,
-                     clip_high_hu=norm.clip_high_hu, center_hu=norm.center_hu, scale_hu=norm.scale_hu)
-    return np.stack([x, m])
+        return norm.apply(hu, region)
+    mirrored = np.asarray(mirror_hu, dtype=np.float32) if mirror_hu is not None else mirror_of(hu, spacing)
+    shift = norm.brain_shift(hu, region)  # the scan's own shift, for the scan and its mirror alike
+
+    def normalized(volume: np.ndarray) -> np.ndarray:
+        return normalize_hu(volume + np.float32(shift) if shift else volume, clip_low_hu=norm.clip_low_hu,
+                            clip_high_hu=norm.clip_high_hu, center_hu=norm.center_hu, scale_hu=norm.scale_hu)
+
+    return np.stack([normalized(hu), normalized(mirrored)])

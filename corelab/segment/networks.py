@@ -36,6 +36,7 @@ __all__ = [
     "ARCHITECTURES",
     "build_network",
     "architecture_of",
+    "architecture_inputs",
     "architecture_name",
     "describe_architecture",
 ]
@@ -84,11 +85,20 @@ def architecture_of(networks: Iterable[nn.Module]) -> type[nn.Module]:
     missing = [name for name in _GEOMETRY if not isinstance(getattr(cls, name, None), int)]
     if missing:
         raise ArchitectureError(f"The network class {cls.__name__} does not declare its {', '.join(missing)}.")
-    inputs = tuple(getattr(cls, "inputs", ("hu",)))
+    inputs = architecture_inputs(cls)
     if cls.channels != 3 * len(inputs):
         raise ArchitectureError(f"The network class {cls.__name__} declares {cls.channels} channels for the "
                                 f"inputs {inputs}; each input gives 3 (slices z-1, z, z+1).")
     return cls
+
+
+def architecture_inputs(cls: type[nn.Module]) -> tuple[str, ...]:
+    """The input volumes an architecture reads (`corelab.segment.inputs`); ("hu",), the scan, unless it says.
+
+    >>> architecture_inputs(PatchCNN), architecture_inputs(MirrorPatchCNN)
+    (('hu',), ('hu', 'mirror'))
+    """
+    return tuple(getattr(cls, "inputs", ("hu",)))
 
 
 def architecture_name(cls: type[nn.Module]) -> str:
@@ -106,7 +116,7 @@ def describe_architecture(cls: type[nn.Module]) -> dict:
     '16x16, offsets -8..+7 around the voxel'
     """
     after = cls.seen_size - 1 - cls.patch_center
-    inputs = tuple(getattr(cls, "inputs", ("hu",)))
+    inputs = architecture_inputs(cls)
     of = {"hu": "the scan", "mirror": "its mid-sagittal mirror (rigid registration of the scan to its left-right flip)"}
     channels = "analysis-grid slices z-1, z, z+1 (edge slices replicated)"
     if inputs != ("hu",):

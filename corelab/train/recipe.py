@@ -40,7 +40,7 @@ import torch
 from corelab.config import CLASSES, HEMORRHAGE_HU, SYNTH_RECORD_FILE, Method
 from corelab.io.manifest import find_manifest
 from corelab.segment.card import SINGLE_NAME, save_models
-from corelab.segment.networks import ARCHITECTURES, PAPER_ARCHITECTURE, build_network
+from corelab.segment.networks import ARCHITECTURES, PAPER_ARCHITECTURE, architecture_inputs, build_network
 from corelab.segment.norm import BRAIN_REFERENCE_HU, InputNorm
 from corelab.segment.patches import extract_patches
 from corelab.train.cohort import CohortSplit, PreparedScan, load_cohort, split_cohort
@@ -105,7 +105,7 @@ class TrainOptions:
     @property
     def inputs(self) -> tuple[str, ...]:
         """The input volumes the architecture reads (`corelab.segment.inputs`)."""
-        return tuple(getattr(ARCHITECTURES[self.architecture], "inputs", ("hu",)))
+        return architecture_inputs(ARCHITECTURES[self.architecture])
 
 
 @dataclass(frozen=True)

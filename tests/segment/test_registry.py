@@ -85,6 +85,13 @@ def hand_patch(x: np.ndarray, voxel, pad_value: float, size: int, center: int) -
     return patch
 
 
+def mirror_patches(features: np.ndarray, voxels, pad_value: float) -> torch.Tensor:
+    """Hand-cut 6-channel patches of the mirror CNN: the scan's 3 slices, then its mirror's (19x19, voxel at 8)."""
+    return torch.from_numpy(np.stack([
+        np.concatenate([hand_patch(features[0], v, pad_value, 19, 8), hand_patch(features[1], v, pad_value, 19, 8)])
+        for v in voxels]))
+
+
 def test_card_names_its_architecture_and_load_models_builds_it(tmp_path):
     nets = {name: PatchCNN().eval() for name in ("severe", "hemorrhage")}
     save_models(tmp_path, nets, dict.fromkeys(nets, 0.5))
@@ -205,9 +212,7 @@ def test_the_mirror_cnn_reads_the_scan_and_its_mirror_and_its_dense_map_equals_p
     pad = models.norm.pad_value
     inside = np.argwhere(region)
     voxels = np.concatenate([inside[rng.choice(len(inside), 40, replace=False)], [[0, 24, 10], [2, 24, 44]]])
-    patches = torch.from_numpy(np.stack([
-        np.concatenate([hand_patch(features[0], v, pad, 19, 8), hand_patch(features[1], v, pad, 19, 8)])
-        for v in voxels]))
+    patches = mirror_patches(features, voxels, pad)
     for name, net in models.networks.items():
         with torch.no_grad():
             expected = torch.sigmoid(net(patches)).numpy()
@@ -242,9 +247,7 @@ def test_the_shipped_models_dense_map_equals_their_patchwise_definition():
     features = network_input(hu, region, spacing, models.norm, ("hu", "mirror"))
     pad, inside = models.norm.pad_value, np.argwhere(region)
     voxels = inside[rng.choice(len(inside), 30, replace=False)]
-    patches = torch.from_numpy(np.stack([
-        np.concatenate([hand_patch(features[0], v, pad, 19, 8), hand_patch(features[1], v, pad, 19, 8)])
-        for v in voxels]))
+    patches = mirror_patches(features, voxels, pad)
     for name, net in models.networks.items():
         with torch.no_grad():
             expected = torch.sigmoid(net(patches)).numpy()
