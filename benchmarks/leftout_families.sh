@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The left-out benchmark for the two other families (benchmarks/leftout.sh does the real-CT family):
+# the shipped approach (barros2020-mirror-cnn, the recipe of models/train.sh) trained on two families
+# and tested on the third, for the procedural and the atlas family in turn.
+#
+#   bash benchmarks/leftout_families.sh     # about 1.5-2 h on 2 cores; writes build/leftout-families/
+#
+# Training cohorts, 30 patients each: procedural (corelab synth --seed 2100), atlas (--seed 2200),
+# real-CT background (--background the normal head, --seed 2300). Left out procedural: trained on
+# atlas + background; left out atlas: trained on procedural + background (benchmarks/merge_cohorts.py
+# joins two cohorts). Recipe as models/train.sh less the single-CNN baseline: 20,000 lesion patches
+# per network, 6 epochs, 8 validation scans, seed 0, one thread. Test: 24 stratified phantoms of the
+# left-out family (6 severe, 6 intermediate, 6 subtle, 6 controls; keys (424242, i)), and the normal
+# head (here in the training family: its figure is not an unseen-scan figure).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+out=build/leftout-families
+mkdir -p "$out"
+bash benchmarks/fetch_real_head.sh >/dev/null
+head=benchmarks/data/real/cranium.nii.gz
+[ -f "$head" ] || PYTHONPATH=tests/helpers python -c "
+import SimpleITK as sitk; from real_head import read_inv3
+sitk.WriteImage(read_inv3('benchmarks/data/real/Cranium.inv3'), '$head')"
+[ -f "$out/procedural/manifest.xlsx" ] || corelab synth "$out/procedural" --n 30 --seed 2100 --family procedural > "$out/synth-procedural.log" 2>&1 &
+[ -f "$out/atlas/manifest.xlsx" ] || corelab synth "$out/atlas" --n 30 --seed 2200 --family atlas > "$out/synth-atlas.log" 2>&1 &
+[ -f "$out/background/manifest.xlsx" ] || corelab synth "$out/background" --n 30 --seed 2300 --background "$head" > "$out/synth-background.log" 2>&1 &
+wait
+declare -A trained_on=([procedural]="atlas background" [atlas]="procedural background")
+for left in procedural atlas; do
+  cohort="$out/train-without-$left"
+  read -r a b <<< "${trained_on[$left]}"
+  [ -f "$cohort/manifest.xlsx" ] || python benchmarks/merge_cohorts.py "$cohort" "$out/$a" "$out/$b"
+  [ -f "$out/models-without-$left/card.json" ] || corelab train "$cohort" --out "$out/models-without-$left" --seed 0 \
+      --patches-per-class 20000 --epochs 6 --val-scans 8 --architecture barros2020-mirror-cnn --resume \
+      > "$out/train-without-$left.log" 2>&1 &
+done
+wait
+for left in procedural atlas; do
+  python benchmarks/accuracy.py --models "$out/models-without-$left" --family "$left" --schedule stratified \
+      --n-test 24 --normal-head "$head" --threads 1 --csv "$out/$left.csv" > "$out/test-$left.log" 2>&1 &
+done
+wait
+for left in procedural atlas; do
+  python benchmarks/accuracy.py --from-csv "$out/$left.csv" | tee "$out/table-$left.txt"
+done
