@@ -226,6 +226,7 @@ def build_seg(labels: Volume, *, model_version: str, corelab_version: str = __ve
     except (ValueError, TypeError, AttributeError, KeyError) as error:
         reason = " ".join(str(error).split()).rstrip(".") or type(error).__name__
         raise SegWriteError(f"No DICOM SEG was written: highdicom refused the source series ({reason}).") from None
+    dataset.ContentCreatorName = ""  # type 2 (present, may be empty); no person drew an automated result
     return DicomSeg(dataset=dataset, labels=present, on_source_geometry=frames is not None, note=note)
 
 

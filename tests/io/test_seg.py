@@ -21,8 +21,14 @@ A multi-frame (Enhanced CT) source, empty masks, foreign SEGs and broken inputs 
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
+import shutil
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -237,6 +243,36 @@ def test_every_frame_lands_on_the_nifti_voxels_of_its_label(written):
         np.testing.assert_allclose(row, direction[:, 0], atol=1e-6)
         np.testing.assert_allclose(col, direction[:, 1], atol=1e-6)
         assert (dy, dx) == pytest.approx(image.GetSpacing()[1::-1])
+
+
+# dcmqi's console scripts sit beside the interpreter in a virtual environment that is not on PATH.
+SEGIMAGE2ITKIMAGE = shutil.which("segimage2itkimage", path=f"{Path(sys.executable).parent}{os.pathsep}"
+                                                            f"{os.environ.get('PATH', '')}")
+
+
+@pytest.mark.skipif(SEGIMAGE2ITKIMAGE is None,
+                    reason="dcmqi (pip install dcmqi, in corelab's [test] extra) is not installed")
+def test_dcmqi_reads_every_segment_back_onto_the_nifti_voxels_of_its_label(written, tmp_path):
+    """An independent reader (QIICR's dcmqi, the reference SEG converter): segimage2itkimage writes
+    one image per segment; each segment's voxels are NIfTI voxel centres with that segment's label,
+    and all of them."""
+    out = tmp_path / "dcmqi"
+    out.mkdir()
+    done = subprocess.run([SEGIMAGE2ITKIMAGE, "--inputDICOM", str(written["path"]), "--outputDirectory",
+                           str(out), "--outputType", "nifti"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    meta = json.loads((out / "meta.json").read_text())
+    labels = [item["SegmentLabel"] for group in meta["segmentAttributes"] for item in group]
+    assert labels == ["Severe hypodense infarct", "Subtle hypodense infarct", "Hemorrhage"]
+    image = sitk.ReadImage(str(written["nifti"]))
+    nifti = sitk.GetArrayFromImage(image)
+    for number, label in ((1, 1), (2, 3), (3, 4)):
+        segment = sitk.ReadImage(str(out / f"{number}.nii.gz"))
+        k, j, i = np.nonzero(sitk.GetArrayFromImage(segment))
+        points = np.array([segment.TransformIndexToPhysicalPoint((int(x), int(y), int(z)))
+                           for x, y, z in zip(i, j, k)])
+        assert np.all(_nifti_label_at(image, nifti, points) == label), label
+        assert k.size == np.count_nonzero(nifti == label), label
 
 
 def test_read_seg_gives_back_the_mask_on_the_scans_grid(written):
