@@ -138,13 +138,20 @@ def compare(
     results: Annotated[
         Path, typer.Argument(help="A `corelab run` output folder.")
     ] = Path("corelab-results"),
-    reference: Annotated[Path, typer.Option("--reference", help="Folder of manual reads, <patient_id>.nii.gz.")] = ...,
+    reference: Annotated[Path, typer.Option(
+        "--reference", help="Folder of manual reads, <patient_id> + .nii.gz, .nrrd, .seg.nrrd, .mha, .seg.dcm "
+        "or .dcm (DICOM SEG, RTSTRUCT), or a DICOM folder <patient_id>/.")] = ...,
     against: Annotated[
         Optional[Path],
         typer.Option("--against", help="A second reader's folder: inter-reader agreement of --reference vs this."),
     ] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="PDF path.", show_default="RESULTS/agreement.pdf")] = None,
     trial: Annotated[Optional[str], typer.Option("--trial", help="Trial name for the title page.")] = None,
+    reference_segment: Annotated[
+        Optional[list[str]],
+        typer.Option("--reference-segment", metavar="NAME", help="Keep only the reads' segments / RTSTRUCT ROIs of this name "
+                     "(repeatable; default: all, RTSTRUCT body outlines left out)."),
+    ] = None,
 ) -> None:
     """Agreement of RESULTS with manual reads: agreement.pdf, agreement.xlsx, agreement.html and
     QC images with the reference outline in agreement-qc/ (beside the PDF).
@@ -160,13 +167,13 @@ def compare(
 
     with _errors_as_exit():
         summary = compare_reads(results, reference, against=against, out_pdf=out, trial_name=trial,
-                                draw_qc=reference_qc_png)
+                                draw_qc=reference_qc_png, segments=tuple(reference_segment or ()) or None)
     typer.echo(str(summary))
 
 
 @app.command()
 def train(
-    cohort: Annotated[Path, typer.Argument(metavar="COHORT_DIR", help="Cohort folder: manifest + manual/<id>.nii.gz (+ truth/ labels).")],
+    cohort: Annotated[Path, typer.Argument(metavar="COHORT_DIR", help="Cohort folder: manifest + manual/<id> reads (any format compare reads) (+ truth/ labels).")],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     single: Annotated[bool, typer.Option("--single", help="Also train the single-CNN baseline.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (split, sampling, initialisation).")] = 0,
@@ -199,6 +206,11 @@ def train(
         bool, typer.Option("--resume", help="Continue an interrupted run (same cohort, options, seed) from its "
                            "checkpoints in OUT/.checkpoints/; same result as an uninterrupted run.")
     ] = False,
+    reference_segment: Annotated[
+        Optional[list[str]],
+        typer.Option("--reference-segment", metavar="NAME", help="Keep only the manual reads' segments / RTSTRUCT ROIs of this "
+                     "name (repeatable; default: all, RTSTRUCT body outlines left out)."),
+    ] = None,
 ) -> None:
     """Train the four CNNs (severe, intermediate, subtle, hemorrhage) with the paper's recipe.
 
@@ -221,7 +233,8 @@ def train(
                                  param_hint="--architecture")
     options = replace(TrainOptions(), **{name: value for name, value in given.items() if value is not None})
     with _errors_as_exit():
-        summary = train_models(cohort, out, single=single, seed=seed, options=options, resume=resume)
+        summary = train_models(cohort, out, single=single, seed=seed, options=options, resume=resume,
+                               segments=tuple(reference_segment or ()) or None)
     typer.echo(str(summary))
 
 

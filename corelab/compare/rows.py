@@ -34,9 +34,14 @@ from corelab.audit import file_sha256, folder_checksums, invocation, utc_now
 from corelab.compare.metrics import mask_metrics, reference_mean_hu
 from corelab.config import NO_INFARCT, UNCLASSIFIED, mask_class
 from corelab.errors import CorelabError
-from corelab.io.files import find_image, image_ids
 from corelab.io.manifest_ids import file_name_problem
 from corelab.io.read import mask_onto, read_mask, read_scan
+from corelab.io.reference import (
+    ContoursNeedScanError,
+    find_reference,
+    read_reference,
+    reference_ids,
+)
 from corelab.io.tables import restore
 from corelab.io.volume import Volume, same_geometry
 from corelab.measure import measure_labels
@@ -44,6 +49,7 @@ from corelab.measure import measure_labels
 __all__ = ["CompareError", "read_results", "read_run_json", "automated_rows", "reader_rows", "parse_window",
            "compare_provenance_info", "listed_auto_class", "runs_used", "UNKNOWN", "QCDrawer"]
 
+REFERENCE_UNUSABLE = "reference read unusable"  # an exclusion reason: a read that is there but cannot be used
 UNKNOWN = "unknown"  # a reference class that could not be measured (no readable scan)
 
 # Draws one patient's compare QC image: (scan, automated labels, reference on their grid, *,
@@ -225,13 +231,29 @@ def _finish(out: dict[str, object], reasons: list[str]) -> dict[str, object]:
     return out
 
 
+def _find(folder: Path, pid: str, reasons: list[str], missing: str, unusable: str) -> Path | None:
+    """The patient's read in ``folder`` (`find_reference`), else None with the reason appended."""
+    try:
+        path = find_reference(folder, pid)
+    except CorelabError as error:
+        reasons.append(f"{unusable}: {error}")
+        return None
+    if path is None:
+        reasons.append(missing)
+    return path
+
+
 def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_info: dict, *,
-                   qc_folder: Path | None = None, draw_qc: QCDrawer | None = None) -> pd.DataFrame:
+                   qc_folder: Path | None = None, draw_qc: QCDrawer | None = None,
+                   segments: tuple[str, ...] | None = None) -> pd.DataFrame:
     """One row per volumes.csv row: automated mask against REFDIR's manual read (see module doc).
 
-    qc_folder, draw_qc: with both, every patient with both masks and a readable scan gets
-    ``qc_folder/<patient_id>.png`` drawn by ``draw_qc`` (column ``qc``); a patient whose image cannot
-    be drawn or written gets none and a note saying why, never an error.
+    Reads are found and read by `corelab.io.reference` (any format; ``segments`` names the segments
+    to keep) and put on the automated mask's grid (the scan's) by nearest neighbour; how a read with
+    segments or contours was read is in the row's note. qc_folder, draw_qc: with both, every patient
+    with both masks and a readable scan gets ``qc_folder/<patient_id>.png`` drawn by ``draw_qc``
+    (column ``qc``); a patient whose image cannot be drawn or written gets none and a note saying
+    why, never an error.
     """
     qc = qc_folder is not None and draw_qc is not None
     rows = []
@@ -247,22 +269,27 @@ def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_
         out["flags"] = str(row.get("flags", "")).strip() if out["needs_review"] else ""
         if not ok:
             reasons.append(f"processing failed: {str(row.get('error', '')).strip() or 'no error recorded'}")
-        ref_path = find_image(reference_dir, pid)
-        if ref_path is None:
-            reasons.append("no reference read")
+        ref_path = _find(reference_dir, pid, reasons, "no reference read", REFERENCE_UNUSABLE)
         reasons += _window_reasons(row)
         mask_path = results / (str(row.get("mask", "")).strip() or f"masks/{pid}.nii.gz")
         if ok and ref_path is not None:
             if not mask_path.is_file():
                 reasons.append("automated mask file missing")
             else:
+                auto = read = None
                 try:
                     auto = read_mask(mask_path)
-                    native = read_mask(ref_path)
-                    ref = mask_onto(native, auto)
                 except CorelabError as error:
                     reasons.append(f"mask unreadable: {error}")
-                else:
+                try:
+                    read = read_reference(ref_path, grid=auto, segments=segments) if auto is not None else None
+                    ref = mask_onto(read.volume, auto) if read is not None else None
+                except CorelabError as error:
+                    reasons.append(f"{REFERENCE_UNUSABLE}: {error}")
+                    read = None
+                if read is not None:
+                    native = read.volume
+                    notes.append(read.note)
                     listed = _number(row.get("infarct_ml"))
                     out["reference_ml"] = _ml(native)
                     out["other_ml"] = listed if math.isfinite(listed) else _ml(auto)
@@ -284,31 +311,35 @@ def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_
 
 
 def reader_rows(table: pd.DataFrame | None, results: Path | None, reader_a: Path, reader_b: Path,
-                run_info: dict) -> pd.DataFrame:
-    """One row per patient: reader B's mask against reader A's (the reference) on A's grid."""
+                run_info: dict, *, segments: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """One row per patient: reader B's read against reader A's (the reference) on A's grid.
+
+    Reads in any format (`corelab.io.reference`); an RTSTRUCT is drawn onto the patient's scan, so
+    it needs the results folder (the scan), or the other reader's read in voxels as its grid.
+    """
     if table is not None:
         listed = [(str(r["patient_id"]), r) for _, r in table.iterrows()]
     else:
-        listed = [(pid, None) for pid in sorted(image_ids(reader_a) | image_ids(reader_b))]
+        listed = [(pid, None) for pid in sorted(reference_ids(reader_a) | reference_ids(reader_b))]
     rows = []
     for pid, row in listed:
         out, reasons, notes = _base(row, pid), [], []
-        path_a, path_b = find_image(reader_a, pid), find_image(reader_b, pid)
-        if path_a is None:
-            reasons.append("no read by reader A (reference)")
-        if path_b is None:
-            reasons.append("no read by reader B")
+        path_a = _find(reader_a, pid, reasons, "no read by reader A (reference)", "read by reader A unusable")
+        path_b = _find(reader_b, pid, reasons, "no read by reader B", "read by reader B unusable")
         if row is not None:
             reasons += _window_reasons(row)
         if path_a is not None and path_b is not None:
+            scan_grid = _listed_scan(row, results, run_info)
             try:
-                a = read_mask(path_a)
-                b_native = read_mask(path_b)
-                b = mask_onto(b_native, a)
+                read_a, read_b = _read_pair(path_a, path_b, scan_grid, segments)
+                a = read_a.volume
+                b = mask_onto(read_b.volume, a)
             except CorelabError as error:
                 reasons.append(f"mask unreadable: {error}")
             else:
-                out["reference_ml"], out["other_ml"] = _ml(a), _ml(b_native)
+                notes += [f"reader A: {read_a.note}" if read_a.note else "",
+                          f"reader B: {read_b.note}" if read_b.note else ""]
+                out["reference_ml"], out["other_ml"] = _ml(a), _ml(read_b.volume)
                 out.update(_metric_columns(a, b.array))
                 empty = out["reference_ml"] == 0
                 scan, why = (None, "no results folder, so no scan") if row is None else _patient_scan(
@@ -319,6 +350,27 @@ def reader_rows(table: pd.DataFrame | None, results: Path | None, reader_a: Path
         out["note"] = "; ".join(n for n in notes if n)
         rows.append(_finish(out, reasons))
     return _frame(rows)
+
+
+def _listed_scan(row: pd.Series | None, results: Path | None, run_info: dict) -> Volume | None:
+    """The patient's scan as listed in volumes.csv, when it can be read (the grid contours are drawn on)."""
+    path = _scan_path(row, results, run_info) if row is not None else None
+    if path is None:
+        return None
+    try:
+        return read_scan(path, series_uid=str(row.get("series_uid", "")).strip() or None)
+    except CorelabError:
+        return None
+
+
+def _read_pair(path_a: Path, path_b: Path, scan: Volume | None, segments: tuple[str, ...] | None):
+    """Both readers' reads; an RTSTRUCT is drawn onto the scan, else onto the other read's grid."""
+    try:
+        read_a = read_reference(path_a, grid=scan, segments=segments)
+    except ContoursNeedScanError:
+        read_b = read_reference(path_b, segments=segments)  # A needs a grid: B's voxels are one
+        return read_reference(path_a, grid=read_b.volume, segments=segments), read_b
+    return read_a, read_reference(path_b, grid=scan if scan is not None else read_a.volume, segments=segments)
 
 
 _COLUMNS = ["patient_id", "site", "in_primary", "excluded_because", "status", "hours_since_onset",

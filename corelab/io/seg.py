@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -388,13 +389,27 @@ def _corelab_label(item: pydicom.Dataset) -> int | None:
     return None
 
 
-def read_seg(path: str | Path, *, by_segment_number: bool = False) -> Volume:
+def seg_segments(path: str | Path) -> list[tuple[int, str, int | None]]:
+    """(segment number, SegmentLabel, the corelab label its codes name or None) of each segment of
+    a DICOM SEG, read without its pixels."""
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        items = list(ds.SegmentSequence)
+    except (OSError, InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError):
+        raise SegReadError(f"The file {path} is not a readable DICOM SEG.") from None
+    return [(int(item.SegmentNumber), str(item.get("SegmentLabel", "")), _corelab_label(item))
+            for item in items if int(item.SegmentNumber) > 0]
+
+
+def read_seg(path: str | Path, *, by_segment_number: bool = False, labels: Mapping[int, int] | None = None) -> Volume:
     """A DICOM SEG as a uint8 label `Volume`, z running superior (as `corelab.io.read_mask`).
 
     Segments become corelab labels by their codes (`SEGMENT_CLASSES`: infarct with a severity
     modifier 1-3, hemorrhage 4); a segment whose codes name none of them raises `SegReadError`.
     ``by_segment_number`` instead labels each voxel with its segment number, for SEGs from other
-    tools (nonzero = segmented). Where segments overlap, the higher label wins (hemorrhage over
+    tools (nonzero = segmented). ``labels`` maps segment numbers to the labels to give them instead
+    (segments it leaves out are not read; `corelab.io.reference` names other tools' segments this
+    way). Where segments overlap, the higher label wins (hemorrhage over
     subtle over intermediate over severe, as corelab's masks). BINARY, FRACTIONAL (a voxel counts
     from 0.5) and LABELMAP SEGs are read.
 
@@ -406,7 +421,12 @@ def read_seg(path: str | Path, *, by_segment_number: bool = False) -> Volume:
     except (OSError, InvalidDicomError, EOFError, ValueError, KeyError, TypeError, AttributeError):
         raise SegReadError(f"The file {path} is not a readable DICOM SEG.") from None
     numbers = [int(item.SegmentNumber) for item in seg.SegmentSequence if int(item.SegmentNumber) > 0]
-    if by_segment_number:
+    if labels is not None:
+        mapping = {n: int(labels[n]) for n in numbers if n in labels}
+        numbers = list(mapping)
+        if not numbers:
+            raise SegReadError(f"None of the segments of the DICOM SEG {path} was chosen.")
+    elif by_segment_number:
         mapping = {n: n for n in numbers}
     else:
         mapping = {}

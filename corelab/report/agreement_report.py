@@ -85,6 +85,7 @@ def compare(
     out_pdf: str | Path | None = None,
     trial_name: str | None = None,
     draw_qc: QCDrawer | None = None,
+    segments: tuple[str, ...] | None = None,
 ) -> CompareSummary:
     """Agreement of ``results_dir``'s automated masks (or of reader ``against``) with ``reference_dir``.
 
@@ -96,6 +97,7 @@ def compare(
     (agreement-qc/ beside agreement.pdf; not qc/, which holds corelab run's images of the same names),
     for every patient with both masks and a readable scan: `corelab.pipeline.qc.reference_qc_png`,
     which the command passes in (this module may not import pipeline). None draws no QC set.
+    segments: names of the segments / ROIs of the reads to keep (`corelab.io.reference`); None keeps all.
     """
     reference_dir = Path(reference_dir)
     if not reference_dir.is_dir():
@@ -113,9 +115,10 @@ def compare(
     pdf.parent.mkdir(parents=True, exist_ok=True)
     qc_folder = pdf.parent / f"{pdf.stem}-qc" if against is None and draw_qc is not None else None
     if against is None:
-        per_patient = automated_rows(table, results, reference_dir, run_info, qc_folder=qc_folder, draw_qc=draw_qc)
+        per_patient = automated_rows(table, results, reference_dir, run_info, qc_folder=qc_folder, draw_qc=draw_qc,
+                                     segments=segments)
     else:
-        per_patient = reader_rows(table, results, reference_dir, Path(against), run_info)
+        per_patient = reader_rows(table, results, reference_dir, Path(against), run_info, segments=segments)
     if per_patient.empty:
         raise CompareError("There are no patients to compare: the results table and reference folders are empty.")
     mode = "automated" if against is None else "inter-reader"

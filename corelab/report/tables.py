@@ -160,9 +160,12 @@ def short_table(title: str, stats: pd.DataFrame) -> dict:
 
 def reason_counts(per_patient: pd.DataFrame, mode: str) -> pd.DataFrame:
     """Patient flow: listed, each exclusion reason, analysed."""
-    missing = "no reference read" if mode == "automated" else "no read by reader A or by reader B"
-    kinds = [("processing failed", "processing failed")] if mode == "automated" else []
-    kinds += [(missing, "no re"), ("outside the imaging window", "outside the 12 h"),
+    automated = mode == "automated"
+    missing = "no reference read" if automated else "no read by reader A or by reader B"
+    unusable = ("reference read unusable", "reference read unusable") if automated else (
+        "read by reader A or B unusable", "unusable:")
+    kinds = [("processing failed", "processing failed")] if automated else []
+    kinds += [(missing, "no re"), unusable, ("outside the imaging window", "outside the 12 h"),
               ("imaging time unknown", "imaging time unknown"), ("mask missing or unreadable", "mask ")]
     reasons = per_patient["excluded_because"].fillna("")
     rows = [{"reason": "listed in the results", "patients": len(per_patient)}]

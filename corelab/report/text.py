@@ -149,7 +149,11 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
     text.append(
         f"Reference. Nonzero voxels of the {reference} are infarct (hemorrhage within or beside it "
         f"included). Reference volumes are counted on the mask's own grid; for overlap measures the "
-        f"other mask is compared on {grid}, masks on a different grid resampled by nearest neighbour."
+        f"other mask is compared on {grid}, masks on a different grid resampled by nearest neighbour. "
+        f"Reads are label images (NIfTI, NRRD, MHA), Slicer segmentations, DICOM SEG, RTSTRUCT or DICOM "
+        f"label series; segments are united (names containing 'hemorrhag' are hemorrhage), and RTSTRUCT "
+        f"contours are filled on the nearest scan slice, a voxel inside when its centre is (even-odd rule "
+        f"for holes); the per-patient note says how each read with segments or contours was read."
     )
     exclusion = "voxels the automated mask labels hemorrhage and " if mode == "automated" else ""
     automated = (" The automated class (volumes.csv auto_class) applies the same ranges to the automated "

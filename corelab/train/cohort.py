@@ -166,12 +166,22 @@ def load_cohort(
     hemorrhage_hu: float = HEMORRHAGE_HU,
     log: Callable[[str], None] = print,
     inputs: tuple[str, ...] = ("hu",),
+    segments: tuple[str, ...] | None = None,
 ) -> list[PreparedScan]:
     """Read every manifest row's scan, manual mask and (when present) truth labels, preprocessed
-    into the input volumes `inputs` of the architecture to train (`corelab.segment.inputs`)."""
-    from corelab.io.read import read_mask, read_scan
-    from corelab.io.volume import same_geometry
-    from corelab.preprocess import analysis_region, mask_to_analysis_grid, to_analysis_grid
+    into the input volumes `inputs` of the architecture to train (`corelab.segment.inputs`).
+
+    Manual reads are found and read as `compare` reads them (`corelab.io.reference`: any format,
+    ``segments`` the segment names to keep), reads and truth labels on another grid put on the
+    scan's by nearest neighbour (`corelab.io.mask_onto`)."""
+    from corelab.io.errors import MaskGridError, MaskOutsideScanError
+    from corelab.io.read import mask_onto, read_mask, read_scan
+    from corelab.io.reference import find_reference, read_reference
+    from corelab.preprocess import (
+        analysis_region,
+        mask_to_analysis_grid,
+        to_analysis_grid,
+    )
 
     cohort_dir = Path(cohort_dir)
     manifest = read_manifest(_find_manifest(cohort_dir))
@@ -180,19 +190,24 @@ def load_cohort(
         pid = row.patient_id
         if row.error or row.scan is None:
             raise CohortScanError(f"Cohort row {row.row} ({pid}) cannot be used: {row.error or 'no scan path'}")
-        manual = find_image(cohort_dir / "manual", pid)
+        try:
+            manual = find_reference(cohort_dir / "manual", pid)
+            truth_path = find_image(cohort_dir / "truth", pid)
+        except CorelabError as error:
+            raise CohortScanError(f"Patient {pid} cannot be used for training: {error}") from error
         if manual is None:
             raise MissingMaskError(f"Patient {pid} has no manual reference mask in {cohort_dir / 'manual'}.")
-        truth_path = find_image(cohort_dir / "truth", pid)
         try:
             volume = read_scan(row.scan, series_uid=row.series_uid or None)
-            reference, truth = read_mask(manual), read_mask(truth_path) if truth_path else None
-            for name, mask in (("manual", reference), ("truth", truth)):
-                if mask is not None and not same_geometry(mask, volume, tol_mm=0.01):
-                    raise GridMismatchError(
-                        f"The {name} mask of patient {pid} is not on its scan's grid "
-                        f"({mask.array.shape} vs {volume.array.shape} voxels, or a different position)."
-                    )
+            reads = {"manual": read_reference(manual, grid=volume, segments=segments).volume,
+                     "truth": read_mask(truth_path) if truth_path else None}
+            for name, mask in reads.items():
+                try:
+                    reads[name] = mask_onto(mask, volume) if mask is not None else None
+                except (MaskGridError, MaskOutsideScanError) as error:
+                    raise GridMismatchError(f"The {name} mask of patient {pid} cannot be put on its scan: {error}") \
+                        from error
+            reference, truth = reads["manual"], reads["truth"]
             analysis = to_analysis_grid(volume, method.grid)
             regions = analysis_region(analysis.array, analysis.spacing, method)
             ref_a = mask_to_analysis_grid(reference, analysis) > 0

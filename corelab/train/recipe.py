@@ -301,11 +301,13 @@ def train_models(
     synthetic: bool | None = None,
     log: Callable[[str], None] = print,
     resume: bool = False,
+    segments: tuple[str, ...] | None = None,
 ) -> TrainSummary:
     """Train the severe, intermediate, subtle and hemorrhage CNNs (and with `single`, the baseline).
 
-    cohort_dir: manifest.xlsx/csv (patient_id, scan), manual/<id>.nii.gz reference masks (binary,
-        hemorrhage included), optional truth/<id>.nii.gz labels (4 = hemorrhage).
+    cohort_dir: manifest.xlsx/csv (patient_id, scan), manual/<id> reference reads (binary,
+        hemorrhage included; any format `compare` reads, `corelab.io.reference`, ``segments`` the
+        segment names to keep), optional truth/<id>.nii.gz labels (4 = hemorrhage).
     out_dir: model folder to write (weights, card.json, MODEL_CARD.md); `out_dir/single/` holds
         the baseline. synthetic: recorded in the card; None = True when the cohort folder holds
         a `corelab synth` trial (its truth.csv with the generator's target_hu column).
@@ -327,7 +329,8 @@ def train_models(
         if not resume and checkpoints.exists():
             shutil.rmtree(checkpoints)
         scans = load_cohort(cohort_dir, method=options.method, norm=options.norm,
-                            hemorrhage_hu=options.hemorrhage_hu, log=log, inputs=options.inputs)
+                            hemorrhage_hu=options.hemorrhage_hu, log=log, inputs=options.inputs,
+                            segments=segments)
         split = split_cohort(scans, val_scans=options.val_scans, rng=rng)
         names = [*CLASSES, "hemorrhage"] + ([SINGLE_NAME] if single else [])
         networks = {name: _train_one(name, scans, split, options, seed=seed + index, rng=rng, log=log,
@@ -337,6 +340,8 @@ def train_models(
         if synthetic is None:
             synthetic = _looks_synthetic(cohort_dir)
         training = _training_record(cohort_dir, scans, split, options, seed=seed, synthetic=synthetic, names=names)
+        if segments:
+            training["reference_segments"] = list(segments)  # which segments of the manual reads were kept
         scores = {"validation_dice": {name: round(dice[name], 4) for name in names},
                   "note": "mean per-scan Dice of the approach's union (three CNNs or single, plus hemorrhage) "
                           "on each network's own validation scans (not held out)"}

@@ -134,14 +134,16 @@ def test_cohort_without_subtle_infarcts_is_a_named_error(tmp_path):
     assert not (tmp_path / "models").exists()
 
 
-def test_missing_mask_and_mismatched_grid_are_named_errors(tmp_path):
+def test_missing_mask_and_a_read_off_the_scan_are_named_errors(tmp_path):
     cohort = make_cohort(tmp_path / "a", ["severe", "subtle"])
     (cohort / "manual" / "P01.nii.gz").unlink()
     with pytest.raises(MissingMaskError, match="P01"):
         train_models(cohort, tmp_path / "m", options=TINY, log=lambda _: None)
     cohort = make_cohort(tmp_path / "b", ["severe", "subtle"])
-    write(np.zeros((12, 100, 156), np.uint8), cohort / "manual" / "P00.nii.gz")
-    with pytest.raises(GridMismatchError, match="P00"):
+    elsewhere = sitk.GetImageFromArray(np.ones((12, 100, 156), np.uint8))  # a read on another grid is
+    elsewhere.SetOrigin((0.0, 0.0, 5000.0))  # resampled onto the scan, unless it lies off the scan
+    sitk.WriteImage(elsewhere, str(cohort / "manual" / "P00.nii.gz"))
+    with pytest.raises(GridMismatchError, match="P00.*outside the scan"):
         train_models(cohort, tmp_path / "m", options=TINY, log=lambda _: None)
     assert issubclass(GridMismatchError, CohortError) and issubclass(MissingMaskError, CohortError)
 
