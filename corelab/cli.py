@@ -265,7 +265,8 @@ def synth(
         typer.Option(
             "--physics",
             help="Scanner physics: default, or wide (per site kernel noise SD 2-7 HU, offset +-8 HU, cupping "
-            "2-8 HU; posterior-fossa streaks +-10-30 HU).",
+            "2-8 HU; posterior-fossa streaks +-10-30 HU; vertex or skull base cut; gantry tilt of 8-25 degrees in "
+            "30% of DICOM series).",
         ),
     ] = "default",
 ) -> None:

@@ -42,15 +42,25 @@ def write_dicom_series(
     manufacturer: str = "",
     kernel: str = "",
     site: str = "",
+    tilt_deg: float = 0.0,
 ) -> list[Path]:
     """Write ``hu`` ([z, y, x] HU, axial, identity orientation) as one CT file per slice.
 
     spacing: (z, y, x) mm; origin: LPS (x, y, z) mm of voxel [0, 0, 0]. Pixels are stored as
     int16 with intercept 0 (``signed``) or uint16 with intercept -1024, slope 1.
+    tilt_deg: a gantry tilt: the head is sampled on tilted planes (`corelab.synth.tilt.tilted_stack`)
+    and written with their orientation and GantryDetectorTilt, slices moving along the table axis
+    as on a scanner.
     Returns the written paths (``IM0001.dcm`` ...).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    col = (0.0, 1.0, 0.0)
+    positions = [(origin[0], origin[1], origin[2] + k * spacing[0]) for k in range(hu.shape[0])]
+    if tilt_deg:
+        from corelab.synth.tilt import tilted_stack
+
+        hu, positions, col = tilted_stack(hu, spacing, origin, tilt_deg)
     intercept = 0.0 if signed else -1024.0
     stored = np.rint(hu - intercept)
     stored = stored.astype(np.int16) if signed else np.clip(stored, 0, 65535).astype(np.uint16)
@@ -78,12 +88,13 @@ def write_dicom_series(
         ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = time
         ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 2, k + 1
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.KVP, ds.GantryDetectorTilt = 120, 0
+        ds.KVP, ds.GantryDetectorTilt = 120, f"{tilt_deg:g}" if tilt_deg else 0
         ds.SliceThickness = f"{slice_mm:g}"
         ds.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[2]:.6f}"]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.ImagePositionPatient = [f"{origin[0]:.4f}", f"{origin[1]:.4f}", f"{origin[2] + k * spacing[0]:.4f}"]
-        ds.SliceLocation = f"{origin[2] + k * spacing[0]:.4f}"
+        # Untilted series keep the integer cosines they always had (same bytes for the same seed).
+        ds.ImageOrientationPatient = [1, 0, 0, *(f"{c:.8f}" for c in col)] if tilt_deg else [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [f"{c:.4f}" for c in positions[k]]
+        ds.SliceLocation = f"{positions[k][2]:.4f}"
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15

@@ -41,7 +41,8 @@ from corelab.synth.phantom import Phantom, SynthError, check_physics, make_patie
 from corelab.synth.physics import draw_site_physics
 from corelab.synth.readers import manual_read
 from corelab.synth.scanner import draw_scanner
-from corelab.synth.wide_physics import site_physics_rng
+from corelab.synth.tilt import tilt_phantom
+from corelab.synth.wide_physics import ACQUISITION_STREAM, cut_coverage, draw_acquisition, site_physics_rng
 
 __all__ = ["TrialSummary", "make_trial", "TRUTH_COLUMNS", "MANIFEST_COLUMNS", "FAMILIES", "patient_family"]
 
@@ -96,8 +97,12 @@ def make_trial(
     ``thin_slices`` and ``family`` do not apply); synth.json records its path and sha256.
     physics: "default", or "wide": each site also draws reconstruction-kernel noise (SD 2-7 HU,
     correlation 0.6-2 mm), a calibration offset (+-8 HU) and cupping (2-8 HU), and each patient
-    gets a few posterior-fossa streaks (`corelab.synth.wide_physics`); synth.json records them per
-    patient. "default" output is byte for byte what it was before the option existed.
+    gets a few posterior-fossa streaks, partial coverage (15% vertex cut 10-30 mm, 10% skull base
+    cut 10-25 mm, never through a lesion) and, 30% of DICOM series, a gantry tilt of 8-25 degrees
+    (`corelab.synth.wide_physics`); synth.json records them per patient ("coverage", "tilt_deg").
+    Truth and manual reads stay on the axial phantom grid (readers of a tilted series resample
+    them onto the scan by nearest neighbour). "default" output is byte for byte what it was before
+    the option existed.
 
     >>> import tempfile
     >>> s = make_trial(tempfile.mkdtemp(), n=1, matrix=64)
@@ -140,16 +145,24 @@ def make_trial(
         # The DICOM writer writes axial slices on the identity direction; any other grid goes to NIfTI.
         nifti = i % 5 == 1 or not np.allclose(ph.direction, np.eye(3).ravel())
         series_uid = derived_uid("corelab-synth", seed, pid, "series")
+        acquisition = None
+        if physics == "wide":  # partial coverage and tilt, from a stream of their own
+            acquisition = draw_acquisition(site_physics_rng(seed, i, ACQUISITION_STREAM), ph, dicom=not nifti)
+            ph = cut_coverage(ph, acquisition)
+        axial = ph  # what the DICOM writer samples; a tilted series' truth lies on its reader's grid
+        if acquisition is not None and acquisition.tilt_deg:
+            ph = tilt_phantom(axial, acquisition.tilt_deg)
         if nifti:
             scan_rel = f"scans/{pid}.nii.gz"
             write_image(ph.hu.astype(np.int16), ph.volume(), out / scan_rel)
         else:
             scan_rel = f"scans/{pid}"
             write_dicom_series(
-                ph.hu, spacing=ph.spacing, origin=ph.origin, folder=out / scan_rel, patient_id=pid,
+                axial.hu, spacing=axial.spacing, origin=axial.origin, folder=out / scan_rel, patient_id=pid,
                 study_uid=derived_uid("corelab-synth", seed, pid, "study"), series_uid=series_uid,
                 acquired=acquired, slice_mm=ph.slice_mm, signed=scanner.signed or bg is not None,
                 manufacturer=scanner.manufacturer, kernel=scanner.kernel, site=scanner.site,
+                tilt_deg=acquisition.tilt_deg if acquisition is not None else 0.0,
             )
         like = ph.volume()
         write_image(ph.labels, like, out / "truth" / f"{pid}.nii.gz")
@@ -170,7 +183,7 @@ def make_trial(
         })
         truth_rows.append(_truth_row(pid, ph, nifti, hours, manual_a, manual_b, "" if bg is None else bg.name))
         if ph.truth.physics is not None:
-            drawn[pid] = asdict(ph.truth.physics)
+            drawn[pid] = asdict(ph.truth.physics) | (acquisition.describe() if acquisition is not None else {})
     seconds = (time.perf_counter() - started) / n
     manifest = out / "manifest.xlsx"
     _write_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)), manifest)
