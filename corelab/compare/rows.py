@@ -38,6 +38,7 @@ from corelab.io.manifest_ids import file_name_problem
 from corelab.io.read import mask_onto, read_mask, read_scan
 from corelab.io.reference import (
     ContoursNeedScanError,
+    ReferenceRead,
     find_reference,
     read_reference,
     reference_ids,
@@ -49,7 +50,9 @@ from corelab.measure import measure_labels
 __all__ = ["CompareError", "read_results", "read_run_json", "automated_rows", "reader_rows", "parse_window",
            "compare_provenance_info", "listed_auto_class", "runs_used", "UNKNOWN", "QCDrawer"]
 
-REFERENCE_UNUSABLE = "reference read unusable"  # an exclusion reason: a read that is there but cannot be used
+# Exclusion reasons for a read that is there but cannot be used (the patient flow counts them by these starts).
+REFERENCE_UNUSABLE = "reference read unusable"
+READS_UNUSABLE = "read by reader A or B unusable"
 UNKNOWN = "unknown"  # a reference class that could not be measured (no readable scan)
 
 # Draws one patient's compare QC image: (scan, automated labels, reference on their grid, *,
@@ -335,15 +338,20 @@ def reader_rows(table: pd.DataFrame | None, results: Path | None, reader_a: Path
                 a = read_a.volume
                 b = mask_onto(read_b.volume, a)
             except CorelabError as error:
-                reasons.append(f"mask unreadable: {error}")
+                reasons.append(f"{READS_UNUSABLE}: {error}")
             else:
                 notes += [f"reader A: {read_a.note}" if read_a.note else "",
                           f"reader B: {read_b.note}" if read_b.note else ""]
                 out["reference_ml"], out["other_ml"] = _ml(a), _ml(read_b.volume)
                 out.update(_metric_columns(a, b.array))
                 empty = out["reference_ml"] == 0
-                scan, why = (None, "no results folder, so no scan") if row is None else _patient_scan(
-                    row, results, run_info, a)
+                if row is None:
+                    scan, why = None, "no results folder, so no scan"
+                elif scan_grid is not None:  # read once, above
+                    scan, why = ((scan_grid, "") if same_geometry(scan_grid, a)
+                                 else (None, "scan grid differs from the mask grid"))
+                else:
+                    scan, why = _patient_scan(row, results, run_info, a)  # says why it is missing
                 out["reference_mean_hu"], out["reference_class"] = _classify(scan, a.array, None, empty=empty)
                 if scan is None:
                     notes.append(_lost(why, out["reference_class"], False))
@@ -364,13 +372,33 @@ def _listed_scan(row: pd.Series | None, results: Path | None, run_info: dict) ->
 
 
 def _read_pair(path_a: Path, path_b: Path, scan: Volume | None, segments: tuple[str, ...] | None):
-    """Both readers' reads; an RTSTRUCT is drawn onto the scan, else onto the other read's grid."""
+    """Both readers' reads. An RTSTRUCT is drawn onto the scan; without one, onto the other read's
+    grid when that is a label image covering the head (not a SEG, which stores only its labelled
+    slices) and only if every contour lands on it."""
+    def on_other(contours: Path, other: ReferenceRead) -> ReferenceRead:
+        if other.volume.meta.modality == "SEG":
+            raise ContoursNeedScanError(
+                f"The read {contours} is an RT Structure Set and the other read a DICOM SEG (only its labelled "
+                "slices): the contours need the scan, which needs the results folder.")
+        drawn = read_reference(contours, grid=other.volume, segments=segments)
+        if drawn.contours_left_out:
+            raise ContoursNeedScanError(
+                f"{drawn.contours_left_out} contours of {contours} lie off the other read's grid: the contours "
+                "need the scan, which needs the results folder.")
+        return drawn
+
+    if scan is not None:
+        return (read_reference(path_a, grid=scan, segments=segments),
+                read_reference(path_b, grid=scan, segments=segments))
     try:
-        read_a = read_reference(path_a, grid=scan, segments=segments)
+        read_a = read_reference(path_a, segments=segments)
     except ContoursNeedScanError:
-        read_b = read_reference(path_b, segments=segments)  # A needs a grid: B's voxels are one
-        return read_reference(path_a, grid=read_b.volume, segments=segments), read_b
-    return read_a, read_reference(path_b, grid=scan if scan is not None else read_a.volume, segments=segments)
+        read_b = read_reference(path_b, segments=segments)
+        return on_other(path_a, read_b), read_b
+    try:
+        return read_a, read_reference(path_b, segments=segments)
+    except ContoursNeedScanError:
+        return read_a, on_other(path_b, read_a)
 
 
 _COLUMNS = ["patient_id", "site", "in_primary", "excluded_because", "status", "hours_since_onset",
@@ -385,7 +413,7 @@ def _frame(rows: list[dict[str, object]]) -> pd.DataFrame:
     columns = [c for c in _COLUMNS if c in frame.columns or c not in _OPTIONAL]
     frame = frame.reindex(columns=columns)
     frame["in_primary"] = frame["in_primary"].astype(bool)
-    frame["both_empty"] = frame["both_empty"].fillna(False).astype(bool)
+    frame["both_empty"] = frame["both_empty"].eq(True)  # NaN (no metrics) is not "both empty"
     frame["needs_review"] = frame["needs_review"].astype(bool)
     for column in ("lesions", "lesions_detected"):
         frame[column] = frame[column].astype("Int64")

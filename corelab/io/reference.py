@@ -70,10 +70,12 @@ class ContoursNeedScanError(ReferenceReadError):
 @dataclass(frozen=True)
 class ReferenceRead:
     """A read as labels: ``volume`` on the read's own grid (an RTSTRUCT's on the scan's), and
-    ``note``, a sentence on how a format with segments or contours was read ("" for a label image)."""
+    ``note``, a sentence on how a format with segments or contours was read ("" for a label image),
+    and ``contours_left_out``, how many of an RTSTRUCT's contours could not be drawn."""
 
     volume: Volume
     note: str
+    contours_left_out: int = 0  # an RTSTRUCT's contours that were not drawn (off the grid, oblique)
 
 
 def find_reference(folder: Path, patient_id: str) -> Path | None:
@@ -99,6 +101,8 @@ def reference_ids(folder: Path) -> set[str]:
     and subfolders)."""
     ids = set()
     for path in folder.iterdir():
+        if path.name.startswith((".", "__")):
+            continue  # hidden files and archive debris (__MACOSX), not patients
         if path.is_dir():
             ids.add(path.name)
             continue
@@ -148,11 +152,13 @@ def _slicer_segments(reader: sitk.ImageFileReader) -> dict[int, tuple[str, int, 
     """Segment index -> (name, layer, label value) from Slicer's ``Segment<i>_*`` header fields."""
     keys = set(reader.GetMetaDataKeys())
     segments, i = {}, 0
+    # Slicer before 4.11 wrote one component per segment and no Layer field: segment i is layer i.
+    layered = any(key.endswith("_Layer") for key in keys) or reader.GetNumberOfComponents() == 1
     while f"Segment{i}_ID" in keys or f"Segment{i}_LabelValue" in keys:
         fields = {key[len(f"Segment{i}_"):]: reader.GetMetaData(key) for key in keys if key.startswith(f"Segment{i}_")}
         try:
-            segments[i] = (fields.get("Name", fields.get("ID", f"Segment {i}")), int(fields.get("Layer", "0")),
-                           int(fields.get("LabelValue", "1")))
+            segments[i] = (fields.get("Name", fields.get("ID", f"Segment {i}")),
+                           int(fields.get("Layer", "0")) if layered else i, int(fields.get("LabelValue", "1")))
         except ValueError:
             raise ReferenceReadError(f"Segment {i} of {reader.GetFileName()} has a layer or label value that is "
                                      "not a whole number.") from None
@@ -170,6 +176,9 @@ def _read_slicer(reader: sitk.ImageFileReader, segments: dict[int, tuple[str, in
     layers = sitk.GetArrayFromImage(image)
     if layers.ndim == 3:
         layers = layers[..., None]  # one layer: a plain label map
+    if not any(key.endswith("_Layer") for key in reader.GetMetaDataKeys()) and layers.shape[3] not in (1, len(segments)):
+        raise ReferenceReadError(f"{path} has {len(segments)} segments but {layers.shape[3]} components and no "
+                                 "layer fields, so its segments cannot be told apart.")
     kept = _chosen({i: name for i, (name, _, _) in segments.items()}, chosen, path, "segment")
     labels = np.zeros(layers.shape[:3], dtype=np.uint8)
     for i in kept:
@@ -246,13 +255,14 @@ def _read_rtstruct_reference(path: Path, grid: Volume | None, segments: tuple[st
                   if segments or roi.interpreted_type.upper() != _EXTERNAL}
     kept = _chosen(candidates, segments, path, "ROI")
     labels = np.zeros(grid.array.shape, dtype=np.uint8)
-    outside = n_contours = 0
+    outside = oblique = n_contours = 0
     for number in kept:
         roi = by_number[number]
-        inside, missed = rasterise(roi.contours, grid)
-        labels[inside] = np.maximum(labels[inside], label_for_name(roi.name))
-        outside, n_contours = outside + missed, n_contours + len(roi.contours)
-    if n_contours and outside == n_contours:
+        drawn = rasterise(roi.contours, grid)
+        labels[drawn.mask] = np.maximum(labels[drawn.mask], label_for_name(roi.name))
+        outside, oblique = outside + drawn.off_slices, oblique + drawn.oblique
+        n_contours += len(roi.contours)
+    if n_contours and outside + oblique == n_contours:
         raise ReferenceReadError(f"Every contour of the RT Structure Set {path} lies off the scan's slices.")
     volume = Volume(array=labels, spacing=grid.spacing, origin=grid.origin, direction=grid.direction,
                     meta=ScanMeta(source=str(path), modality="RTSTRUCT"))
@@ -261,7 +271,10 @@ def _read_rtstruct_reference(path: Path, grid: Volume | None, segments: tuple[st
             f"the scan's slices ({n_contours} contours, voxel centres inside, even-odd)")
     if outside:
         note += f"; {outside} contours more than half a slice from every slice left out"
-    return ReferenceRead(volume, note + (f"; {_listed(left)} left out." if left else "."))
+    if oblique:
+        note += f"; {oblique} contours not parallel to the scan's slices left out"
+    return ReferenceRead(volume, note + (f"; {_listed(left)} left out." if left else "."),
+                         contours_left_out=outside + oblique)
 
 
 def _dicom_reference(path: Path, grid: Volume | None, segments: tuple[str, ...] | None) -> ReferenceRead:

@@ -5,10 +5,13 @@ patient coordinates (LPS, mm). They become voxels by one stated rule, the one mo
 and converters (plastimatch, dcmrtstruct2nii) use:
 
 - every CLOSED_PLANAR contour lies on the scan slice nearest to it (its points' mean position along
-  the slice axis, rounded); a contour more than half a slice from every slice is left out, and so
-  is one of another geometric type (POINT, OPEN_PLANAR), which encloses nothing;
-- on its slice a voxel is inside when its centre is inside the polygon (matplotlib's
-  point-in-polygon test; a polygon drawn along voxel edges takes exactly the voxels it encloses);
+  the slice axis, rounded half up); a contour beyond the first or last slice by more than half a
+  slice is left out, and so is one not parallel to the slices (a point more than half a slice from
+  the contour's mean depth: drawn on another reformat) and one of another geometric type (POINT,
+  OPEN_PLANAR), which encloses nothing; the read's note counts what was left out;
+- on its slice a voxel is inside when its centre is inside the polygon or on its edge (matplotlib's
+  point-in-polygon test plus an edge test, so the drawing direction does not matter; a polygon
+  along voxel edges takes exactly the voxels it encloses, one through voxel centres takes them too);
 - the contours of one ROI on one plane combine by the even-odd rule: a contour inside another is a
   hole (a ring of infarct around spared tissue is drawn as two contours); contours of several
   drawing planes that fall on one scan slice (drawn on thinner slices than the scan's) add up;
@@ -31,7 +34,7 @@ from pydicom.errors import InvalidDicomError
 from corelab.io.errors import ScanError
 from corelab.io.volume import Volume, to_sitk
 
-__all__ = ["RTSTRUCT", "RTStructReadError", "RoiContours", "read_rois", "rasterise"]
+__all__ = ["RTSTRUCT", "RTStructReadError", "RoiContours", "Rasterised", "read_rois", "rasterise"]
 
 RTSTRUCT = "RTSTRUCT"
 _CLOSED = "CLOSED_PLANAR"
@@ -78,30 +81,56 @@ def read_rois(path: str | Path) -> list[RoiContours]:
     return rois
 
 
-def rasterise(contours: tuple[np.ndarray, ...], grid: Volume) -> tuple[np.ndarray, int]:
-    """A boolean mask on ``grid`` of the contours (module rule), and how many contours were left
-    out because they lie more than half a slice from every slice of the grid."""
+@dataclass(frozen=True)
+class Rasterised:
+    """`rasterise`'s result: the mask, and how many contours were left out because they lie more than
+    half a slice from every slice (``off_slices``) or are not parallel to the slices (``oblique``:
+    their points more than half a slice from their own mean depth)."""
+
+    mask: np.ndarray
+    off_slices: int
+    oblique: int
+
+
+def _on_edge(points: np.ndarray, polygon: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """Which ``points`` (m, 2) lie on an edge of the closed ``polygon`` (n, 2), within ``tol``."""
+    a, b = polygon, np.roll(polygon, -1, axis=0)
+    ab = b - a
+    length2 = np.maximum((ab ** 2).sum(axis=1), 1e-12)
+    on = np.zeros(len(points), dtype=bool)
+    for start, step, l2 in zip(a, ab, length2):
+        t = np.clip(((points - start) @ step) / l2, 0.0, 1.0)
+        on |= np.hypot(*(points - (start + t[:, None] * step)).T) <= tol
+    return on
+
+
+def rasterise(contours: tuple[np.ndarray, ...], grid: Volume) -> Rasterised:
+    """A boolean mask on ``grid`` of the contours (module rule); a voxel centre on a contour's edge
+    counts as inside that contour, whichever way the contour is drawn."""
     image = to_sitk(Volume(array=np.zeros((1, 1, 1), np.uint8), spacing=grid.spacing, origin=grid.origin,
                            direction=grid.direction))
     nz, ny, nx = grid.array.shape
-    planes: dict[tuple[int, float], np.ndarray] = {}  # (slice, the contour's own plane) -> even-odd fill
-    outside = 0
+    planes: dict[tuple[int, int], np.ndarray] = {}  # (slice, the contour's own plane) -> even-odd fill
+    off_slices = oblique = 0
     centres = np.stack(np.meshgrid(np.arange(nx), np.arange(ny)), axis=-1).reshape(-1, 2).astype(float)
     for points in contours:
         index = np.array([image.TransformPhysicalPointToContinuousIndex(tuple(p)) for p in points])
         depth = float(index[:, 2].mean())
-        k = int(np.rint(depth))
-        if not 0 <= k < nz or abs(depth - k) > 0.5:
-            outside += 1
+        if np.abs(index[:, 2] - depth).max() > 0.5:
+            oblique += 1
             continue
-        polygon = Polygon(index[:, :2])
-        lo, hi = np.floor(index[:, :2].min(axis=0)), np.ceil(index[:, :2].max(axis=0))
-        near = np.all((centres >= lo) & (centres <= hi), axis=1)
+        k = int(np.floor(depth + 0.5))  # half-way between two slices: the upper one, always
+        if not 0 <= k < nz:
+            off_slices += 1
+            continue
+        outline = index[:, :2]
+        lo, hi = np.floor(outline.min(axis=0)), np.ceil(outline.max(axis=0))
+        near = np.flatnonzero(np.all((centres >= lo) & (centres <= hi), axis=1))
         inside = np.zeros(ny * nx, dtype=bool)
-        inside[near] = polygon.contains_points(centres[near])
-        plane = planes.setdefault((k, round(depth, 3)), np.zeros((ny, nx), dtype=bool))
+        inside[near] = Polygon(outline).contains_points(centres[near]) | _on_edge(centres[near], outline)
+        plane = planes.setdefault((k, int(np.floor(depth * 100 + 0.5))), np.zeros((ny, nx), dtype=bool))
         plane ^= inside.reshape(ny, nx)  # even-odd: a contour inside another on its plane is a hole
     mask = np.zeros(grid.array.shape, dtype=bool)
     for (k, _), plane in planes.items():
         mask[k] |= plane  # contours from several drawing planes nearest one slice add up
-    return mask, outside
+    return Rasterised(mask, off_slices, oblique)

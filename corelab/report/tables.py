@@ -159,17 +159,23 @@ def short_table(title: str, stats: pd.DataFrame) -> dict:
 
 
 def reason_counts(per_patient: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """Patient flow: listed, each exclusion reason, analysed."""
+    """Patient flow: listed, each exclusion reason, analysed. A patient counts once under each kind
+    of reason it has; reasons are told apart by how they start (`corelab.compare.rows` writes them)."""
     automated = mode == "automated"
-    missing = "no reference read" if automated else "no read by reader A or by reader B"
-    unusable = ("reference read unusable", "reference read unusable") if automated else (
-        "read by reader A or B unusable", "unusable:")
-    kinds = [("processing failed", "processing failed")] if automated else []
-    kinds += [(missing, "no re"), unusable, ("outside the imaging window", "outside the 12 h"),
-              ("imaging time unknown", "imaging time unknown"), ("mask missing or unreadable", "mask ")]
-    reasons = per_patient["excluded_because"].fillna("")
+    kinds = [("processing failed", ("processing failed",))] if automated else []
+    kinds += [
+        ("no reference read", ("no reference read",)) if automated else
+        ("no read by reader A or by reader B", ("no read by reader",)),
+        ("reference read unusable", ("reference read unusable",)) if automated else
+        ("read by reader A or B unusable", ("read by reader",)),
+        ("outside the imaging window", ("scanned outside",)),
+        ("imaging time unknown", ("imaging time unknown",)),
+        ("mask missing or unreadable", ("mask unreadable", "automated mask file missing")),
+    ]
+    reasons = per_patient["excluded_because"].fillna("").astype(str).str.split("; ")
     rows = [{"reason": "listed in the results", "patients": len(per_patient)}]
-    rows += [{"reason": name, "patients": int(reasons.str.contains(key, regex=False).sum())} for name, key in kinds]
+    rows += [{"reason": name, "patients": int(reasons.map(lambda rs, st=starts: any(r.startswith(st) for r in rs)).sum())}
+             for name, starts in kinds]
     rows.append({"reason": "analysed (primary population)", "patients": int(per_patient["in_primary"].sum())})
     return pd.DataFrame(rows)
 

@@ -43,6 +43,7 @@ def write_dicom_series(
     kernel: str = "",
     site: str = "",
     tilt_deg: float = 0.0,
+    table: np.ndarray | None = None,
 ) -> list[Path]:
     """Write ``hu`` ([z, y, x] HU, axial, identity orientation) as one CT file per slice.
 
@@ -50,7 +51,7 @@ def write_dicom_series(
     int16 with intercept 0 (``signed``) or uint16 with intercept -1024, slope 1.
     tilt_deg: a gantry tilt: the head is sampled on tilted planes (`corelab.synth.tilt.tilted_stack`)
     and written with their orientation and GantryDetectorTilt, slices moving along the table axis
-    as on a scanner.
+    as on a scanner; ``table``: its slices' table positions (`corelab.synth.tilt.plane_table`).
     Returns the written paths (``IM0001.dcm`` ...).
     """
     folder = Path(folder)
@@ -60,7 +61,7 @@ def write_dicom_series(
     if tilt_deg:
         from corelab.synth.tilt import tilted_stack
 
-        hu, positions, col = tilted_stack(hu, spacing, origin, tilt_deg)
+        hu, positions, col = tilted_stack(hu, spacing, origin, tilt_deg, table)
     intercept = 0.0 if signed else -1024.0
     stored = np.rint(hu - intercept)
     stored = stored.astype(np.int16) if signed else np.clip(stored, 0, 65535).astype(np.uint16)

@@ -21,7 +21,7 @@ from scipy import ndimage as ndi
 
 from corelab.config import LABELS
 
-__all__ = ["tilted_stack", "tilt_phantom"]
+__all__ = ["plane_table", "tilted_stack", "tilt_phantom"]
 
 
 def _planes(shape, spacing, origin, tilt_deg):
@@ -56,24 +56,46 @@ def _kept(hu: np.ndarray, table: np.ndarray, spacing, origin, y0, col) -> np.nda
     return table[index[0]: index[-1] + 1] if index.size else table
 
 
+def plane_table(phantom: "Phantom", tilt_deg: float, *, bottom_cut: int = 0, top_cut: int = 0) -> np.ndarray:  # noqa: F821
+    """Table positions (mm) of a tilted acquisition's slices: the planes that meet the head, less
+    ``bottom_cut`` / ``top_cut`` planes at either end (partial coverage in the tilted frame), never
+    a plane holding a lesion label."""
+    spacing, origin = phantom.spacing, phantom.origin
+    table, y0, col = _planes(phantom.hu.shape, spacing, origin, tilt_deg)
+    table = _kept(phantom.hu, table, spacing, origin, y0, col)
+    if bottom_cut or top_cut:
+        sz = spacing[0]
+        step = sz * col[1]
+        labelled = [bool(_sample(phantom.labels, spacing, origin, table[0] + k * step * col[1],
+                                 y0 - k * step * col[2], col, order=0, fill=0).any()) for k in range(len(table))]
+        lesion = np.flatnonzero(labelled)
+        low = min(bottom_cut, int(lesion.min()) if lesion.size else len(table))
+        high = max(len(table) - top_cut, int(lesion.max()) + 1 if lesion.size else 0)
+        low, high = min(low, max(high - 4, 0)), max(high, min(low + 4, len(table)))  # at least 4 planes stay
+        table = table[low:high]
+    return table
+
+
 def tilted_stack(hu: np.ndarray, spacing: tuple[float, float, float], origin: tuple[float, float, float],
-                 tilt_deg: float) -> tuple[np.ndarray, list[tuple[float, float, float]], tuple[float, float, float]]:
+                 tilt_deg: float, table: np.ndarray | None = None,
+                 ) -> tuple[np.ndarray, list[tuple[float, float, float]], tuple[float, float, float]]:
     """The axial volume ``hu`` as a tilted scanner writes it: (slices, their ImagePositionPatient,
-    the column direction cosine). The stack runs from where its planes first meet the head to
-    where they leave it."""
-    table, y0, col = _planes(hu.shape, spacing, origin, tilt_deg)
-    table = _kept(hu, table, spacing, origin, y0, col)
+    the column direction cosine). ``table``: the slices' table positions (`plane_table`); default:
+    from where the planes first meet the head to where they leave it."""
+    planes, y0, col = _planes(hu.shape, spacing, origin, tilt_deg)
+    table = _kept(hu, planes, spacing, origin, y0, col) if table is None else table
     air = float(min(hu.min(), -1024.0))
     stack = np.stack([_sample(hu, spacing, origin, z, y0, col, order=1, fill=air) for z in table]).astype(np.float32)
     return stack, [(float(origin[0]), float(y0), float(z)) for z in table], col
 
 
-def tilt_phantom(phantom: "Phantom", tilt_deg: float) -> "Phantom":  # noqa: F821 (phantom.py imports synth modules)
-    """``phantom`` on the reader's grid of its tilted acquisition (module doc): HU linear, labels and
-    tissue nearest neighbour, direction (row, column, normal), truth volumes and mean HU remeasured."""
+def tilt_phantom(phantom: "Phantom", tilt_deg: float, table: np.ndarray | None = None) -> "Phantom":  # noqa: F821
+    """``phantom`` on the reader's grid of its tilted acquisition (module doc; ``table`` as for
+    `tilted_stack`): HU linear, labels and tissue nearest neighbour, direction (row, column,
+    normal), truth volumes and mean HU remeasured."""
     spacing, origin = phantom.spacing, phantom.origin
-    table, y0, col = _planes(phantom.hu.shape, spacing, origin, tilt_deg)
-    table = _kept(phantom.hu, table, spacing, origin, y0, col)
+    planes, y0, col = _planes(phantom.hu.shape, spacing, origin, tilt_deg)
+    table = _kept(phantom.hu, planes, spacing, origin, y0, col) if table is None else table
     sz, sy, sx = spacing
     normal = np.array([0.0, -col[2], col[1]])
     step = sz * col[1]  # the planes' distance along their normal
@@ -82,7 +104,7 @@ def tilt_phantom(phantom: "Phantom", tilt_deg: float) -> "Phantom":  # noqa: F82
     air = float(min(phantom.hu.min(), -1024.0))
     hu, labels, tissue = [], [], []
     for k, z in enumerate(table):
-        z0 = table[0] + k * step * normal[2] - 0.0  # plane k's first row on the normal through plane 0's
+        z0 = table[0] + k * step * normal[2]  # plane k's first row, on the normal through plane 0's
         y_start = y0 + k * step * normal[1]
         hu.append(_sample(phantom.hu, spacing, origin, z0, y_start, col, order=1, fill=air))
         labels.append(_sample(phantom.labels, spacing, origin, z0, y_start, col, order=0, fill=0))

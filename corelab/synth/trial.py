@@ -41,8 +41,13 @@ from corelab.synth.phantom import Phantom, SynthError, check_physics, make_patie
 from corelab.synth.physics import draw_site_physics
 from corelab.synth.readers import manual_read
 from corelab.synth.scanner import draw_scanner
-from corelab.synth.tilt import tilt_phantom
-from corelab.synth.wide_physics import ACQUISITION_STREAM, cut_coverage, draw_acquisition, site_physics_rng
+from corelab.synth.tilt import plane_table, tilt_phantom
+from corelab.synth.wide_physics import (
+    ACQUISITION_STREAM,
+    cut_coverage,
+    draw_acquisition,
+    site_physics_rng,
+)
 
 __all__ = ["TrialSummary", "make_trial", "TRUTH_COLUMNS", "MANIFEST_COLUMNS", "FAMILIES", "patient_family"]
 
@@ -100,8 +105,8 @@ def make_trial(
     gets a few posterior-fossa streaks, partial coverage (15% vertex cut 10-30 mm, 10% skull base
     cut 10-25 mm, never through a lesion) and, 30% of DICOM series, a gantry tilt of 8-25 degrees
     (`corelab.synth.wide_physics`); synth.json records them per patient ("coverage", "tilt_deg").
-    Truth and manual reads stay on the axial phantom grid (readers of a tilted series resample
-    them onto the scan by nearest neighbour). "default" output is byte for byte what it was before
+    The truth, tissue and manual reads of a tilted series lie on the grid a reader makes of it
+    (`corelab.synth.tilt`), and its cuts remove whole tilted planes. "default" output is byte for byte what it was before
     the option existed.
 
     >>> import tempfile
@@ -148,10 +153,16 @@ def make_trial(
         acquisition = None
         if physics == "wide":  # partial coverage and tilt, from a stream of their own
             acquisition = draw_acquisition(site_physics_rng(seed, i, ACQUISITION_STREAM), ph, dicom=not nifti)
-            ph = cut_coverage(ph, acquisition)
-        axial = ph  # what the DICOM writer samples; a tilted series' truth lies on its reader's grid
-        if acquisition is not None and acquisition.tilt_deg:
-            ph = tilt_phantom(axial, acquisition.tilt_deg)
+        axial, table = ph, None  # what the DICOM writer samples; a tilted series' truth lies on its reader's grid
+        if acquisition is not None and acquisition.tilt_deg:  # cut in the tilted frame: whole planes
+            full = plane_table(axial, acquisition.tilt_deg)
+            table = plane_table(axial, acquisition.tilt_deg, bottom_cut=acquisition.bottom_cut,
+                                top_cut=acquisition.top_cut)
+            acquisition = replace(acquisition, bottom_cut=int((full < table[0] - 1e-6).sum()),
+                                  top_cut=int((full > table[-1] + 1e-6).sum()))
+            ph = tilt_phantom(axial, acquisition.tilt_deg, table)
+        elif acquisition is not None:
+            axial = ph = cut_coverage(ph, acquisition)
         if nifti:
             scan_rel = f"scans/{pid}.nii.gz"
             write_image(ph.hu.astype(np.int16), ph.volume(), out / scan_rel)
@@ -162,7 +173,7 @@ def make_trial(
                 study_uid=derived_uid("corelab-synth", seed, pid, "study"), series_uid=series_uid,
                 acquired=acquired, slice_mm=ph.slice_mm, signed=scanner.signed or bg is not None,
                 manufacturer=scanner.manufacturer, kernel=scanner.kernel, site=scanner.site,
-                tilt_deg=acquisition.tilt_deg if acquisition is not None else 0.0,
+                tilt_deg=acquisition.tilt_deg if acquisition is not None else 0.0, table=table,
             )
         like = ph.volume()
         write_image(ph.labels, like, out / "truth" / f"{pid}.nii.gz")

@@ -302,3 +302,59 @@ def test_inter_reader_mode_draws_an_rtstruct_onto_the_other_readers_grid(reads, 
     rows = reader_rows(None, None, reader_a, reader_b, {}).set_index("patient_id")
     assert rows.loc["P1", "dice"] == pytest.approx(1.0) and rows.loc["P1", "in_primary"]
     assert rows.loc["P1", "note"].startswith('reader A: RTSTRUCT: ROIs "Infarct", "Hemorrhage" drawn')
+
+
+@pytest.mark.parametrize("clockwise", [False, True])
+def test_a_contour_through_voxel_centres_takes_them_whichever_way_it_is_drawn(reads, tmp_path, clockwise):
+    """Mask-to-contour tools (OpenCV's findContours, rt-utils) put the corners on the centres of the
+    boundary voxels: those voxels belong to the read, in either drawing direction."""
+    corners = [(12.0, 10.0), (21.0, 10.0), (21.0, 19.0), (12.0, 19.0)]  # (col, row) voxel centres: a 10 x 10 block
+    points = _polygon(reads["scan"], 3, corners[::-1] if clockwise else corners)
+    write_rtstruct(tmp_path / "rs.dcm", reads["series"].files, [("Infarct", "", [points])])
+    read = read_reference(tmp_path / "rs.dcm", grid=reads["scan"])
+    expected = np.zeros(SHAPE, bool)
+    expected[3, 10:20, 12:22] = True
+    assert np.array_equal(read.volume.array > 0, expected)
+
+
+def test_a_contour_not_parallel_to_the_slices_is_left_out_and_counted(reads, tmp_path):
+    scan = reads["scan"]
+    slanted = _polygon(scan, 2, [(5.0, 5.0), (9.0, 5.0), (9.0, 9.0)])
+    slanted[1, 2] += 2 * SPACING[0]  # one corner two slices higher: drawn on another reformat
+    write_rtstruct(tmp_path / "rs.dcm", reads["series"].files,
+                   [("Infarct", "", [slanted, voxel_outline(scan, 3, (5, 8), (5, 8))])])
+    read = read_reference(tmp_path / "rs.dcm", grid=scan)
+    assert int(read.volume.array.sum()) == 16 and read.contours_left_out == 1
+    assert "1 contours not parallel to the scan's slices left out" in read.note
+
+
+def test_a_slicer_file_from_before_layers_has_one_component_per_segment(reads, tmp_path):
+    """Slicer before 4.11 wrote one component per segment and no Layer field."""
+    path = tmp_path / "old.seg.nrrd"
+    write_slicer_seg(path, _slicer_layers(reads["labels"]), reads["scan"], [("Infarct", 0, 1), ("Hemorrhage", 1, 1)])
+    text = path.read_bytes()
+    header, _, data = text.partition(b"\n\n")
+    header = b"\n".join(line for line in header.split(b"\n") if b"_Layer:=" not in line)
+    path.write_bytes(header + b"\n\n" + data)
+    read = read_reference(path)
+    assert np.array_equal(mask_onto(read.volume, reads["scan"]).array, reads["labels"])
+
+
+def test_inter_reader_contours_are_not_drawn_onto_a_seg_and_reasons_are_counted_once(reads, tmp_path):
+    from corelab.compare import reader_rows
+    from corelab.report.tables import reason_counts
+
+    reader_a, reader_b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(reads["folder"] / "P-rtstruct", reader_a / "P1")
+    reader_b.mkdir()
+    shutil.copy(reads["folder"] / "P-seg.seg.dcm", reader_b / "P1.seg.dcm")
+    write_image(reads["labels"].astype(np.float32) / 2, reads["scan"], reader_a / "P2.nii.gz")  # fractions
+    write_image(reads["labels"], reads["scan"], reader_b / "P2.nii.gz")
+    rows = reader_rows(None, None, reader_a, reader_b, {})
+    by_id = rows.set_index("patient_id")
+    assert not by_id.loc["P1", "in_primary"]
+    assert by_id.loc["P1", "excluded_because"].startswith("read by reader A or B unusable: The read")
+    assert "DICOM SEG" in by_id.loc["P1", "excluded_because"]
+    assert "fractional values" in by_id.loc["P2", "excluded_because"]
+    flow = reason_counts(rows, "inter-reader").set_index("reason")["patients"]
+    assert flow["read by reader A or B unusable"] == 2 and flow["mask missing or unreadable"] == 0

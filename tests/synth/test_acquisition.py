@@ -9,6 +9,7 @@ takes a slice holding a lesion.
 
 from __future__ import annotations
 
+import datetime
 import json
 
 import numpy as np
@@ -33,11 +34,10 @@ def patient():
 
 
 def _write(phantom, folder, tilt_deg=0.0):
-    import datetime as dt
-
     return write_dicom_series(phantom.hu, spacing=phantom.spacing, origin=phantom.origin, folder=folder,
                               patient_id="T1", study_uid="2.25.1", series_uid="2.25.2",
-                              acquired=dt.datetime(2025, 3, 3, 8, 0), slice_mm=phantom.slice_mm, tilt_deg=tilt_deg)
+                              acquired=datetime.datetime(2025, 3, 3, 8, 0), slice_mm=phantom.slice_mm,
+                              tilt_deg=tilt_deg)
 
 
 @pytest.mark.parametrize("tilt", [12.0, 22.0])
@@ -89,3 +89,23 @@ def test_a_wide_trial_records_each_patients_coverage_and_tilt(tmp_path):
         assert record["coverage"] == "full" or "cut" in record["coverage"], pid
         assert record["tilt_deg"] == 0.0 or 8.0 <= record["tilt_deg"] <= 25.0, pid
     assert drawn["SYN002"]["tilt_deg"] == 0.0  # patient 2 is a NIfTI scan: never tilted
+
+
+def test_a_tilted_series_cut_at_the_vertex_reads_as_partial_coverage(patient, tmp_path):
+    """Cuts of a tilted series remove whole tilted planes (the scanner stops the table early), so the
+    reader sees the skull cut by a slice, as at 0 degrees, and the lesion is all there."""
+    from corelab.synth.tilt import plane_table
+
+    full = plane_table(patient, 20.0)
+    table = plane_table(patient, 20.0, top_cut=5)
+    assert len(table) == len(full) - 5 and table[0] == full[0]
+    write_dicom_series(patient.hu, spacing=patient.spacing, origin=patient.origin, folder=tmp_path / "ct",
+                       patient_id="T1", study_uid="2.25.1", series_uid="2.25.2", acquired=datetime.datetime(2025, 3, 3),
+                       slice_mm=patient.slice_mm, tilt_deg=20.0, table=table)
+    read = read_scan(tmp_path / "ct")
+    assert read.array.shape[0] == len(table)
+    scan = to_analysis_grid(read)
+    flags = analysis_region(scan.array, scan.spacing).flags
+    assert any(f.startswith("Partial coverage") for f in flags), flags
+    tilted = tilt_phantom(patient, 20.0, table)
+    assert tilted.truth.class_ml == pytest.approx(tilt_phantom(patient, 20.0).truth.class_ml, rel=1e-6)
