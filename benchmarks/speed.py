@@ -100,14 +100,15 @@ def stage_seconds(scan: Path, models, *, threads: int, device: str, out: Path) -
 
 
 def analysis_inputs(scan: Path, models):
-    """HU on the analysis grid and the analysis region of `scan`, as `corelab run` computes them."""
+    """HU on the analysis grid, the analysis region and the grid's spacing (mm; the mirror input needs
+    it) of `scan`, as `corelab run` computes them."""
     from corelab.config import Method
     from corelab.io.read import read_scan
     from corelab.preprocess import analysis_region, to_analysis_grid
 
     method = dataclasses.replace(Method(), grid=models.grid)
     grid = to_analysis_grid(read_scan(scan), method.grid)
-    return grid.array, analysis_region(grid.array, grid.spacing, method).region
+    return grid.array, analysis_region(grid.array, grid.spacing, method).region, grid.spacing
 
 
 def covered_positions(region: np.ndarray) -> float:
@@ -119,21 +120,25 @@ def covered_positions(region: np.ndarray) -> float:
     return total / int(region.sum())
 
 
-def dense_vs_patchwise(hu, region, models, *, sample: int, device: str, seed: int = 0) -> dict[str, float]:
-    """Seconds of dense inference over the region and of patch-wise inference projected to it."""
+def dense_vs_patchwise(hu, region, spacing, models, *, sample: int, device: str, seed: int = 0) -> dict[str, float]:
+    """Seconds of dense inference over the region and of patch-wise inference projected to it
+    (patches cut from the network's own input volumes: the scan, and its mirror for the mirror CNN)."""
     from corelab.segment.dense import dense_probabilities
     from corelab.segment.folder import resolve_device
+    from corelab.segment.inputs import network_input
+    from corelab.segment.networks import architecture_inputs
     from corelab.segment.patches import extract_patches
 
     networks, norm = dict(models.networks), models.norm
     start = time.perf_counter()
-    dense = dense_probabilities(hu, region, networks, norm=norm, device=device)
+    dense = dense_probabilities(hu, region, networks, norm=norm, device=device, spacing=spacing)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     dense_s = time.perf_counter() - start
     voxels = np.argwhere(region)
     voxels = voxels[np.random.default_rng(seed).choice(len(voxels), size=min(sample, len(voxels)), replace=False)]
-    x, torch_device, worst = norm.apply(hu, region), resolve_device(device), 0.0
+    inputs = architecture_inputs(type(next(iter(networks.values()))))
+    x, torch_device, worst = network_input(hu, region, spacing, norm, inputs), resolve_device(device), 0.0
     start = time.perf_counter()
     with torch.inference_mode():
         for first in range(0, len(voxels), 4096):
@@ -166,7 +171,7 @@ def peak_memory_mib(scan: Path, models_dir: str, *, threads: int, device: str) -
     return int(kib) / 1024
 
 
-def bfloat16_effect(hu, region, models, *, device: str) -> dict[str, float]:
+def bfloat16_effect(hu, region, spacing, models, *, device: str) -> dict[str, float]:
     """CNN seconds of both precisions on one scan and how much bfloat16 changes probabilities and labels."""
     from corelab.segment.dense import dense_probabilities
     from corelab.segment.labels import labels_from_probabilities
@@ -176,7 +181,7 @@ def bfloat16_effect(hu, region, models, *, device: str) -> dict[str, float]:
     for precision in ("float32", "bfloat16"):
         start = time.perf_counter()
         probs[precision] = dense_probabilities(hu, region, dict(models.networks), norm=models.norm, device=device,
-                                               precision=precision)
+                                               precision=precision, spacing=spacing)
         out[f"{precision}_s"] = time.perf_counter() - start
         labels[precision] = labels_from_probabilities(probs[precision], dict(models.cutoffs), region, hu=hu)
     a, b = labels["float32"] > 0, labels["bfloat16"] > 0
@@ -234,7 +239,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="corelab-speed-"))
     scan32 = write_scan(work / "scan32", seed=args.seed)
-    hu, region = analysis_inputs(scan32, models)
+    hu, region, spacing = analysis_inputs(scan32, models)
     n_region = int(region.sum())
     floor_flop = n_region * dense_flops_per_voxel(len(models.networks))
     runs = [stage_seconds(scan32, models, threads=args.threads, device=args.device, out=work)
@@ -256,7 +261,7 @@ def main() -> None:
     print(f"   the convolutions cover {covered:.2f} positions per region voxel (tile halo and the region's CSF holes)")
 
     torch.set_num_threads(args.threads)
-    ratio = dense_vs_patchwise(hu, region, models, sample=args.sample, device=args.device, seed=args.seed)
+    ratio = dense_vs_patchwise(hu, region, spacing, models, sample=args.sample, device=args.device, seed=args.seed)
     figures["dense_vs_patchwise"] = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in ratio.items()}
     print(f"\n3. dense {ratio['dense_s']:.1f} s vs patch-wise {ratio['patchwise_s']:.0f} s (projected from "
           f"{ratio['sampled']} voxels): {ratio['patchwise_s'] / ratio['dense_s']:.1f}x; "
@@ -268,7 +273,7 @@ def main() -> None:
     print(f"\n4. peak memory of one worker on a 512x512x64 scan: {mib:.0f} MiB")
 
     torch.set_num_threads(args.threads)
-    effect = bfloat16_effect(hu, region, models, device=args.device)
+    effect = bfloat16_effect(hu, region, spacing, models, device=args.device)
     figures["bfloat16_scan"] = {k: float(f"{v:.4g}") for k, v in effect.items()}
     print(f"\n5. bfloat16 (opt-in) on the same scan: CNNs {effect['bfloat16_s']:.1f} s vs float32 "
           f"{effect['float32_s']:.1f} s ({effect['float32_s'] / effect['bfloat16_s']:.1f}x); max |probability "
