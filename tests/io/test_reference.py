@@ -216,6 +216,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
 
 
+@pytest.mark.slow  # one whole `corelab compare` with its PDF: make test runs it, the quick loop does not
 def test_compare_gives_every_format_the_same_row_and_scores_an_edited_read(reads, tmp_path):
     """One `corelab compare` over a reference folder holding every format, a reader's edit of corelab's
     mask saved as DICOM SEG and as .seg.nrrd, an unreadable read and a patient with two reads."""

@@ -40,6 +40,7 @@ def _write(phantom, folder, tilt_deg=0.0):
                               tilt_deg=tilt_deg)
 
 
+@pytest.mark.slow  # two heads through reading and preprocessing: make test runs them
 @pytest.mark.parametrize("tilt", [12.0, 22.0])
 def test_a_tilted_series_reads_back_with_its_tilt_and_its_truth_on_the_readers_grid(patient, tmp_path, tilt):
     _write(patient, tmp_path / "ct", tilt)
