@@ -284,12 +284,13 @@ def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_
                     auto = read_mask(mask_path)
                 except CorelabError as error:
                     reasons.append(f"mask unreadable: {error}")
-                try:
-                    read = read_reference(ref_path, grid=auto, segments=segments) if auto is not None else None
-                    ref = mask_onto(read.volume, auto) if read is not None else None
-                except CorelabError as error:
-                    reasons.append(f"{REFERENCE_UNUSABLE}: {error}")
-                    read = None
+                if auto is not None:
+                    try:
+                        read = read_reference(ref_path, grid=auto, segments=segments)
+                        ref = mask_onto(read.volume, auto)
+                    except CorelabError as error:
+                        reasons.append(f"{REFERENCE_UNUSABLE}: {error}")
+                        read = None
                 if read is not None:
                     native = read.volume
                     notes.append(read.note)
