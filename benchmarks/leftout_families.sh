@@ -12,11 +12,19 @@
 # per network, 6 epochs, 8 validation scans, seed 0, one thread. Test: 24 stratified phantoms of the
 # left-out family (6 severe, 6 intermediate, 6 subtle, 6 controls; keys (424242, i)), and the normal
 # head (here in the training family: its figure is not an unseen-scan figure).
+#
+# A recipe candidate on the same cohorts and test patients (paired with the rows above):
+#   LEFTOUT_TAG=jitter LEFTOUT_FAMILIES=atlas \
+#   LEFTOUT_TRAIN_ARGS="--contrast-jitter 0.2 --noise-jitter-hu 3 --control-tolerance-ml 10" bash benchmarks/leftout_families.sh
+# writes models-jitter-without-atlas/ and atlas-jitter.csv beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 out=build/leftout-families
 mkdir -p "$out"
+tag=${LEFTOUT_TAG:+$LEFTOUT_TAG-}
+families=${LEFTOUT_FAMILIES:-procedural atlas}
+read -r -a extra <<< "${LEFTOUT_TRAIN_ARGS:-}"
 bash benchmarks/fetch_real_head.sh >/dev/null
 head=benchmarks/data/real/cranium.nii.gz
 [ -f "$head" ] || PYTHONPATH=tests/helpers python -c "
@@ -27,20 +35,20 @@ sitk.WriteImage(read_inv3('benchmarks/data/real/Cranium.inv3'), '$head')"
 [ -f "$out/background/manifest.xlsx" ] || corelab synth "$out/background" --n 30 --seed 2300 --background "$head" > "$out/synth-background.log" 2>&1 &
 wait
 declare -A trained_on=([procedural]="atlas background" [atlas]="procedural background")
-for left in procedural atlas; do
+for left in $families; do
   cohort="$out/train-without-$left"
   read -r a b <<< "${trained_on[$left]}"
   [ -f "$cohort/manifest.xlsx" ] || python benchmarks/merge_cohorts.py "$cohort" "$out/$a" "$out/$b"
-  [ -f "$out/models-without-$left/card.json" ] || corelab train "$cohort" --out "$out/models-without-$left" --seed 0 \
-      --patches-per-class 20000 --epochs 6 --val-scans 8 --architecture barros2020-mirror-cnn --resume \
-      > "$out/train-without-$left.log" 2>&1 &
+  [ -f "$out/models-${tag}without-$left/card.json" ] || corelab train "$cohort" --out "$out/models-${tag}without-$left" \
+      --seed 0 --patches-per-class 20000 --epochs 6 --val-scans 8 --architecture barros2020-mirror-cnn --resume \
+      "${extra[@]}" > "$out/train-${tag}without-$left.log" 2>&1 &
 done
 wait
-for left in procedural atlas; do
-  python benchmarks/accuracy.py --models "$out/models-without-$left" --family "$left" --schedule stratified \
-      --n-test 24 --normal-head "$head" --threads 1 --csv "$out/$left.csv" > "$out/test-$left.log" 2>&1 &
+for left in $families; do
+  python benchmarks/accuracy.py --models "$out/models-${tag}without-$left" --family "$left" --schedule stratified \
+      --n-test 24 --normal-head "$head" --threads 1 --csv "$out/$left${tag:+-${tag%-}}.csv" > "$out/test-$tag$left.log" 2>&1 &
 done
 wait
-for left in procedural atlas; do
-  python benchmarks/accuracy.py --from-csv "$out/$left.csv" | tee "$out/table-$left.txt"
+for left in $families; do
+  python benchmarks/accuracy.py --from-csv "$out/$left${tag:+-${tag%-}}.csv" | tee "$out/table-$tag$left.txt"
 done

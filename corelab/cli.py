@@ -202,6 +202,21 @@ def train(
                      "barros2020-mirror-cnn (plus the scan's mid-sagittal mirror).",
                      show_default=TRAIN_DEFAULTS["architecture"]),
     ] = None,
+    contrast_jitter: Annotated[
+        Optional[float],
+        typer.Option("--contrast-jitter", min=0.0, help="Scale each training patch's contrast about the brain "
+                     "reference by a factor within x/(1 + this) (default 0, off)."),
+    ] = None,
+    noise_jitter_hu: Annotated[
+        Optional[float],
+        typer.Option("--noise-jitter-hu", min=0.0, help="Add noise of SD up to this many HU to each training patch "
+                     "(default 0, off)."),
+    ] = None,
+    control_tolerance_ml: Annotated[
+        Optional[float],
+        typer.Option("--control-tolerance-ml", min=0.0, help="Cut-offs: a validation control scores T / (T + mL "
+                     "claimed) instead of 1 if nothing is claimed, else 0."),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run (same cohort, options, seed) from its "
                            "checkpoints in OUT/.checkpoints/; same result as an uninterrupted run.")
@@ -227,7 +242,8 @@ def train(
     from corelab.train.recipe import TrainOptions, train_models
 
     given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads, "val_scans": val_scans,
-             "architecture": architecture}
+             "architecture": architecture, "contrast_jitter": contrast_jitter, "noise_jitter_hu": noise_jitter_hu,
+             "control_tolerance_ml": control_tolerance_ml}
     if architecture is not None and architecture not in ARCHITECTURES:
         raise typer.BadParameter(f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}",
                                  param_hint="--architecture")

@@ -30,7 +30,7 @@ from corelab.segment.barros2020 import PatchCNN
 from corelab.train.cohort import PreparedScan
 
 __all__ = ["CUTOFF_GRID", "SMOOTHING_GRID_MM", "ValidationMaps", "ValidationSample", "validation_maps",
-           "validation_sample", "union_dice", "choose_cutoffs", "choose_smoothing_and_cutoffs"]
+           "validation_sample", "union_dice", "union_claim_ml", "choose_cutoffs", "choose_smoothing_and_cutoffs"]
 
 CUTOFF_GRID = np.round(np.concatenate([np.arange(0.05, 0.95, 0.01), np.arange(0.95, 0.999, 0.002)]), 4)
 # In-plane Gaussian sigmas tried for the probability maps (mm); 0 = none, the paper's per-voxel cut.
@@ -43,12 +43,14 @@ class ValidationMaps:
     """Dense probability maps of one validation scan (its cropped grid), before smoothing.
 
     kind: int8, 0 background, 1 infarct, 2 hemorrhage, per voxel (reference voxels of the region).
+    voxel_ml: the volume of one voxel (mL).
     """
 
     patient_id: str
     region: np.ndarray
     kind: np.ndarray
     probabilities: dict[str, np.ndarray]
+    voxel_ml: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,13 +58,15 @@ class ValidationSample:
     """Scored voxels of one validation scan with every network's (smoothed) probability there.
 
     kind: per voxel 0 background, 1 infarct, 2 hemorrhage. weight: voxels each entry stands for
-    (1 for dense maps). probabilities: network name -> `[n]` probabilities.
+    (1 for dense maps). probabilities: network name -> `[n]` probabilities. voxel_ml: the volume
+    of one voxel (mL), for scoring controls by the volume claimed on them.
     """
 
     patient_id: str
     kind: np.ndarray
     weight: np.ndarray
     probabilities: dict[str, np.ndarray]
+    voxel_ml: float = 0.0
 
 
 def validation_maps(scan: PreparedScan, networks: Mapping[str, PatchCNN], *, pad_value: float) -> ValidationMaps:
@@ -70,7 +74,8 @@ def validation_maps(scan: PreparedScan, networks: Mapping[str, PatchCNN], *, pad
     probabilities = dense_probabilities_from_input(scan.x, scan.region, networks, pad_value=pad_value)
     kind = np.where(scan.reference & scan.region, np.where(scan.hemorrhage, 2, 1), 0).astype(np.int8)
     return ValidationMaps(scan.patient_id, scan.region, kind,
-                          {name: prob.astype(np.float16) for name, prob in probabilities.items()})
+                          {name: prob.astype(np.float16) for name, prob in probabilities.items()},
+                          voxel_ml=float(np.prod(scan.spacing)) / 1000.0)
 
 
 def validation_sample(maps: ValidationMaps, sigma_px: float) -> ValidationSample:
@@ -83,14 +88,19 @@ def validation_sample(maps: ValidationMaps, sigma_px: float) -> ValidationSample
         kind=maps.kind[inside],
         weight=np.ones(int(inside.sum())),
         probabilities={name: prob[inside] for name, prob in smoothed.items()},
+        voxel_ml=maps.voxel_ml,
     )
 
 
-def union_dice(sample: ValidationSample, cutoffs: dict[str, float], *, vary: str | None = None) -> np.ndarray:
+def union_dice(sample: ValidationSample, cutoffs: dict[str, float], *, vary: str | None = None,
+               control_tolerance_ml: float | None = None) -> np.ndarray:
     """Dice of the union of the networks in `cutoffs` against the reference on one scan.
 
     Returns one value, or with `vary` one value per `CUTOFF_GRID` entry for that network (the others
-    at their `cutoffs`). No reference lesion: 1 when nothing is claimed, else 0.
+    at their `cutoffs`). No reference lesion (a control): 1 when nothing is claimed, else 0; with
+    `control_tolerance_ml` T, T / (T + claimed mL), so the size of a false claim counts (the binary
+    score charges 1 voxel and a whole lobe alike, and lets a cut-off drift down once every control
+    claims something).
 
     >>> s = ValidationSample("p", np.array([1, 0]), np.array([10.0, 30.0]),
     ...                      {"a": np.array([0.9, 0.2]), "b": np.array([0.1, 0.6])})
@@ -99,6 +109,9 @@ def union_dice(sample: ValidationSample, cutoffs: dict[str, float], *, vary: str
     >>> cut = union_dice(s, {"a": 0.5, "b": 0.5}, vary="b")  # b's cut-off at 0.05, 0.60 (b still claims), 0.61
     >>> [round(float(cut[i]), 2) for i in (0, 55, 56)]
     [0.4, 0.4, 1.0]
+    >>> control = ValidationSample("c", np.array([0, 0]), np.array([1.0, 3.0]), {"a": np.array([0.9, 0.2])}, voxel_ml=1.0)
+    >>> float(union_dice(control, {"a": 0.5})), float(union_dice(control, {"a": 0.5}, control_tolerance_ml=3.0))
+    (0.0, 0.75)
     """
     fixed = np.zeros(len(sample.kind), bool)
     for name, cutoff in cutoffs.items():
@@ -115,8 +128,18 @@ def union_dice(sample: ValidationSample, cutoffs: dict[str, float], *, vary: str
         tp = float(sample.weight[fixed & lesion].sum()) + _weight_at_or_above(sample, vary, free & lesion)
         claimed = float(sample.weight[fixed].sum()) + _weight_at_or_above(sample, vary, free)
     if n_lesion == 0:
+        if control_tolerance_ml is not None:
+            return control_tolerance_ml / (control_tolerance_ml + np.asarray(claimed) * sample.voxel_ml)
         return np.where(np.asarray(claimed) > 0, 0.0, 1.0)
     return 2 * np.asarray(tp) / (n_lesion + np.asarray(claimed))
+
+
+def union_claim_ml(sample: ValidationSample, cutoffs: dict[str, float]) -> float:
+    """The volume (mL) that the union of the networks in `cutoffs` claims on one validation scan."""
+    claimed = np.zeros(len(sample.kind), bool)
+    for name, cutoff in cutoffs.items():
+        claimed |= sample.probabilities[name] >= cutoff
+    return float(sample.weight[claimed].sum()) * sample.voxel_ml
 
 
 def _weight_at_or_above(sample: ValidationSample, name: str, mask: np.ndarray) -> np.ndarray:
@@ -132,18 +155,20 @@ def choose_cutoffs(
     fixed: dict[str, float] | None = None,
     rounds: int = 4,
     start: float = 0.5,
+    control_tolerance_ml: float | None = None,
 ) -> dict[str, float]:
     """Cut-offs of `names` maximizing the mean union Dice over `samples` (coordinate ascent).
 
     fixed: networks in the union whose cut-offs are already set (e.g. the hemorrhage CNN when
     choosing the single-CNN baseline's cut-off). Ties go to the lowest cut-off; stops when a round
-    changes nothing.
+    changes nothing. control_tolerance_ml: how controls score (`union_dice`).
     """
     cutoffs = {**(fixed or {}), **{name: start for name in names}}
     for _ in range(rounds):
         changed = False
         for name in names:
-            mean = np.mean([union_dice(sample, cutoffs, vary=name) for sample in samples], axis=0)
+            mean = np.mean([union_dice(sample, cutoffs, vary=name, control_tolerance_ml=control_tolerance_ml)
+                            for sample in samples], axis=0)
             best = float(CUTOFF_GRID[int(np.argmax(mean))])
             changed |= best != cutoffs[name]
             cutoffs[name] = best
@@ -159,6 +184,7 @@ def choose_smoothing_and_cutoffs(
     pixel_mm: float,
     smoothing_grid_mm: tuple[float, ...] = SMOOTHING_GRID_MM,
     log: Callable[[str], None] = print,
+    control_tolerance_ml: float | None = None,
 ) -> tuple[float, dict[str, float], list[ValidationSample]]:
     """The sigma (mm) of `smoothing_grid_mm` and the cut-offs of `names` with the highest mean union
     Dice over the validation scans; also returns the samples at that sigma (for further cut-offs).
@@ -166,8 +192,9 @@ def choose_smoothing_and_cutoffs(
     best = None
     for sigma_mm in smoothing_grid_mm:
         samples = [validation_sample(m, sigma_mm / pixel_mm) for m in maps]
-        cutoffs = choose_cutoffs(samples, names)
-        score = float(np.mean([union_dice(sample, cutoffs) for sample in samples]))
+        cutoffs = choose_cutoffs(samples, names, control_tolerance_ml=control_tolerance_ml)
+        score = float(np.mean([union_dice(sample, cutoffs, control_tolerance_ml=control_tolerance_ml)
+                               for sample in samples]))
         log(f"smoothing {sigma_mm:g} mm: mean union Dice {score:.3f} on {len(samples)} validation scans; cut-offs "
             + ", ".join(f"{name} {value:.3f}" for name, value in cutoffs.items()))
         if best is None or score > best[0]:

@@ -48,6 +48,7 @@ from corelab.train.cutoffs import (
     SMOOTHING_GRID_MM,
     choose_cutoffs,
     choose_smoothing_and_cutoffs,
+    union_claim_ml,
     union_dice,
     validation_maps,
 )
@@ -75,6 +76,17 @@ class TrainOptions:
         contrast instead. 0 = off (the paper augments only by flips and rotations). With the
         brain-referenced input (`norm`) it stands for the error of the reference itself (a large
         lesion moves the median by 1-3 HU).
+    contrast_jitter: each training patch's contrast about the brain reference is scaled by one factor
+        drawn log-uniformly from [1 / (1 + this), 1 + this], new every epoch* (scan and mirror alike).
+        Reconstruction kernel, kVp and phantom generators differ in grey-white and lesion contrast;
+        0 = off (the shipped recipe; see README "Status").
+    noise_jitter_hu: each training patch gets added noise of one standard deviation drawn uniformly
+        from [0, this] HU (a 3x3 box-filtered Gaussian, independent per channel, so slices and mirror
+        differ as real noise does), new every epoch*; a network that must not lean on one generator's
+        noise texture. 0 = off.
+    control_tolerance_ml: how a validation control scores in the cut-off choice. None: 1 when nothing
+        is claimed, else 0 (the claim's size does not count). A number T: T / (T + claimed mL), so a
+        control claiming 100 mL costs more than one claiming 2 mL (`corelab.train.cutoffs.union_dice`).
     norm: HU handling; by default brain-referenced (`corelab.segment.norm.InputNorm`, `BRAIN_REFERENCE_HU`).
     hard_fraction: share of background patches drawn from the hard strata.
     other_background_fraction: share of an infarct CNN's background from other groups' patients.
@@ -92,6 +104,9 @@ class TrainOptions:
     batch_size: int = 128
     learning_rate: float = 1e-3
     calibration_shift_hu: float = 3.0
+    contrast_jitter: float = 0.0
+    noise_jitter_hu: float = 0.0
+    control_tolerance_ml: float | None = None
     val_scans: int = 20
     hard_fraction: float = 0.5
     other_background_fraction: float = 0.25
@@ -234,6 +249,8 @@ def fit_network(
             x, y = x_all[index].float(), y_all[index]
             if options.calibration_shift_hu > 0:
                 x = _shift_calibration(x, options, generator)
+            if options.contrast_jitter > 0 or options.noise_jitter_hu > 0:
+                x = _jitter_texture(x, options, generator)
             logits = net(x)
             loss = loss_fn(logits, y)
             optimizer.zero_grad()
@@ -289,6 +306,29 @@ def _shift_calibration(x: torch.Tensor, options: TrainOptions, generator: torch.
     # Air (the pad value) stays air: an offset moves tissue, not the clip.
     tissue = x > norm.pad_value
     return torch.where(tissue, (x + (shift_hu / norm.scale_hu)[:, None, None, None]).clamp(norm.pad_value, high), x)
+
+
+def _jitter_texture(x: torch.Tensor, options: TrainOptions, generator: torch.Generator) -> torch.Tensor:
+    """Patches (normalized input) with their contrast about the brain reference scaled and noise added
+    (`TrainOptions.contrast_jitter`, `noise_jitter_hu`), tissue only, kept in the clip range."""
+    norm = options.norm
+    n = len(x)
+    tissue = x > norm.pad_value
+    high = (norm.clip_high_hu - norm.center_hu) / norm.scale_hu
+    reference_hu = norm.brain_reference_hu if norm.brain_reference_hu is not None else norm.center_hu
+    level = (reference_hu - norm.center_hu) / norm.scale_hu
+    out = x
+    if options.contrast_jitter > 0:
+        bound = float(np.log1p(options.contrast_jitter))
+        scale = torch.exp((torch.rand(n, generator=generator) * 2 - 1) * bound)[:, None, None, None]
+        out = level + (out - level) * scale
+    if options.noise_jitter_hu > 0:
+        sd_hu = torch.rand(n, generator=generator) * options.noise_jitter_hu
+        white = torch.randn((*x.shape[:2], x.shape[2] + 2, x.shape[3] + 2), generator=generator)
+        # A 3x3 mean of white noise has 1/3 of its SD: scale back so sd_hu is the added noise's SD.
+        box = torch.nn.functional.avg_pool2d(white, 3, stride=1) * 3.0
+        out = out + box * (sd_hu / norm.scale_hu)[:, None, None, None]
+    return torch.where(tissue, out.clamp(norm.pad_value, high), x)
 
 
 def train_models(
@@ -410,16 +450,24 @@ def _choose_all_cutoffs(networks, scans, split: CohortSplit, options, *, log):
         maps.append(validation_maps(by_id[pid], networks, pad_value=options.norm.pad_value))
         log(f"validation maps {index}/{len(ids)} {pid}: {time.time() - started:.0f} s")
     four = [name for name in networks if name != SINGLE_NAME]
+    tolerance = options.control_tolerance_ml
     smoothing_mm, cutoffs, samples = choose_smoothing_and_cutoffs(
-        maps, four, pixel_mm=options.method.grid.pixel_mm, smoothing_grid_mm=options.smoothing_grid_mm, log=log)
+        maps, four, pixel_mm=options.method.grid.pixel_mm, smoothing_grid_mm=options.smoothing_grid_mm, log=log,
+        control_tolerance_ml=tolerance)
     log(f"smoothing chosen: {smoothing_mm:g} mm")
+    for sample in samples:
+        if not (sample.kind > 0).any():
+            claimed = union_claim_ml(sample, {n: cutoffs[n] for n in four})
+            log(f"validation control {sample.patient_id}: {claimed:.1f} mL claimed at these cut-offs")
     if SINGLE_NAME in networks:
-        cutoffs.update(choose_cutoffs(samples, [SINGLE_NAME], fixed={"hemorrhage": cutoffs["hemorrhage"]}))
+        cutoffs.update(choose_cutoffs(samples, [SINGLE_NAME], fixed={"hemorrhage": cutoffs["hemorrhage"]},
+                                      control_tolerance_ml=tolerance))
     dice = {}
     for name in networks:
         approach = ([SINGLE_NAME] if name == SINGLE_NAME else [n for n in four if n != "hemorrhage"]) + ["hemorrhage"]
         own = [sample for sample in samples if sample.patient_id in set(split.val[name])]
-        dice[name] = float(np.mean([union_dice(sample, {n: cutoffs[n] for n in approach}) for sample in own]))
+        dice[name] = float(np.mean([union_dice(sample, {n: cutoffs[n] for n in approach},
+                                               control_tolerance_ml=tolerance) for sample in own]))
         log(f"{name}: cut-off {cutoffs[name]:.3f}, validation Dice {dice[name]:.3f} on {len(own)} scans")
     return smoothing_mm, cutoffs, dice
 
@@ -456,14 +504,20 @@ def _training_record(cohort_dir, scans, split, options, *, seed, synthetic, name
                               f"{options.hard_fraction:.0%} hard (lesion border, CSF/sulci/skull edge, mimics)",
         "augmentation": "lesion patches only: sagittal flip (p=0.5) and in-plane rotation by a multiple of 90 degrees"
                         + (f"; all patches: calibration offset uniform +-{options.calibration_shift_hu:g} HU"
-                           if options.calibration_shift_hu > 0 else ""),
+                           if options.calibration_shift_hu > 0 else "")
+                        + (f"; all patches: contrast about the brain reference scaled log-uniformly within "
+                           f"x/{1 + options.contrast_jitter:g}" if options.contrast_jitter > 0 else "")
+                        + (f"; all patches: added 3x3-correlated noise, SD uniform 0-{options.noise_jitter_hu:g} HU"
+                           if options.noise_jitter_hu > 0 else ""),
         "epochs": options.epochs,
         "early_stopping": "weights of the epoch with the lowest loss on patches of the network's validation scans",
         "optimizer": f"Adam lr {options.learning_rate}, batch {options.batch_size}, binary cross-entropy",
         "cutoff_rule": "chosen together (coordinate ascent) to maximize the mean per-scan Dice of the union of the "
                        "networks over all validation scans (every network's and the validation controls), on "
                        "dense maps of every region voxel; the single CNN's on the same scans beside the same "
-                       "hemorrhage CNN",
+                       "hemorrhage CNN; a validation control scores "
+                       + ("1 when nothing is claimed, else 0" if options.control_tolerance_ml is None else
+                          f"T / (T + claimed mL) with T = {options.control_tolerance_ml:g} mL"),
         "smoothing_rule": "the in-plane Gaussian sigma of " + ", ".join(f"{mm:g}" for mm in options.smoothing_grid_mm)
                           + " mm whose cut-offs reach the highest mean union Dice on the validation scans "
                           "(the single CNN uses the same)",

@@ -24,6 +24,7 @@ from corelab.train.cutoffs import (
     ValidationSample,
     choose_cutoffs,
     choose_smoothing_and_cutoffs,
+    union_claim_ml,
     union_dice,
     validation_maps,
     validation_sample,
@@ -335,6 +336,55 @@ def test_calibration_shift_moves_tissue_by_one_offset_per_patch_and_leaves_air()
     assert torch.allclose(per_patch, per_patch[:, :1].expand_as(per_patch), atol=1e-4)  # one offset a patch
     assert per_patch.abs().max() <= 4.0 + 1e-4 and per_patch[:, 0].std() > 1.5  # +-4 HU, spread (uniform: 2.3)
     assert torch.equal(out[:, :, 0, :], x[:, :, 0, :])
+
+
+def test_a_control_scored_by_its_claimed_volume_pulls_a_cut_off_up_that_the_binary_score_lets_drift():
+    """A lesion scan (10 mL of lesion at 0.9 down to 0.3, 50 mL of brain at 0.1) and a control with
+    1 mL that every cut-off claims (0.97) and 99 mL of brain at 0.6 down to 0.2 (0.001 mL voxels).
+    Binary control score: 0 at every cut-off below 0.97, so only the lesion scan counts and the
+    lowest cut-off that keeps the whole lesion wins, 0.11 (the control then claims 100 mL). With
+    T = 10 mL: at 0.60 the control claims 1 mL (and one voxel), about 10/11, the lesion scores
+    2*5000/15000 = 0.667, mean 0.79; at 0.30 the lesion scores 1 but the control 10/85.25, mean 0.56:
+    0.60 wins."""
+    ml = 0.001
+    lesion = ValidationSample("L", np.r_[np.ones(10_000), np.zeros(50_000)].astype(int), np.ones(60_000),
+                              {"severe": np.r_[np.linspace(0.9, 0.3, 10_000), np.full(50_000, 0.1)]}, voxel_ml=ml)
+    control = ValidationSample("C", np.zeros(100_000, int), np.ones(100_000),
+                               {"severe": np.r_[np.full(1_000, 0.97), np.linspace(0.6, 0.2, 99_000)]}, voxel_ml=ml)
+    binary = choose_cutoffs([lesion, control], ["severe"])["severe"]
+    graded = choose_cutoffs([lesion, control], ["severe"], control_tolerance_ml=10.0)["severe"]
+    assert binary == pytest.approx(0.11) and graded == pytest.approx(0.60)
+    assert union_claim_ml(control, {"severe": binary}) == pytest.approx(100.0)
+    assert union_claim_ml(control, {"severe": graded}) == pytest.approx(1.0, abs=0.002)
+    assert float(union_dice(control, {"severe": graded}, control_tolerance_ml=10.0)) == pytest.approx(10 / 11, abs=1e-3)
+    assert float(union_dice(control, {"severe": graded})) == 0.0
+
+
+def test_texture_jitter_scales_contrast_about_the_brain_reference_adds_noise_and_leaves_air():
+    from corelab.segment.norm import InputNorm
+    from corelab.train.recipe import _jitter_texture
+
+    norm = InputNorm(brain_reference_hu=35.0)
+    options = replace(TINY, norm=norm)
+    hu = torch.full((400, 6, 19, 19), 35.0)
+    hu[:, :, 5:, :] = 25.0  # a hypodensity 10 HU below the brain reference
+    x = (hu - norm.center_hu) / norm.scale_hu
+    x[:, :, 0, :] = norm.pad_value  # a row of air
+    contrast = _jitter_texture(x, replace(options, contrast_jitter=0.25), torch.Generator().manual_seed(0))
+    drop = ((contrast[:, :, 1, 0] - contrast[:, :, 10, 0]) * norm.scale_hu)  # 10 HU scaled per patch
+    assert torch.allclose(contrast[:, :, 1:5], x[:, :, 1:5], atol=1e-6)  # the reference level stays
+    assert float(drop.min()) >= 10 / 1.25 - 1e-3 and float(drop.max()) <= 10 * 1.25 + 1e-3
+    assert torch.allclose(drop, drop[:, :1].expand_as(drop), atol=1e-4) and float(drop.std()) > 0.5
+    noisy = _jitter_texture(x, replace(options, noise_jitter_hu=4.0), torch.Generator().manual_seed(0))
+    added = (noisy[:, :, 5:, :] - x[:, :, 5:, :]) * norm.scale_hu
+    sd = added.flatten(1).std(dim=1)
+    assert float(sd.max()) < 4.0 * 1.15 and float(sd.mean()) == pytest.approx(2.0, abs=0.25)  # uniform 0-4 HU
+    # independent per channel (slices and mirror differ as real noise does)
+    assert abs(float(torch.corrcoef(torch.stack([added[:, 0].flatten(), added[:, 3].flatten()]))[0, 1])) < 0.05
+    for out in (contrast, noisy):
+        assert torch.equal(out[:, :, 0, :], x[:, :, 0, :])
+    again = _jitter_texture(x, replace(options, noise_jitter_hu=4.0), torch.Generator().manual_seed(0))
+    assert torch.equal(again, noisy)
 
 
 def test_training_input_is_brain_referenced_by_default():
