@@ -99,6 +99,7 @@ def make_atlas_patient(
     hypodensity: str | None = None,
     scanner: Scanner | None = None,
     physics: str = "default",
+    slice_mm: float | None = None,
 ) -> Phantom:
     """One follow-up NCCT phantom on MNI152 anatomy, deterministically for ``seed``; as `make_patient`
     (``physics="wide"`` adds the wider scanner physics of `corelab.synth.wide_physics`).
@@ -113,13 +114,13 @@ def make_atlas_patient(
     template_dir()  # fails early, with the install hint, when nilearn is missing
     load_template()
     ph = draw_with_retries(_draw_atlas, seed, matrix=matrix, thin_slices=thin_slices, hypodensity=hypodensity,
-                           scanner=scanner)
+                           scanner=scanner, slice_mm=slice_mm)
     return apply_physics(ph, physics, seed if isinstance(seed, tuple) else (int(seed),))
 
 
 def _draw_atlas(
     seeds: tuple[int, ...], *, matrix: int, thin_slices: bool, hypodensity: str | None, scanner: Scanner | None,
-    may_lift: bool,
+    may_lift: bool, slice_mm: float | None = None,
 ) -> Phantom:
     """One draw of `make_atlas_patient` (see `phantom._draw_patient`, whose steps it mirrors)."""
     rng, field_rng, noise_rng = (np.random.default_rng(c) for c in np.random.SeedSequence([*seeds, 51]).spawn(3))
@@ -141,7 +142,7 @@ def _draw_atlas(
     s = float(np.mean(params.scale))
     grid, center, rot = _draw_geometry(
         rng, scanner, matrix=matrix, thin_slices=thin_slices, scale=-TEMPLATE_BOTTOM_MM * s / 70.0,
-        vertex_mm=TEMPLATE_TOP_MM * s + params.skull_mm + params.scalp_mm + 3.0,
+        vertex_mm=TEMPLATE_TOP_MM * s + params.skull_mm + params.scalp_mm + 3.0, slice_mm=slice_mm,
     )
     hx, hy, hz = _head_coordinates(grid, center, rot)
     shp, sp = grid.shape, grid.spacing

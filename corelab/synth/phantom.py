@@ -118,12 +118,15 @@ def make_patient(
     hypodensity: str | None = None,
     scanner: Scanner | None = None,
     physics: str = "default",
+    slice_mm: float | None = None,
 ) -> Phantom:
     """Generate one patient's follow-up NCCT phantom, deterministically for ``seed``.
 
     hypodensity: "severe", "intermediate", "subtle" or "none" (control); drawn when None
     (controls 10%, classes in the paper's proportions). matrix: in-plane size (512 as scanners;
     128 for fast tests, same field of view). thin_slices: 0.5-1.5 mm slices instead of 5 mm.
+    slice_mm: the acquired slice thickness (mm) instead of either (the same draws of head, lesions
+    and pose as at 5 mm; texture and noise are drawn on the finer grid; `corelab.synth.wide_physics.draw_slice_mm` draws one per "wide" patient).
     physics: "default", or "wide" for kernel noise, calibration offset, cupping and posterior-fossa
     streaks added after rendering (`corelab.synth.wide_physics`; default output is unchanged).
 
@@ -140,13 +143,13 @@ def make_patient(
     """
     check_physics(physics)
     ph = draw_with_retries(_draw_patient, seed, matrix=matrix, thin_slices=thin_slices, hypodensity=hypodensity,
-                           scanner=scanner)
+                           scanner=scanner, slice_mm=slice_mm)
     return apply_physics(ph, physics, seed if isinstance(seed, tuple) else (int(seed),))
 
 
 def draw_with_retries(
     draw, seed: int | tuple[int, ...], *, matrix: int, thin_slices: bool, hypodensity: str | None,
-    scanner: Scanner | None,
+    scanner: Scanner | None, slice_mm: float | None = None,
 ) -> Phantom:
     """Check the options, then call a family's ``draw(seeds, ..., may_lift=...)`` until a subtle
     infarct is within reach (`SUBTLE_ATTEMPTS`, see `make_patient`)."""
@@ -154,12 +157,14 @@ def draw_with_retries(
         raise SynthError(f"The matrix must be an even number of at least 32 pixels, not {matrix}.")
     if hypodensity not in (None, "none", *CLASSES):
         raise SynthError(f"Unknown hypodensity class {hypodensity!r}; use severe, intermediate, subtle or none.")
+    if slice_mm is not None and not 0.5 <= slice_mm <= 10.0:
+        raise SynthError(f"The slice thickness must be 0.5-10 mm, not {slice_mm:g} mm.")
     seeds = seed if isinstance(seed, tuple) else (int(seed),)
     for attempt in range(SUBTLE_ATTEMPTS):
         try:
             return draw(
                 seeds if attempt == 0 else (*seeds, 7727, attempt), matrix=matrix, thin_slices=thin_slices,
-                hypodensity=hypodensity, scanner=scanner, may_lift=attempt == SUBTLE_ATTEMPTS - 1,
+                hypodensity=hypodensity, scanner=scanner, may_lift=attempt == SUBTLE_ATTEMPTS - 1, slice_mm=slice_mm,
             )
         except _TooDark as dark:
             hypodensity, scanner = "subtle", dark.scanner
@@ -168,7 +173,7 @@ def draw_with_retries(
 
 def _draw_patient(
     seeds: tuple[int, ...], *, matrix: int, thin_slices: bool, hypodensity: str | None, scanner: Scanner | None,
-    may_lift: bool,
+    may_lift: bool, slice_mm: float | None = None,
 ) -> Phantom:
     """One draw of `make_patient`; raises `_TooDark` for an unreachable subtle infarct unless ``may_lift``."""
     # Separate streams, so the drawn parameters do not depend on the matrix size.
@@ -184,7 +189,7 @@ def _draw_patient(
     thu = anatomy.draw_tissue_hu(rng)
     vertex = anat.brain_radii[3] + anat.sas_mm + anat.skull_mm + anat.scalp_mm
     grid, center, rot = _draw_geometry(
-        rng, scanner, matrix=matrix, thin_slices=thin_slices, scale=anat.scale, vertex_mm=vertex
+        rng, scanner, matrix=matrix, thin_slices=thin_slices, scale=anat.scale, vertex_mm=vertex, slice_mm=slice_mm
     )
     x, y, z = _head_coordinates(grid, center, rot)
     shp, sp = grid.shape, grid.spacing
@@ -428,11 +433,17 @@ def pure_tissue(lab: np.ndarray, *, sub_z: int, step_xy: int) -> np.ndarray:
     return np.repeat(np.repeat(out, step_xy, axis=1), step_xy, axis=2)
 
 
-def _draw_geometry(rng, scanner: Scanner, *, matrix: int, thin_slices: bool, scale: float, vertex_mm: float):
-    """Output grid, head centre (LPS mm) and head rotation: pose of several degrees, shifts, FOV."""
+def _draw_geometry(rng, scanner: Scanner, *, matrix: int, thin_slices: bool, scale: float, vertex_mm: float,
+                   slice_mm: float | None = None):
+    """Output grid, head centre (LPS mm) and head rotation: pose of several degrees, shifts, FOV.
+
+    slice_mm: a given slice thickness, drawn from sub-slices of at most 1 mm (and no draw from
+    ``rng``, so the rest of the patient is as without it)."""
     fov = float(rng.uniform(*scanner.fov_mm))
     pixel = fov / matrix
-    if thin_slices:
+    if slice_mm is not None:
+        sub_z = max(1, int(np.ceil(slice_mm - 1e-9)))
+    elif thin_slices:
         slice_mm = float(rng.choice([0.625, 1.0, 1.25]))
         sub_z = 2 if slice_mm > 0.9 else 1
     else:

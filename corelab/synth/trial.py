@@ -44,8 +44,10 @@ from corelab.synth.scanner import draw_scanner
 from corelab.synth.tilt import plane_table, tilt_phantom
 from corelab.synth.wide_physics import (
     ACQUISITION_STREAM,
+    SLICE_STREAM,
     cut_coverage,
     draw_acquisition,
+    draw_slice_mm,
     site_physics_rng,
 )
 
@@ -104,7 +106,9 @@ def make_trial(
     correlation 0.6-2 mm), a calibration offset (+-8 HU) and cupping (2-8 HU), and each patient
     gets a few posterior-fossa streaks, partial coverage (15% vertex cut 10-30 mm, 10% skull base
     cut 10-25 mm, never through a lesion) and, 30% of DICOM series, a gantry tilt of 8-25 degrees
-    (`corelab.synth.wide_physics`); synth.json records them per patient ("coverage", "tilt_deg").
+    (`corelab.synth.wide_physics`), and phantom heads an acquired slice thickness of 0.625-5 mm
+    (unless ``thin_slices``); synth.json records them per patient ("coverage", "tilt_deg",
+    "slice_mm").
     The truth, tissue and manual reads of a tilted series lie on the grid a reader makes of it
     (`corelab.synth.tilt`), and its cuts remove whole tilted planes. "default" output is byte for byte what it was before
     the option existed.
@@ -146,6 +150,8 @@ def make_trial(
             maker = functools.partial(make_background_patient, bg)
         if physics == "wide":
             maker = functools.partial(maker, physics=physics)
+            if bg is None and not thin_slices:  # a real background keeps its own slices
+                maker = functools.partial(maker, slice_mm=draw_slice_mm(site_physics_rng(seed, i, SLICE_STREAM)))
         ph = maker((int(seed), i), hypodensity=klass, scanner=scanner)
         # The DICOM writer writes axial slices on the identity direction; any other grid goes to NIfTI.
         nifti = i % 5 == 1 or not np.allclose(ph.direction, np.eye(3).ravel())
@@ -194,7 +200,8 @@ def make_trial(
         })
         truth_rows.append(_truth_row(pid, ph, nifti, hours, manual_a, manual_b, "" if bg is None else bg.name))
         if ph.truth.physics is not None:
-            drawn[pid] = asdict(ph.truth.physics) | (acquisition.describe() if acquisition is not None else {})
+            drawn[pid] = (asdict(ph.truth.physics) | (acquisition.describe() if acquisition is not None else {})
+                          | {"slice_mm": ph.slice_mm})
     seconds = (time.perf_counter() - started) / n
     manifest = out / "manifest.xlsx"
     _write_manifest(pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS)), manifest)

@@ -6,7 +6,9 @@ cupping (`physics.SitePhysics`) and a few posterior-fossa streaks per patient, f
 of their own, so the default streams, and so the default output, stay as they were. When a trial
 is written (`corelab.synth.trial`), "wide" also draws each patient's acquisition (`Acquisition`):
 partial coverage (the vertex or the skull base cut) and, for DICOM series, a gantry tilt, which
-`corelab.synth.dicom_write` applies by sampling the head on the tilted planes.
+`corelab.synth.dicom_write` applies by sampling the head on the tilted planes, and, for phantom
+heads, the acquired slice thickness (`draw_slice_mm`: 0.625-5 mm, reconstructed to 5 mm by corelab's
+own analysis grid as any scan is).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 from corelab.synth import physics
 
 __all__ = ["PHYSICS", "PHYSICS_STREAM", "apply_physics", "site_physics_rng", "Acquisition", "draw_acquisition",
-           "cut_coverage", "ACQUISITION_STREAM"]
+           "cut_coverage", "ACQUISITION_STREAM", "SLICE_MM_CHOICES", "SLICE_STREAM", "draw_slice_mm"]
 
 PHYSICS = ("default", "wide")
 PHYSICS_STREAM = zlib.crc32(b"physics")  # appended to a seed: a stream no default draw uses
@@ -73,6 +75,23 @@ VERTEX_CUT_SHARE = 0.15  # scans whose top stops 10-30 mm below the top of the h
 BASE_CUT_SHARE = 0.10  # scans that start 10-25 mm above the lowest slice of the head (skull base cut)
 TILT_SHARE = 0.30  # DICOM series acquired with a gantry tilt of 8-25 degrees
 ACQUISITION_STREAM = 104729  # appended to (seed, patient): the stream of these draws
+
+
+# Acquired slice thicknesses (mm) of "wide" phantom heads and how often each is drawn: thin
+# reconstructions (0.625-1.25) as CT perfusion-era scanners keep, intermediate (1.5-3) as many sites
+# archive, and the 5 mm of a classic follow-up NCCT most often.
+SLICE_MM_CHOICES = (0.625, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 5.0)
+SLICE_MM_WEIGHTS = (0.06, 0.06, 0.06, 0.08, 0.08, 0.1, 0.1, 0.46)
+SLICE_STREAM = 7919  # appended to (seed, patient): the stream of the slice thickness draw
+
+
+def draw_slice_mm(rng: np.random.Generator) -> float:
+    """One "wide" patient's acquired slice thickness (mm), from `SLICE_MM_CHOICES`.
+
+    >>> sorted({draw_slice_mm(np.random.default_rng(k)) for k in range(200)}) == list(SLICE_MM_CHOICES)
+    True
+    """
+    return float(rng.choice(SLICE_MM_CHOICES, p=SLICE_MM_WEIGHTS))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from corelab.synth import make_patient, make_trial
 from corelab.synth.dicom_write import write_dicom_series
 from corelab.synth.tilt import tilt_phantom
 from corelab.synth.wide_physics import (
+    SLICE_MM_CHOICES,
     Acquisition,
     cut_coverage,
     draw_acquisition,
@@ -83,13 +84,36 @@ def test_cuts_never_take_a_lesion_slice(patient):
     assert draw_acquisition(site_physics_rng(7, 0, 1), patient, dicom=False).tilt_deg == 0.0
 
 
-def test_a_wide_trial_records_each_patients_coverage_and_tilt(tmp_path):
+def test_a_wide_trial_records_each_patients_coverage_tilt_and_slice_thickness(tmp_path):
+    import pandas as pd
+
     make_trial(tmp_path, n=4, seed=3, matrix=64, n_sites=1, physics="wide")
     drawn = json.loads((tmp_path / "synth.json").read_text())["physics_drawn"]
+    truth = pd.read_csv(tmp_path / "truth.csv").set_index("patient_id")
     for pid, record in drawn.items():
         assert record["coverage"] == "full" or "cut" in record["coverage"], pid
         assert record["tilt_deg"] == 0.0 or 8.0 <= record["tilt_deg"] <= 25.0, pid
+        assert record["slice_mm"] in SLICE_MM_CHOICES and truth.loc[pid, "slice_mm"] == record["slice_mm"], pid
+        scan = read_scan(tmp_path / "scans" / (pid + (".nii.gz" if truth.loc[pid, "format"] == "nifti" else "")))
+        # The slices as acquired (a tilted series' slices are its planes, thinner along z by cos(tilt)).
+        assert scan.spacing[0] == pytest.approx(record["slice_mm"] * np.cos(np.radians(record["tilt_deg"])),
+                                                rel=0.02), pid
     assert drawn["SYN002"]["tilt_deg"] == 0.0  # patient 2 is a NIfTI scan: never tilted
+    assert len({record["slice_mm"] for record in drawn.values()}) > 1  # seed 3 draws more than one thickness
+
+
+def test_a_thinner_acquisition_keeps_the_patient_and_reads_back_on_the_analysis_grid(patient, tmp_path):
+    """The same seed at 2.5 mm: the same infarct (class, volume within its partial volume) on a
+    scan with twice the slices, which corelab reconstructs to the same 5 mm analysis grid."""
+    thin = make_patient(11, matrix=128, hypodensity="severe", slice_mm=2.5)
+    assert thin.spacing[0] == 2.5 and len(thin.hu) >= 2 * len(patient.hu) - 2
+    assert thin.truth.hypodensity == patient.truth.hypodensity == "severe"
+    assert thin.truth.class_ml == pytest.approx(patient.truth.class_ml, rel=0.15)
+    _write(thin, tmp_path / "ct")
+    grids = [to_analysis_grid(read_scan(tmp_path / "ct")), to_analysis_grid(patient.volume())]
+    assert grids[0].spacing == pytest.approx(grids[1].spacing)
+    icv = [analysis_region(g.array, g.spacing).intracranial.sum() * float(np.prod(g.spacing)) / 1000 for g in grids]
+    assert icv[0] == pytest.approx(icv[1], rel=0.05)
 
 
 def test_a_tilted_series_cut_at_the_vertex_reads_as_partial_coverage(patient, tmp_path):
