@@ -289,7 +289,10 @@ def main() -> None:
     parser.add_argument("--trained-on", default="", help="with --record-card: the families the model was trained on")
     args = parser.parse_args()
     if args.from_csv:
-        results = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
+        # Rows of one patient from several files (other approaches scored on the same test patient)
+        # become one row; other patients' rows (a run split with --first) are added.
+        results = (pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
+                   .groupby("patient", sort=False, as_index=False).first())
         print_table(results)
         for a, b in args.paired:
             d = paired(results, a, b)

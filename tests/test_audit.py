@@ -209,6 +209,7 @@ def test_no_patient_data_in_any_output_console_or_log(tmp_path, models, capfd, c
     assert "of 3 patients analysed" in result.output  # compare did print its summary
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_run_json_records_who_when_what_and_every_input_checksum(tmp_path, models):
     trial = make_trial(tmp_path / "trial", n=2, models=models,
                        rows=[{"patient_id": "GONE", "scan": "scans/missing.nii.gz"}])
@@ -243,6 +244,7 @@ def test_current_user_fails_soft(monkeypatch):
     assert current_user() == ""
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_changed_model_weights_recompute_every_scan(tmp_path, models):
     trial = make_trial(tmp_path / "trial", n=2, models=models)
     out = tmp_path / "out"

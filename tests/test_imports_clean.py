@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import pytest
 import SimpleITK as sitk
 from typer.testing import CliRunner
 
@@ -35,6 +36,7 @@ def _without_variable(monkeypatch) -> None:
     monkeypatch.delenv(ONEDNN_CACHE_VARIABLE)
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_importing_corelab_leaves_the_environment_unchanged():
     changed = _python("""
         import json, os
@@ -86,6 +88,7 @@ def _tiny_trial(folder):
         folder / "truth.csv", index=False)
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_figures_touch_no_matplotlib_global_state(tmp_path):
     _tiny_trial(tmp_path)
     # MPLBACKEND=svg: a backend the modules would not pick themselves, and get_backend() then reads it

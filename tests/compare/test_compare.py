@@ -220,6 +220,7 @@ def test_summary_sheet_has_overall_and_class_rows_with_icc(compared):
     assert sites["group"].tolist() == ["All", "A", "B"]
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_inter_reader_mode_without_results_reports_unknown_classes(tmp_path, compared):
     _, _, _, reference = compared
     reader_b = tmp_path / "reader_b"

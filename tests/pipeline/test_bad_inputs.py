@@ -59,6 +59,8 @@ from corelab.cli import app
 from corelab.pipeline.batch import run_batch
 from corelab.report.agreement_report import compare
 
+pytestmark = pytest.mark.slow  # a whole batch and a compare of bad inputs: make test runs them, the quick loop does not
+
 ONSET, SCANNED = "2024-03-01T08:00:00", "2024-03-02T08:00:00"
 FORMULA = '=HYPERLINK("http://x","y")'
 GOOD = ("P001", "P002")

@@ -26,6 +26,8 @@ from corelab.io import mask_onto, read_mask
 from corelab.io.seg import read_seg
 from corelab.io.volume import Volume, write_image
 
+pytestmark = pytest.mark.slow  # batches writing DICOM SEG: make test runs them, the quick loop does not
+
 LESION_HU = 60.0
 LESION_BAND = (48.0, 100.0)  # HU the stub calls lesion: the lesion only (skull 1000, brain 35 +- 2)
 DICOM_ROWS = ("STRAIGHT", "TILTED", "EMPTY")

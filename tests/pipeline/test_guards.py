@@ -34,6 +34,8 @@ from corelab.preprocess.grid import mask_to_analysis_grid
 from corelab.preprocess.midline import estimate_mirror
 from corelab.synth.phantom import make_patient
 
+pytestmark = pytest.mark.slow  # batches through corelab run: make test runs them, the quick loop does not
+
 # A coarse analysis grid keeps the head small (32 x 123 x 123) and the mirror fit at about 4 s.
 METHOD = Method(grid=GridParams(slice_mm=5.0, pixel_mm=2.0))
 

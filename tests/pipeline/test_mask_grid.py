@@ -141,6 +141,7 @@ def _lesion_stub(hu, region, models, *, device="cpu", precision="float32", spaci
     return np.where((hu > LESION_BAND[0]) & (hu < LESION_BAND[1]), 2, 0).astype(np.uint8)
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_each_mask_lies_on_its_input_files_grid_with_the_lesion_where_the_file_has_it(trial, tmp_path, monkeypatch):
     monkeypatch.setattr("corelab.segment.labels.segment", _lesion_stub)
     masks = _run(trial, tmp_path / "out", _stub_models(tmp_path / "models"))

@@ -20,6 +20,8 @@ from corelab.pipeline.scan import brain_shift_flag
 from corelab.preprocess.intracranial import _coverage_flags
 from corelab.segment.norm import InputNorm
 
+pytestmark = pytest.mark.slow  # batches through corelab run: make test runs them, the quick loop does not
+
 ONSET = dt.datetime(2024, 3, 1, 8, 0)
 
 

@@ -106,6 +106,7 @@ def test_end_to_end_outputs_read_back_and_volumes_equal_mask_counts(tmp_path, mo
     assert all(v >= 0 for v in stages.values()) and sum(stages.values()) <= record["seconds"] + 0.01
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_bad_rows_fail_or_are_flagged_and_the_rest_go_on(tmp_path, models, capfd):
     folder = tmp_path / "trial"
     onset = dt.datetime(2024, 3, 1, 8, 0)
@@ -158,6 +159,7 @@ def test_bad_rows_fail_or_are_flagged_and_the_rest_go_on(tmp_path, models, capfd
     assert summary.n_failed == 6 and summary.n_ok == 4
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_rerun_reuses_complete_results_and_redoes_changed_ones(tmp_path, models):
     trial = make_trial(tmp_path / "trial", n=3, models=models)
     out = tmp_path / "out"
@@ -217,6 +219,7 @@ def test_unusable_options_and_manifest_stop_before_any_scan(tmp_path):
     assert not (tmp_path / "corelab-results").exists()
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_formula_like_manifest_text_is_written_inert_and_compare_reads_it_back(tmp_path, models):
     """OWASP CSV injection: a cell starting with = must not become a live formula in volumes.xlsx
     or volumes.csv; compare still matches the patient by its original id."""
@@ -244,6 +247,7 @@ def test_formula_like_manifest_text_is_written_inert_and_compare_reads_it_back(t
     assert list(table["site"]) == ["site0", evil]  # restored for corelab's own use
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_a_brain_far_from_the_models_reference_is_flagged(tmp_path):
     """Brain-referenced models: the phantom's brain (35 HU) passes quietly; the same head read 12 HU
     high (a miscalibrated scanner) is processed and flagged with the shift the networks saw."""

@@ -145,6 +145,7 @@ COMPARE = {"corelab_version": "0.2.0", "written": "2026-11-28T09:00:00+00:00", "
                          "files": {"P00.nii.gz": "aa" * 32, "P01.nii.gz": "bb" * 32}}}
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_provenance_block_states_who_when_what_of_run_and_compare(tmp_path):
     report = build_report(per_patient_table(), mode="automated", run_info=FULL_RUN, compare_info=COMPARE)
     run_rows, compare_rows = (dict(rows) for _, rows in report.context["provenance"])

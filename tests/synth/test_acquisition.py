@@ -102,6 +102,7 @@ def test_a_wide_trial_records_each_patients_coverage_tilt_and_slice_thickness(tm
     assert len({record["slice_mm"] for record in drawn.values()}) > 1  # seed 3 draws more than one thickness
 
 
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_a_thinner_acquisition_keeps_the_patient_and_reads_back_on_the_analysis_grid(patient, tmp_path):
     """The same seed at 2.5 mm: the same infarct (class, volume within its partial volume) on a
     scan with twice the slices, which corelab reconstructs to the same 5 mm analysis grid."""

@@ -46,6 +46,7 @@ def test_procedural_default_is_unchanged():
 
 
 @needs_template
+@pytest.mark.slow  # make test runs it; the quick loop does not
 def test_atlas_and_background_defaults_are_unchanged(tmp_path):
     assert _hash(make_atlas_patient(3, matrix=96, hypodensity="severe", physics="default").hu) == "3bb5f6bdd884687a"
     head = make_patient(5, matrix=96, hypodensity="none")
@@ -122,9 +123,13 @@ def test_wide_trial_records_site_physics(tmp_path):
     assert record["physics"] == "wide" and "physics='wide'" in record["command"]
     drawn = record["physics_drawn"]
     assert sorted(drawn) == ["SYN001", "SYN002"]
-    # One site: both patients share its kernel, offset and cupping; streaks are per patient.
-    keys = ("kernel_sd_hu", "kernel_corr_mm", "offset_hu", "cupping_hu")
+    # One site: both patients share its kernel, offset and cupping; streaks are per patient. The
+    # kernel's noise SD is the site's at 5 mm, scaled by sqrt(5 / slice_mm) for each patient's slices.
+    keys = ("kernel_corr_mm", "offset_hu", "cupping_hu")
     assert [drawn["SYN001"][k] for k in keys] == [drawn["SYN002"][k] for k in keys]
+    at_5mm = [drawn[p]["kernel_sd_hu"] * (drawn[p]["slice_mm"] / 5.0) ** 0.5 for p in ("SYN001", "SYN002")]
+    assert at_5mm[0] == pytest.approx(at_5mm[1], rel=1e-9)
+    assert drawn["SYN001"]["slice_mm"] != drawn["SYN002"]["slice_mm"]  # seed 1 draws two thicknesses
 
 
 def test_unknown_physics_is_a_synth_error(tmp_path):
