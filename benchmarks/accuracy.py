@@ -42,7 +42,10 @@ from mirror_rule import mirror_rule  # benchmarks/ is the script's folder, on sy
 from corelab.config import CLASSES, hypodensity_class
 from corelab.segment.dense import dense_probabilities
 from corelab.segment.folder import load_models
+from corelab.segment.contralateral import contralateral_gate, mirror_views
+from corelab.segment.inputs import needs_mirror
 from corelab.segment.labels import labels_from_probabilities, smooth_probabilities
+from corelab.segment.networks import architecture_inputs, architecture_of
 
 # The targets of the generalization issue, on every held-out family, three-CNN approach: overall
 # ICC(A,1) and Dice, subtle Dice, control scans' claimed volume (median, max), the real normal head.
@@ -127,8 +130,13 @@ def approaches_of(folders: list[Path]) -> dict[str, tuple]:
     return out
 
 
-def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approaches: dict, *, min_component_ml=()) -> dict:
-    """Add each approach's volume, Dice and per-network claims, and the mirror rule's, to ``row``."""
+def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approaches: dict, *, min_component_ml=(),
+               gate_hu=()) -> dict:
+    """Add each approach's volume, Dice and per-network claims, and the mirror rule's, to ``row``.
+
+    An approach whose card sets a contralateral gate is scored gated, as `corelab.segment.segment`
+    does; ``gate_hu`` adds, per value g, the approach's ungated labels gated at g HU under the key
+    "<key>+gate<g>" (the same probabilities: a paired comparison at no extra network cost)."""
     from corelab.preprocess import (
         analysis_region,
         labels_to_input_grid,
@@ -139,16 +147,28 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
     grid = to_analysis_grid(volume, first.grid)
     regions = analysis_region(grid.array, grid.spacing)
     grid_ml = float(np.prod(grid.spacing)) / 1000.0
-    for key, models in approaches.items():
-        probs = dense_probabilities(grid.array, regions.region, models.networks, norm=models.norm,
-                                    device=models.device, spacing=grid.spacing)
-        for name, prob in smooth_probabilities(probs, regions.region, models.smoothing_px).items():
-            row[f"{key}:{name}_claim_ml"] = float((regions.region & (prob >= models.cutoffs[name])).sum()) * grid_ml
-        labels = labels_from_probabilities(probs, dict(models.cutoffs), regions.region, hu=grid.array,
-                                           smoothing_px=models.smoothing_px)
+    views = None
+    if gate_hu or any(models.gate_hu is not None for models in approaches.values()):
+        views = mirror_views(grid.array, regions.region, grid.spacing)  # (mirror HU, region across)
+
+    def put(key: str, labels: np.ndarray) -> None:
         auto = labels_to_input_grid(labels, grid, volume) > 0
         row[f"{key}_ml"], row[f"{key}_dice"] = auto.sum() * voxel_ml, dice(auto, reference)
         row[f"{key}_false_ml"] = (auto & ~reference).sum() * voxel_ml
+
+    for key, models in approaches.items():
+        mirror_input = views[0] if views is not None and needs_mirror(architecture_inputs(
+            architecture_of(models.networks.values()))) else None
+        probs = dense_probabilities(grid.array, regions.region, models.networks, norm=models.norm,
+                                    device=models.device, spacing=grid.spacing, mirror_hu=mirror_input)
+        for name, prob in smooth_probabilities(probs, regions.region, models.smoothing_px).items():
+            row[f"{key}:{name}_claim_ml"] = float((regions.region & (prob >= models.cutoffs[name])).sum()) * grid_ml
+        ungated = labels_from_probabilities(probs, dict(models.cutoffs), regions.region, hu=grid.array,
+                                            smoothing_px=models.smoothing_px)
+        labels = ungated if models.gate_hu is None else contralateral_gate(ungated, grid.array, *views, models.gate_hu)
+        put(key, labels)
+        for g in gate_hu:
+            put(f"{key}+gate{g:g}", contralateral_gate(ungated, grid.array, *views, g))
         for ml in min_component_ml:  # experiment: drop connected parts smaller than ml
             kept = _without_small_parts(labels > 0, ml / grid_ml)
             auto = labels_to_input_grid(kept.astype(np.uint8), grid, volume) > 0
@@ -159,7 +179,12 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
     return row
 
 
-def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, min_component_ml=(), hypodensity=None,
+def scored_keys(approaches: dict, gate_hu=()) -> list[str]:
+    """The keys `score_scan` writes for ``approaches``: each approach, then its gated variants."""
+    return [*approaches, *(f"{key}+gate{g:g}" for key in approaches for g in gate_hu)]
+
+
+def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, min_component_ml=(), gate_hu=(), hypodensity=None,
              family: str = "procedural", schedule: str = "mix", background=None, log=print) -> pd.DataFrame:
     """One row per test patient (the family's maker at key (test_seed, i) for first <= i < first +
     n_test): family, class, mimics, reference and automated volumes (mL) and Dice per approach."""
@@ -175,23 +200,27 @@ def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, m
                "class": hypodensity_class(mean_hu) or ("unclassified" if infarct_only.any() else "none"),
                "mimics": ";".join(getattr(phantom.truth, "mimics", ()) or ()),
                "reference_ml": reference.sum() * phantom.voxel_ml}
-        score_scan(row, phantom.volume(), reference, phantom.voxel_ml, approaches, min_component_ml=min_component_ml)
+        score_scan(row, phantom.volume(), reference, phantom.voxel_ml, approaches, min_component_ml=min_component_ml,
+                   gate_hu=gate_hu)
         rows.append(row)
         log(f"{row['patient']} {row['class']:<12} ref {row['reference_ml']:7.1f} mL  "
-            + "  ".join(f"{key} {row[f'{key}_ml']:.1f} mL (Dice {row[f'{key}_dice']:.2f})" for key in approaches)
+            + "  ".join(f"{key} {row[f'{key}_ml']:.1f} mL (Dice {row[f'{key}_dice']:.2f})"
+                        for key in scored_keys(approaches, gate_hu))
             + f"  mirror rule {row['mirror_ml']:.1f} mL (Dice {row['mirror_dice']:.2f})  {time.time() - started:.0f} s")
     return pd.DataFrame(rows)
 
 
-def evaluate_normal_head(approaches: dict, path: Path, log=print) -> pd.DataFrame:
+def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=()) -> pd.DataFrame:
     """The real normal head CT (nothing to find): what each approach claims on it, one row."""
     from corelab.io.read import read_scan
 
     volume = read_scan(path)
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     row = score_scan({"patient": path.name, "family": "real normal head", "class": "none", "mimics": "",
-                      "reference_ml": 0.0}, volume, np.zeros(volume.array.shape, bool), voxel_ml, approaches)
-    log(f"real normal head {path.name}: " + ", ".join(f"{key} {row[f'{key}_ml']:.1f} mL" for key in approaches)
+                      "reference_ml": 0.0}, volume, np.zeros(volume.array.shape, bool), voxel_ml, approaches,
+                     gate_hu=gate_hu)
+    log(f"real normal head {path.name}: " + ", ".join(f"{key} {row[f'{key}_ml']:.1f} mL"
+                                                      for key in scored_keys(approaches, gate_hu))
         + f", mirror rule {row['mirror_ml']:.1f} mL")
     return pd.DataFrame([row])
 
@@ -267,6 +296,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-component-ml", type=float, nargs="*", default=[],
                         help="experiment: also score each approach without connected parts smaller than these mL")
+    parser.add_argument("--gate-hu", type=float, nargs="*", default=[],
+                        help="also score each approach with the contralateral gate at these HU "
+                             "(corelab.segment.contralateral), from the same probabilities")
     parser.add_argument("--first", type=int, default=0,
                         help="first test patient index (split one cohort over several processes)")
     parser.add_argument("--family", choices=FAMILIES, default="procedural",
@@ -291,8 +323,7 @@ def main() -> None:
     if args.from_csv:
         # Rows of one patient from several files (other approaches scored on the same test patient)
         # become one row; other patients' rows (a run split with --first) are added.
-        results = (pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
-                   .groupby("patient", sort=False, as_index=False).first())
+        results = joined_results([pd.read_csv(path) for path in args.from_csv])
         print_table(results)
         for a, b in args.paired:
             d = paired(results, a, b)
@@ -316,26 +347,49 @@ def main() -> None:
     print(f"approaches: {', '.join(f'{k} ({m.version})' for k, m in approaches.items())}; test cohort: "
           f"{args.n_test} {args.family} phantoms, seed {args.test_seed}, schedule {args.schedule}")
     parts = [evaluate(approaches, n_test=args.n_test, test_seed=args.test_seed, first=args.first,
-                      min_component_ml=args.min_component_ml, hypodensity=args.hypodensity, family=args.family,
+                      min_component_ml=args.min_component_ml, gate_hu=args.gate_hu, hypodensity=args.hypodensity,
+                      family=args.family,
                       schedule=args.schedule, background=args.background)] if args.n_test else []
     if args.normal_head:
-        parts.append(evaluate_normal_head(approaches, args.normal_head))
+        parts.append(evaluate_normal_head(approaches, args.normal_head, gate_hu=args.gate_hu))
     results = pd.concat(parts, ignore_index=True)
     if args.csv:
         results.to_csv(args.csv, index=False)
     print_table(results)
 
 
+def joined_results(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Per-patient rows of several --csv files as one table: rows of one patient (other approaches
+    scored on the same test patient) become one row; other patients' rows (a run split with --first)
+    are added. Two files that disagree on a value of the same patient (the same approach scored
+    twice, differently) raise instead of one being kept silently.
+
+    >>> a = pd.DataFrame({"patient": ["P1"], "x_dice": [0.5]}); b = pd.DataFrame({"patient": ["P1"], "y_dice": [0.7]})
+    >>> joined_results([a, b]).to_dict("records")
+    [{'patient': 'P1', 'x_dice': 0.5, 'y_dice': 0.7}]
+    """
+    stacked = pd.concat(frames, ignore_index=True)
+    grouped = stacked.groupby("patient", sort=False)
+    distinct = grouped.nunique(dropna=True)
+    conflicts = distinct.columns[(distinct > 1).any()].tolist()
+    if conflicts:
+        raise SystemExit(f"the files disagree on {', '.join(conflicts[:5])} for the same patients; "
+                         "score each approach once, or name its folder differently")
+    return grouped.first().reset_index()
+
+
 def print_table(results: pd.DataFrame) -> None:
     """Table 1 layout on stdout, then the false volumes (controls, mimics, real normal head)."""
     families = sorted(set(results["family"])) if "family" in results else ["procedural"]
+    table, false = table1(results), false_volumes(results)
+    width = max([28, *(len(str(name)) + 2 for name in table["approach"])])
     print(f"\ntest scans: {len(results)} ({', '.join(families)})")
-    print(f"{'':28}{'':18}{'ICC(A,1)':>9}  {'Dice':>11}  {'n':>4}")
-    for row in table1(results).itertuples(index=False):
-        print(f"{row.approach:<28}{row[1]:<18}{row[2]:9.2f}  {row[3]:5.2f}±{row[4]:<5.2f}  {row.n:4d}")
-    print(f"\n{'':28}{'controls median':>16}{'max':>8}{'n':>4}{'mimic false':>13}{'n':>4}{'real head':>11}")
-    for row in false_volumes(results).itertuples(index=False):
-        print(f"{row[0]:<28}{row[1]:13.1f} mL{row[2]:8.1f}{row[3]:4d}{row[4]:10.1f} mL{row[5]:4d}{row[6]:8.1f} mL")
+    print(f"{'':{width}}{'':18}{'ICC(A,1)':>9}  {'Dice':>11}  {'n':>4}")
+    for row in table.itertuples(index=False):
+        print(f"{row.approach:<{width}}{row[1]:<18}{row[2]:9.2f}  {row[3]:5.2f}±{row[4]:<5.2f}  {row.n:4d}")
+    print(f"\n{'':{width}}{'controls median':>16}{'max':>8}{'n':>4}{'mimic false':>13}{'n':>4}{'real head':>11}")
+    for row in false.itertuples(index=False):
+        print(f"{row[0]:<{width}}{row[1]:13.1f} mL{row[2]:8.1f}{row[3]:4d}{row[4]:10.1f} mL{row[5]:4d}{row[6]:8.1f} mL")
 
 
 def held_out_record(results: pd.DataFrame, *, test_seed: int, trained_on: str = "") -> dict:

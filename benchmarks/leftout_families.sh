@@ -23,6 +23,10 @@ export PATH="$PWD/.venv/bin:$PATH"
 out=build/leftout-families
 mkdir -p "$out"
 tag=${LEFTOUT_TAG:+$LEFTOUT_TAG-}
+if [ -n "${LEFTOUT_TRAIN_ARGS:-}" ] && [ -z "$tag" ]; then
+  echo "LEFTOUT_TRAIN_ARGS needs LEFTOUT_TAG: untagged runs are the shipped recipe (and would be reused)" >&2
+  exit 2
+fi
 families=${LEFTOUT_FAMILIES:-procedural atlas}
 read -r -a extra <<< "${LEFTOUT_TRAIN_ARGS:-}"
 bash benchmarks/fetch_real_head.sh >/dev/null

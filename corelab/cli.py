@@ -214,8 +214,13 @@ def train(
     ] = None,
     control_tolerance_ml: Annotated[
         Optional[float],
-        typer.Option("--control-tolerance-ml", min=0.0, help="Cut-offs: a validation control scores T / (T + mL "
-                     "claimed) instead of 1 if nothing is claimed, else 0."),
+        typer.Option("--control-tolerance-ml", min=0.01, help="Cut-offs: a validation control scores T / (T + mL "
+                     "claimed) instead of 1 if nothing is claimed, else 0 (T > 0 mL)."),
+    ] = None,
+    contralateral_gate_hu: Annotated[
+        Optional[float],
+        typer.Option("--contralateral-gate-hu", help="Record in the card: in use, drop hypodense claimed parts not "
+                     "at least this many HU darker than their mirror across the midline (default: off, as the paper)."),
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run (same cohort, options, seed) from its "
@@ -243,7 +248,7 @@ def train(
 
     given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads, "val_scans": val_scans,
              "architecture": architecture, "contrast_jitter": contrast_jitter, "noise_jitter_hu": noise_jitter_hu,
-             "control_tolerance_ml": control_tolerance_ml}
+             "control_tolerance_ml": control_tolerance_ml, "contralateral_gate_hu": contralateral_gate_hu}
     if architecture is not None and architecture not in ARCHITECTURES:
         raise typer.BadParameter(f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}",
                                  param_hint="--architecture")

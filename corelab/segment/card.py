@@ -37,6 +37,7 @@ __all__ = [
     "ChecksumError",
     "architecture_from_card",
     "card_smoothing_mm",
+    "card_gate_hu",
     "norm_from_card",
     "version_string",
     "save_models",
@@ -58,11 +59,15 @@ class ChecksumError(ModelError):
 
 
 def version_string(card: Mapping) -> str:
-    """Card version + 8 hex digits over the weights' checksums, the cut-offs and the smoothing: the
-    same weights cut or smoothed otherwise give other volumes, so they are another version."""
+    """Card version + 8 hex digits over the weights' checksums, the cut-offs, the smoothing and the
+    contralateral gate when set: the same weights cut, smoothed or gated otherwise give other
+    volumes, so they are another version."""
     checksums = card["weights_sha256"]
     joined = "".join(f"{name}:{checksums[name]}" for name in sorted(checksums))
-    joined += json.dumps({"cutoffs": card["cutoffs"], "smoothing_mm": card_smoothing_mm(card)}, sort_keys=True)
+    post = {"cutoffs": card["cutoffs"], "smoothing_mm": card_smoothing_mm(card)}
+    if card_gate_hu(card) is not None:  # cards without the gate keep the version they always had
+        post["contralateral_gate_hu"] = card_gate_hu(card)
+    joined += json.dumps(post, sort_keys=True)
     return f"{card['version']}+{hashlib.sha256(joined.encode()).hexdigest()[:8]}"
 
 
@@ -77,11 +82,14 @@ def save_models(
     scores: Mapping | None = None,
     version: str | None = None,
     smoothing_mm: float = 0.0,
+    contralateral_gate_hu: float | None = None,
 ) -> Path:
     """Write `<name>.pt` weights, card.json and MODEL_CARD.md into `folder`; returns card.json's path.
 
     smoothing_mm: in-plane Gaussian sigma the probability maps are smoothed with before the cut-offs
         (the cut-offs were chosen with it; see `corelab.segment.labels.smooth_probabilities`).
+    contralateral_gate_hu: drop hypodense claimed parts not at least this many HU darker than their
+        mirror across the midline (`corelab.segment.contralateral`); None = off, as the paper.
     grid: the analysis grid, e.g. {"slice_mm": 5.0, "pixel_mm": 0.45}.
     training: what the networks were trained on (cohort, synthetic or not, seed, sizes, options).
     scores: held-out or validation scores to record, e.g. {"validation_dice": {...}}.
@@ -112,7 +120,9 @@ def save_models(
         "analysis_grid": dict(grid or {"slice_mm": 5.0, "pixel_mm": 0.45}),
         "hu_input": {**asdict(norm), "rule": _NORM_RULE if norm.brain_reference_hu is None else _BRAIN_RULE + _NORM_RULE},
         "cutoffs": {name: float(cutoffs[name]) for name in networks},
-        "postprocess": {"smoothing_mm": float(smoothing_mm), "rule": _SMOOTHING_RULE},
+        "postprocess": {"smoothing_mm": float(smoothing_mm), "rule": _SMOOTHING_RULE,
+                        **({} if contralateral_gate_hu is None else
+                           {"contralateral_gate_hu": float(contralateral_gate_hu), "gate_rule": _GATE_RULE})},
         "labels": dict(LABELS),
         "precedence": " > ".join(reversed(LABELS)),
         "training": dict(training or {}),
@@ -167,6 +177,9 @@ def markdown_card(card: Mapping, version: str) -> str:
         f"then (HU - {card['hu_input']['center_hu']}) / {card['hu_input']['scale_hu']}.",
         f"- Probability maps smoothed in-plane before the cut-offs: Gaussian sigma {card_smoothing_mm(card):g} mm "
         "(0 = none), averaged over the analysis region only.",
+        *([f"- Contralateral gate (not in the paper): each connected part of the hypodense claim is kept only "
+           f"when its median HU is at least {card_gate_hu(card):g} HU below its mirror across the midline."]
+          if card_gate_hu(card) is not None else []),
         f"- Cut-offs ({training.get('cutoff_rule', 'chosen on validation scans to maximize Dice')}): "
         + ", ".join(f"{name} {value:.3f}" for name, value in card["cutoffs"].items()) + ".",
         "- Training data: "
@@ -256,6 +269,16 @@ def card_smoothing_mm(card: Mapping) -> float:
     return float((card.get("postprocess") or {}).get("smoothing_mm", 0.0))
 
 
+def card_gate_hu(card: Mapping) -> float | None:
+    """The card's contralateral gate in HU (`corelab.segment.contralateral`); None (off) when absent."""
+    value = (card.get("postprocess") or {}).get("contralateral_gate_hu")
+    return None if value is None else float(value)
+
+
+_GATE_RULE = ("after the cut-offs, each connected part of the hypodense claim (labels 1-3; in-plane 8-connected, "
+              "slices face to face) is dropped unless the median over its voxels of (mirror HU - HU) is at least "
+              "contralateral_gate_hu, counting voxels whose mirror across the head's midline is brain; parts with "
+              "under half such voxels are kept")
 _NORM_RULE = "clip to [clip_low_hu, clip_high_hu], then (HU - center_hu) / scale_hu"
 _BRAIN_RULE = "shift the scan so the median HU of its analysis region is brain_reference_hu, then "
 

@@ -25,6 +25,7 @@ from corelab.segment.card import (
     ChecksumError,
     ModelFolderError,
     architecture_from_card,
+    card_gate_hu,
     card_smoothing_mm,
     norm_from_card,
     version_string,
@@ -78,6 +79,11 @@ class ModelSet:
     def smoothing_px(self) -> float:
         """`smoothing_mm` in analysis-grid pixels."""
         return self.smoothing_mm / self.grid.pixel_mm
+
+    @property
+    def gate_hu(self) -> float | None:
+        """The contralateral gate in HU (card "postprocess", `corelab.segment.contralateral`); None = off."""
+        return card_gate_hu(self.card)
 
     @property
     def is_single(self) -> bool:

@@ -5,6 +5,8 @@ recorded in the model card, chosen with the cut-offs on validation scans; not in
 patch's decision is noisy at 0.45 mm pixels, and a lesion is a region, so its neighbours' votes count),
 then dichotomized at its cut-off (a voxel is foreground when its
 probability >= cut-off) inside the analysis region; the union of the four is the automated infarct.
+A model whose card sets a contralateral gate then drops the hypodense parts that are not darker
+than their mirror across the midline (`corelab.segment.contralateral`; not in the paper).
 Labels (DESIGN): 1 severe, 2 intermediate, 3 subtle, 4 hemorrhage; where several networks claim a
 voxel, hemorrhage > subtle > intermediate > severe (the paper's Figure 3 rendering order).
 
@@ -20,8 +22,11 @@ import numpy as np
 from corelab.config import LABELS, hypodensity_class
 from corelab.errors import CorelabError
 from corelab.segment.card import SINGLE_NAME
+from corelab.segment.contralateral import contralateral_gate, mirror_views
 from corelab.segment.dense import dense_probabilities
 from corelab.segment.folder import ModelSet
+from corelab.segment.inputs import needs_mirror
+from corelab.segment.networks import architecture_inputs, architecture_of
 
 __all__ = ["segment", "labels_from_probabilities", "smooth_probabilities", "SegmentInputError"]
 
@@ -124,7 +129,15 @@ def segment(
     region = region.astype(bool)
     if spacing is None:
         spacing = (models.grid.slice_mm, models.grid.pixel_mm, models.grid.pixel_mm)
+    inputs = architecture_inputs(architecture_of(models.networks.values()))
+    mirror_hu = region_across = None
+    if models.gate_hu is not None:  # one registration for the networks' mirror input and the gate
+        mirror_hu, region_across = mirror_views(hu, region, spacing)
     probabilities = dense_probabilities(hu, region, models.networks, norm=models.norm, device=device,
-                                        precision=precision, spacing=spacing)
-    return labels_from_probabilities(probabilities, dict(models.cutoffs), region, hu=hu,
-                                     smoothing_px=models.smoothing_px)
+                                        precision=precision, spacing=spacing,
+                                        mirror_hu=mirror_hu if needs_mirror(inputs) else None)
+    labels = labels_from_probabilities(probabilities, dict(models.cutoffs), region, hu=hu,
+                                       smoothing_px=models.smoothing_px)
+    if models.gate_hu is not None:
+        labels = contralateral_gate(labels, hu, mirror_hu, region_across, models.gate_hu)
+    return labels

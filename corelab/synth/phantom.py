@@ -126,7 +126,8 @@ def make_patient(
     (controls 10%, classes in the paper's proportions). matrix: in-plane size (512 as scanners;
     128 for fast tests, same field of view). thin_slices: 0.5-1.5 mm slices instead of 5 mm.
     slice_mm: the acquired slice thickness (mm) instead of either (the same draws of head, lesions
-    and pose as at 5 mm; texture and noise are drawn on the finer grid; `corelab.synth.wide_physics.draw_slice_mm` draws one per "wide" patient).
+    and pose as at 5 mm; texture and noise are drawn on the finer grid;
+    `corelab.synth.wide_physics.draw_slice_mm` draws one per "wide" patient).
     physics: "default", or "wide" for kernel noise, calibration offset, cupping and posterior-fossa
     streaks added after rendering (`corelab.synth.wide_physics`; default output is unchanged).
 

@@ -129,6 +129,9 @@ def union_dice(sample: ValidationSample, cutoffs: dict[str, float], *, vary: str
         claimed = float(sample.weight[fixed].sum()) + _weight_at_or_above(sample, vary, free)
     if n_lesion == 0:
         if control_tolerance_ml is not None:
+            if control_tolerance_ml <= 0 or sample.voxel_ml <= 0:
+                raise ValueError(f"A graded control score needs a tolerance and a voxel volume above 0 mL, not "
+                                 f"{control_tolerance_ml:g} and {sample.voxel_ml:g} (scan {sample.patient_id}).")
             return control_tolerance_ml / (control_tolerance_ml + np.asarray(claimed) * sample.voxel_ml)
         return np.where(np.asarray(claimed) > 0, 0.0, 1.0)
     return 2 * np.asarray(tp) / (n_lesion + np.asarray(claimed))

@@ -76,7 +76,8 @@ class TrainOptions:
         contrast instead. 0 = off (the paper augments only by flips and rotations). With the
         brain-referenced input (`norm`) it stands for the error of the reference itself (a large
         lesion moves the median by 1-3 HU).
-    contrast_jitter: each training patch's contrast about the brain reference is scaled by one factor
+    contrast_jitter: each training patch's contrast about the brain reference (about `InputNorm.center_hu`
+        with absolute-HU input) is scaled by one factor
         drawn log-uniformly from [1 / (1 + this), 1 + this], new every epoch* (scan and mirror alike).
         Reconstruction kernel, kVp and phantom generators differ in grey-white and lesion contrast;
         0 = off (the shipped recipe; see README "Status").
@@ -87,6 +88,9 @@ class TrainOptions:
     control_tolerance_ml: how a validation control scores in the cut-off choice. None: 1 when nothing
         is claimed, else 0 (the claim's size does not count). A number T: T / (T + claimed mL), so a
         control claiming 100 mL costs more than one claiming 2 mL (`corelab.train.cutoffs.union_dice`).
+    contralateral_gate_hu: recorded in the card: in use, hypodense claimed parts not at least this
+        many HU darker than their mirror are dropped (`corelab.segment.contralateral`). It does not
+        change training or the cut-offs (chosen without it). None = off, as the paper.
     norm: HU handling; by default brain-referenced (`corelab.segment.norm.InputNorm`, `BRAIN_REFERENCE_HU`).
     hard_fraction: share of background patches drawn from the hard strata.
     other_background_fraction: share of an infarct CNN's background from other groups' patients.
@@ -107,6 +111,7 @@ class TrainOptions:
     contrast_jitter: float = 0.0
     noise_jitter_hu: float = 0.0
     control_tolerance_ml: float | None = None
+    contralateral_gate_hu: float | None = None
     val_scans: int = 20
     hard_fraction: float = 0.5
     other_background_fraction: float = 0.25
@@ -384,10 +389,13 @@ def train_models(
             training["reference_segments"] = list(segments)  # which segments of the manual reads were kept
         scores = {"validation_dice": {name: round(dice[name], 4) for name in names},
                   "note": "mean per-scan Dice of the approach's union (three CNNs or single, plus hemorrhage) "
-                          "on each network's own validation scans (not held out)"}
+                          + ("" if options.control_tolerance_ml is None else
+                             f"(validation controls scored T / (T + claimed mL), T = {options.control_tolerance_ml:g} mL) ")
+                          + "on each network's own validation scans (not held out)"}
         four = [*CLASSES, "hemorrhage"]
         save_models(out_dir, {n: networks[n] for n in four}, {n: cutoffs[n] for n in four},
                     norm=options.norm, grid=_grid(options), training=training, smoothing_mm=smoothing_mm,
+                    contralateral_gate_hu=options.contralateral_gate_hu,
                     scores={**scores, "validation_dice": {n: scores["validation_dice"][n] for n in four}})
         single_dir = None
         if single:
@@ -395,6 +403,7 @@ def train_models(
             pair = (SINGLE_NAME, "hemorrhage")
             save_models(single_dir, {n: networks[n] for n in pair}, {n: cutoffs[n] for n in pair},
                         norm=options.norm, grid=_grid(options), training=training, smoothing_mm=smoothing_mm,
+                        contralateral_gate_hu=options.contralateral_gate_hu,
                         scores={**scores, "validation_dice": {n: scores["validation_dice"][n] for n in pair}})
         shutil.rmtree(checkpoints.parent, ignore_errors=True)
     finally:
@@ -515,9 +524,10 @@ def _training_record(cohort_dir, scans, split, options, *, seed, synthetic, name
         "cutoff_rule": "chosen together (coordinate ascent) to maximize the mean per-scan Dice of the union of the "
                        "networks over all validation scans (every network's and the validation controls), on "
                        "dense maps of every region voxel; the single CNN's on the same scans beside the same "
-                       "hemorrhage CNN; a validation control scores "
-                       + ("1 when nothing is claimed, else 0" if options.control_tolerance_ml is None else
-                          f"T / (T + claimed mL) with T = {options.control_tolerance_ml:g} mL"),
+                       "hemorrhage CNN"
+                       + ("" if options.control_tolerance_ml is None else
+                          f"; a validation control scores T / (T + claimed mL) with T = "
+                          f"{options.control_tolerance_ml:g} mL instead of 1 when nothing is claimed, else 0"),
         "smoothing_rule": "the in-plane Gaussian sigma of " + ", ".join(f"{mm:g}" for mm in options.smoothing_grid_mm)
                           + " mm whose cut-offs reach the highest mean union Dice on the validation scans "
                           "(the single CNN uses the same)",

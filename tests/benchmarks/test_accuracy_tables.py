@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from accuracy import approach_keys, false_volumes, paired, patient_class, table1  # noqa: E402
+from accuracy import approach_keys, false_volumes, joined_results, paired, patient_class, table1  # noqa: E402
 
 
 def _results() -> pd.DataFrame:
@@ -52,3 +52,15 @@ def test_paired_dice_is_per_patient_with_its_interval():
     diffs = np.array([-0.1, 0.2, 0.2, 0.2, 0.2, 0.2])
     assert d["n"] == 6 and d["mean"] == pytest.approx(diffs.mean()) and d["a_higher"] == 5 and d["b_higher"] == 1
     assert d["ci95"][0] < d["mean"] < d["ci95"][1] and d["control_ml_diff_median"] == -19.0
+
+
+def test_files_of_one_test_cohort_join_per_patient_and_refuse_to_disagree():
+    results = _results()
+    a = results[["patient", "family", "class", "reference_ml", "a_ml", "a_dice"]]
+    b = results[["patient", "family", "class", "reference_ml", "b_ml", "b_dice"]]
+    first, second = b.iloc[:4], b.iloc[4:]  # b's run split over two processes (--first)
+    joined = joined_results([a, first, second])
+    assert len(joined) == len(results) and joined["b_dice"].tolist() == results["b_dice"].tolist()
+    rescored = a.assign(a_dice=a["a_dice"] - 0.1)  # the same approach scored again, otherwise
+    with pytest.raises(SystemExit, match="a_dice"):
+        joined_results([a, rescored])

@@ -358,6 +358,11 @@ def test_a_control_scored_by_its_claimed_volume_pulls_a_cut_off_up_that_the_bina
     assert union_claim_ml(control, {"severe": graded}) == pytest.approx(1.0, abs=0.002)
     assert float(union_dice(control, {"severe": graded}, control_tolerance_ml=10.0)) == pytest.approx(10 / 11, abs=1e-3)
     assert float(union_dice(control, {"severe": graded})) == 0.0
+    with pytest.raises(ValueError, match="above 0 mL"):  # 0 / 0 would be NaN, which argmax takes for the best
+        union_dice(control, {"severe": graded}, control_tolerance_ml=0.0)
+    unsized = ValidationSample("C", control.kind, control.weight, control.probabilities)  # no voxel volume
+    with pytest.raises(ValueError, match="above 0 mL"):
+        union_dice(unsized, {"severe": graded}, control_tolerance_ml=10.0)
 
 
 def test_texture_jitter_scales_contrast_about_the_brain_reference_adds_noise_and_leaves_air():

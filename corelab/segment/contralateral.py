@@ -1,0 +1,103 @@
+"""The contralateral check of a claim: a hypodense infarct is brain darker than the same place across
+the midline, so a claimed part that is not darker than its mirror is dropped.
+
+A reader calls a hypodensity by comparing each hemisphere with the other; anatomy that both
+hemispheres share (deep white matter, the cortex beside the inner table, beam hardening at the
+skull base) is not an infarct however dark it reads. The networks' false claims on normal brain
+of scanners and anatomy they never saw lie mostly there, on both sides (README "Status"). This check
+is not in the paper; a model's card turns it on (`postprocess.contralateral_gate_hu`, None = off, as
+the paper).
+
+Each connected part of the hypodense claim (labels 1-3 together; in-plane 8-connected, slices
+joined face to face) is compared with its mirror: the median over its voxels of (mirror HU - HU),
+counting only voxels whose mirror position is brain too (the analysis region mirrored). A part is
+kept when that median is at least ``gate_hu``, or when under half of its voxels have brain across the
+midline (nothing to compare with: kept, not judged). Hemorrhage (label 4) is left as it is: fresh
+blood is brighter than its mirror, another contrast and another network.
+
+Pure functions on arrays of the analysis grid (`[z, y, x]`, x left-right).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["PART_STRUCTURE", "MIN_COMPARED_SHARE", "contralateral_gate", "mirror_views", "part_contrasts"]
+
+# In-plane 8-neighbours, and the voxel above and below (5 mm slices: a diagonal across slices is far).
+PART_STRUCTURE = np.zeros((3, 3, 3), bool)
+PART_STRUCTURE[1] = True
+PART_STRUCTURE[0, 1, 1] = PART_STRUCTURE[2, 1, 1] = True
+# A part is judged only when at least this share of its voxels has brain across the midline.
+MIN_COMPARED_SHARE = 0.5
+
+
+def mirror_views(hu: np.ndarray, region: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """The scan's mid-sagittal mirror in HU (air, -1000, outside the grid; the mirror networks' input,
+    `corelab.segment.inputs.mirror_of`) and the analysis region mirrored the same way (bool): one
+    registration (`corelab.preprocess.midline`, about 3 s) for both."""
+    from corelab.preprocess.midline import estimate_mirror, mirror_image
+
+    hu = np.asarray(hu, dtype=np.float32)
+    mirror = estimate_mirror(hu, spacing)
+    region_across = mirror_image(np.asarray(region, np.float32), spacing, mirror, default=0.0) > 0.5
+    return mirror_image(hu, spacing, mirror, default=-1000.0), region_across
+
+
+def part_contrasts(claim: np.ndarray, hu: np.ndarray, mirror_hu: np.ndarray,
+                   region_across: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The connected parts of ``claim`` and, per part (1..n), the median of (mirror HU - HU) over
+    its compared voxels (NaN when it has none) and the share of its voxels compared.
+
+    Returns (parts, contrast_hu, compared_share): parts int32 `[z, y, x]` (0 outside the claim),
+    and two float arrays of length n (index i is part i + 1).
+
+    >>> claim = np.zeros((1, 3, 7), bool); claim[0, 1, 1] = claim[0, 1, 5] = True
+    >>> hu = np.full((1, 3, 7), 30.0); mirror = hu.copy(); mirror[0, 1, 1] = 36.0
+    >>> parts, contrast, share = part_contrasts(claim, hu, mirror, np.ones_like(claim))
+    >>> contrast.tolist(), share.tolist()
+    ([6.0, 0.0], [1.0, 1.0])
+    """
+    from scipy import ndimage
+
+    claim = np.asarray(claim, dtype=bool)
+    parts, n = ndimage.label(claim, structure=PART_STRUCTURE)
+    if n == 0:
+        return parts, np.zeros(0), np.zeros(0)
+    index = np.arange(1, n + 1)
+    compared = claim & np.asarray(region_across, dtype=bool)
+    difference = np.asarray(mirror_hu, np.float64) - np.asarray(hu, np.float64)
+    compared_parts = np.where(compared, parts, 0)
+    counts = np.bincount(parts.ravel(), minlength=n + 1)[1:].astype(float)
+    compared_counts = np.bincount(compared_parts.ravel(), minlength=n + 1)[1:].astype(float)
+    contrast = np.full(n, np.nan)
+    if compared.any():
+        medians = np.asarray(ndimage.median(difference, labels=compared_parts, index=index), dtype=float)
+        contrast = np.where(compared_counts > 0, medians, np.nan)
+    return parts, contrast, compared_counts / counts
+
+
+def contralateral_gate(labels: np.ndarray, hu: np.ndarray, mirror_hu: np.ndarray, region_across: np.ndarray,
+                       gate_hu: float) -> np.ndarray:
+    """``labels`` without the hypodense parts (labels 1-3) that are not at least ``gate_hu`` darker
+    than their mirror (median over the part; see the module docstring). A new array; hemorrhage and
+    background unchanged.
+
+    hu, mirror_hu: HU on the analysis grid and each voxel's value across the midline
+    (`corelab.preprocess.midline.mirror_image`); region_across: the analysis region mirrored the same
+    way (bool), i.e. where the mirror position is brain.
+
+    >>> labels = np.zeros((1, 3, 7), np.uint8); labels[0, 1, 1] = 2; labels[0, 1, 5] = 1; labels[0, 0, 5] = 4
+    >>> hu = np.full((1, 3, 7), 30.0); mirror = hu.copy(); mirror[0, 1, 1] = 36.0
+    >>> contralateral_gate(labels, hu, mirror, np.ones((1, 3, 7), bool), 2.0)[0].tolist()
+    [[0, 0, 0, 0, 0, 4, 0], [0, 2, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0]]
+    """
+    labels = np.asarray(labels)
+    claim = (labels >= 1) & (labels <= 3)
+    parts, contrast, share = part_contrasts(claim, hu, mirror_hu, region_across)
+    if len(contrast) == 0:
+        return labels.copy()
+    with np.errstate(invalid="ignore"):
+        keep = (share < MIN_COMPARED_SHARE) | (contrast >= gate_hu)
+    dropped = np.concatenate([[False], ~keep])[parts]
+    return np.where(dropped, 0, labels).astype(labels.dtype)
