@@ -149,7 +149,7 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
     grid_ml = float(np.prod(grid.spacing)) / 1000.0
     views = None
     if gate_hu or any(models.gate_hu is not None for models in approaches.values()):
-        views = mirror_views(grid.array, regions.region, grid.spacing)  # (mirror HU, region across)
+        views = mirror_views(grid.array, regions.region, grid.spacing)
 
     def put(key: str, labels: np.ndarray) -> None:
         auto = labels_to_input_grid(labels, grid, volume) > 0
@@ -157,7 +157,7 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
         row[f"{key}_false_ml"] = (auto & ~reference).sum() * voxel_ml
 
     for key, models in approaches.items():
-        mirror_input = views[0] if views is not None and needs_mirror(architecture_inputs(
+        mirror_input = views.hu if views is not None and needs_mirror(architecture_inputs(
             architecture_of(models.networks.values()))) else None
         probs = dense_probabilities(grid.array, regions.region, models.networks, norm=models.norm,
                                     device=models.device, spacing=grid.spacing, mirror_hu=mirror_input)
@@ -165,10 +165,10 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
             row[f"{key}:{name}_claim_ml"] = float((regions.region & (prob >= models.cutoffs[name])).sum()) * grid_ml
         ungated = labels_from_probabilities(probs, dict(models.cutoffs), regions.region, hu=grid.array,
                                             smoothing_px=models.smoothing_px)
-        labels = ungated if models.gate_hu is None else contralateral_gate(ungated, grid.array, *views, models.gate_hu)
+        labels = ungated if models.gate_hu is None else contralateral_gate(ungated, grid.array, views.hu, views.region_across, models.gate_hu)
         put(key, labels)
         for g in gate_hu:
-            put(f"{key}+gate{g:g}", contralateral_gate(ungated, grid.array, *views, g))
+            put(f"{key}+gate{g:g}", contralateral_gate(ungated, grid.array, views.hu, views.region_across, g))
         for ml in min_component_ml:  # experiment: drop connected parts smaller than ml
             kept = _without_small_parts(labels > 0, ml / grid_ml)
             auto = labels_to_input_grid(kept.astype(np.uint8), grid, volume) > 0
@@ -319,6 +319,8 @@ def main() -> None:
     parser.add_argument("--paired", nargs=2, action="append", default=[], metavar=("A", "B"),
                         help="with --from-csv: per-patient Dice of approach A minus B (repeatable)")
     parser.add_argument("--trained-on", default="", help="with --record-card: the families the model was trained on")
+    parser.add_argument("--card-approach", default=None,
+                        help="with --record-card: the approach key of that folder's scores (default: its name)")
     args = parser.parse_args()
     if args.from_csv:
         # Rows of one patient from several files (other approaches scored on the same test patient)
@@ -331,7 +333,8 @@ def main() -> None:
                   f"{d['ci95'][1]:+.3f}, n = {d['n']}; {a} higher on {d['a_higher']}, {b} on {d['b_higher']}); "
                   f"controls: median claimed mL difference {d['control_ml_diff_median']:+.1f}")
         if args.record_card:
-            record_in_cards(args.record_card, results, test_seed=args.test_seed, trained_on=args.trained_on)
+            record_in_cards(args.record_card, results, test_seed=args.test_seed, trained_on=args.trained_on,
+                            approach=args.card_approach)
         return
     torch.set_num_threads(args.threads)
 
@@ -418,12 +421,19 @@ def held_out_record(results: pd.DataFrame, *, test_seed: int, trained_on: str = 
     return record
 
 
-def record_in_cards(folder: Path, results: pd.DataFrame, *, test_seed: int, trained_on: str = "") -> None:
-    """Write the held-out record and a one-sentence verdict into `folder` and `folder/single` cards."""
+def record_in_cards(folder: Path, results: pd.DataFrame, *, test_seed: int, trained_on: str = "",
+                    approach: str | None = None) -> None:
+    """Write the held-out record and a one-sentence verdict into `folder` and `folder/single` cards.
+
+    approach: the key of the results that is this folder's three-CNN approach (default: the folder's
+    name, the key `approaches_of` gives it)."""
     from corelab.segment.card import record_held_out
 
     record = held_out_record(results, test_seed=test_seed, trained_on=trained_on)
-    key = folder.name if folder.name in record else "three"
+    key = approach or folder.name
+    if key not in record:
+        raise SystemExit(f"no approach {key!r} in the results (they hold {', '.join(approach_keys(results))}); "
+                         "name it with --card-approach")
     three = record[key]
     met = ((three["all"]["icc_a1"] or 0) >= TARGETS["icc_a1"] and (three["all"]["dice_mean"] or 0) >= TARGETS["dice"]
            and (three.get("subtle", {}).get("dice_mean") or 0) >= TARGETS["subtle_dice"]

@@ -177,6 +177,10 @@ def train(
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     single: Annotated[bool, typer.Option("--single", help="Also train the single-CNN baseline.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (split, sampling, initialisation).")] = 0,
+    paper: Annotated[
+        bool, typer.Option("--paper", help="The paper's input and post-processing (the replication baseline): "
+                           "absolute HU, no probability smoothing, no calibration offsets in training.")
+    ] = False,
     patches_per_class: Annotated[
         Optional[int],
         typer.Option("--patches-per-class", min=100, help="Lesion patches per network (as many background).",
@@ -244,7 +248,7 @@ def train(
     from dataclasses import replace
 
     from corelab.segment.networks import ARCHITECTURES
-    from corelab.train.recipe import TrainOptions, train_models
+    from corelab.train.recipe import TrainOptions, paper_options, train_models
 
     given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads, "val_scans": val_scans,
              "architecture": architecture, "contrast_jitter": contrast_jitter, "noise_jitter_hu": noise_jitter_hu,
@@ -252,7 +256,8 @@ def train(
     if architecture is not None and architecture not in ARCHITECTURES:
         raise typer.BadParameter(f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}",
                                  param_hint="--architecture")
-    options = replace(TrainOptions(), **{name: value for name, value in given.items() if value is not None})
+    base = paper_options() if paper else TrainOptions()
+    options = replace(base, **{name: value for name, value in given.items() if value is not None})
     with _errors_as_exit():
         summary = train_models(cohort, out, single=single, seed=seed, options=options, resume=resume,
                                segments=tuple(reference_segment or ()) or None)

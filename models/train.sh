@@ -7,11 +7,13 @@
 # about 11 s per patient); recipe: 20,000 lesion patches per network (as many background), 6
 # epochs keeping the one with the lowest validation-patch loss, 8 validation scans per network,
 # +-3 HU calibration offsets, then smoothing and cut-offs chosen together on the validation scans'
-# dense maps; the single-CNN baseline beside it. Seeded, one CPU thread: the same weights bit for bit
-# (checked 2026-12-02 on a 2-core machine from the same cohort: same SHA-256 of every weight file,
-# same cut-offs and version; about 11 min for the cohort, 30-42 min to train with other jobs running).
-# The held-out scores in the cards come after, from benchmarks/leftout.sh and
-# `python benchmarks/accuracy.py --from-csv ... --record-card models`. CORELAB_COHORT=DIR uses an existing copy of the cohort. An interrupted run continues with --resume.
+# dense maps; the single-CNN baseline beside it. Then the paper's own method beside them, the
+# replication baseline in models/barros2020/ (below). Seeded, one CPU thread: the same weights bit
+# for bit (checked 2026-12-02 on a 2-core machine from the same cohort: same SHA-256 of every weight
+# file, same cut-offs and version; about 11 min for the cohort, 30-42 min per model folder to train
+# with other jobs running). The held-out scores in the cards come after, from benchmarks/leftout.sh
+# and `python benchmarks/accuracy.py --from-csv ... --record-card models`. CORELAB_COHORT=DIR uses an
+# existing copy of the cohort. An interrupted run continues with --resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -19,3 +21,8 @@ cohort=${CORELAB_COHORT:-build/mixed-s2000-n60}
 [ -f "$cohort/manifest.xlsx" ] || corelab synth "$cohort" --n 60 --seed 2000 --family mixed
 corelab train "$cohort" --out models --single --seed 0 --patches-per-class 20000 --epochs 6 --val-scans 8 \
     --architecture barros2020-mirror-cnn --resume
+# The replication baseline, the paper's method as exactly as corelab runs it (models/barros2020/, with
+# its single CNN): the paper's CNN on absolute HU, no probability smoothing, no calibration offsets
+# (`corelab train --paper`); same cohort, sizes and seed.
+corelab train "$cohort" --out models/barros2020 --single --seed 0 --patches-per-class 20000 --epochs 6 \
+    --val-scans 8 --architecture barros2020-patch-cnn --paper --resume

@@ -214,7 +214,8 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
     from corelab.audit import scan_sha256
     from corelab.pipeline.qc import auto_class_title, png_bytes, qc_figure
     from corelab.preprocess import analysis_region, labels_to_input_grid, to_analysis_grid
-    from corelab.segment.labels import segment
+    from corelab.segment.contralateral import mirror_views
+    from corelab.segment.labels import segment, uses_mirror
     from corelab.segment.norm import brain_median
 
     clock = _Stopwatch()
@@ -226,16 +227,20 @@ def process_scan(job: ScanJob, models, *, device: str = "cpu", method: Method = 
         grid = to_analysis_grid(vol, method.grid)
         regions = analysis_region(grid.array, grid.spacing, method)
         clock.lap("preprocess")
+        # One midline registration for the mirror networks' input, the gate and the symmetry guard.
+        views = mirror_views(grid.array, regions.region, grid.spacing) if uses_mirror(models) else None
         labels_grid = segment(grid.array, regions.region, models, device=device, precision=method.precision,
-                              spacing=grid.spacing)
+                              spacing=grid.spacing, views=views)
         brain_median_hu = brain_median(grid.array, regions.region)
         shift_flag = brain_shift_flag(models.norm, brain_median_hu)
         clock.lap("cnn")
         labels = np.ascontiguousarray(labels_to_input_grid(labels_grid, grid, vol), dtype=np.uint8)
         measurements = measure_labels(labels, vol.array, vol.spacing)
         # Guards on the claim (corelab.pipeline.guards), inside the try so that no scan raises; timed
-        # with "measure". The mirror registration (about 3 s) runs only for claims of 10 mL or more.
-        guards = guard_flags(labels_grid, grid.array, regions.region, grid.spacing)
+        # with "measure". Without the segmentation's mirror, the registration (about 3 s) runs only for
+        # claims of 10 mL or more.
+        guards = guard_flags(labels_grid, grid.array, regions.region, grid.spacing,
+                             mirror=views.mirror if views is not None else None)
         intracranial_ml = float(np.count_nonzero(regions.intracranial)) * grid.voxel_ml
         clock.lap("measure")
         # volumes.csv's auto_class, named as such: "class" alone would read as the reference's in a report

@@ -154,6 +154,7 @@ _NAMES = {
     "max_hours": "latest scan after onset", "precision": "arithmetic precision",
     "smoothing_mm": "probability smoothing (Gaussian sigma)", "brain_reference_hu": "brain median HU reference",
     "cutoffs": "probability cut-offs",
+    "contralateral_gate_hu": "contralateral gate (hypodense part darker than its mirror by)",
 }
 _UNITS = (("_mm2", "mm²"), ("_hu", "HU"), ("_mm", "mm"))
 # Shown in the provenance table already (or internal to the record format).
@@ -190,7 +191,8 @@ def parameter_rows(run_info: dict) -> list[tuple[str, str, str, str]]:
     """
     rows = _rows("Method", dict(run_info.get("parameters") or {}), "parameters")
     models = {k: v for k, v in dict(run_info.get("models") or {}).items()
-              if k in ("cutoffs", "smoothing_mm", "brain_reference_hu")}
+              if k in ("cutoffs", "smoothing_mm", "brain_reference_hu")
+              or (k == "contralateral_gate_hu" and v is not None)}
     return rows + _rows("Models", models, "models")
 
 

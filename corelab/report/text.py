@@ -68,8 +68,11 @@ def _input_and_smoothing(flat: dict[str, object]) -> str:
     '; each scan was shifted so that the median HU of its analysis region is 35 HU, and each probability map was smoothed in-plane with a Gaussian of sigma 3 mm over the analysis region (not in the paper)'
     >>> _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0})
     ''
+    >>> _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0, "models.contralateral_gate_hu": 2.0})
+    '; each connected part of the hypodense claim was kept only when its median HU was at least 2 HU below its mirror across the midline (not in the paper)'
     """
     reference, sigma = lookup(flat, "brain_reference_hu"), lookup(flat, "smoothing_mm")
+    gate = lookup(flat, "contralateral_gate_hu")
     steps = []
     if reference is not None:
         steps.append(f"each scan was shifted so that the median HU of its analysis region is {quantity(reference, 'HU')}"
@@ -79,6 +82,9 @@ def _input_and_smoothing(flat: dict[str, object]) -> str:
     elif float(sigma) > 0:
         steps.append(f"each probability map was smoothed in-plane with a Gaussian of sigma {quantity(sigma, 'mm')} over the "
                      "analysis region")
+    if gate not in (None, NOT_RECORDED):  # None when off, absent from older run.json files: the paper's method
+        steps.append(f"each connected part of the hypodense claim was kept only when its median HU was at least "
+                     f"{quantity(gate, 'HU')} below its mirror across the midline")
     return "; " + ", and ".join(steps) + " (not in the paper)" if steps else ""
 
 

@@ -20,9 +20,15 @@ Pure functions on arrays of the analysis grid (`[z, y, x]`, x left-right).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-__all__ = ["PART_STRUCTURE", "MIN_COMPARED_SHARE", "contralateral_gate", "mirror_views", "part_contrasts"]
+if TYPE_CHECKING:  # SimpleITK only where a mirror is made: labels from stored maps need none
+    from corelab.preprocess.midline import Mirror
+
+__all__ = ["PART_STRUCTURE", "MIN_COMPARED_SHARE", "MirrorViews", "contralateral_gate", "mirror_views", "part_contrasts"]
 
 # In-plane 8-neighbours, and the voxel above and below (5 mm slices: a diagonal across slices is far).
 PART_STRUCTURE = np.zeros((3, 3, 3), bool)
@@ -32,16 +38,29 @@ PART_STRUCTURE[0, 1, 1] = PART_STRUCTURE[2, 1, 1] = True
 MIN_COMPARED_SHARE = 0.5
 
 
-def mirror_views(hu: np.ndarray, region: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """The scan's mid-sagittal mirror in HU (air, -1000, outside the grid; the mirror networks' input,
-    `corelab.segment.inputs.mirror_of`) and the analysis region mirrored the same way (bool): one
-    registration (`corelab.preprocess.midline`, about 3 s) for both."""
+@dataclass(frozen=True, eq=False)
+class MirrorViews:
+    """One scan seen across its own midline, from one registration.
+
+    mirror: the fitted reflection (`corelab.preprocess.midline.Mirror`; the symmetry guard reuses it).
+    hu: each voxel's HU across the midline, air (-1000) outside the grid (the mirror networks' input,
+        as `corelab.segment.inputs.mirror_of` makes it).
+    region_across: bool, where the mirror position is in the analysis region (brain).
+    """
+
+    mirror: Mirror
+    hu: np.ndarray
+    region_across: np.ndarray
+
+
+def mirror_views(hu: np.ndarray, region: np.ndarray, spacing: tuple[float, float, float]) -> MirrorViews:
+    """The scan's `MirrorViews`: one registration (`corelab.preprocess.midline`, about 3 s)."""
     from corelab.preprocess.midline import estimate_mirror, mirror_image
 
     hu = np.asarray(hu, dtype=np.float32)
     mirror = estimate_mirror(hu, spacing)
     region_across = mirror_image(np.asarray(region, np.float32), spacing, mirror, default=0.0) > 0.5
-    return mirror_image(hu, spacing, mirror, default=-1000.0), region_across
+    return MirrorViews(mirror, mirror_image(hu, spacing, mirror, default=-1000.0), region_across)
 
 
 def part_contrasts(claim: np.ndarray, hu: np.ndarray, mirror_hu: np.ndarray,

@@ -22,13 +22,13 @@ import numpy as np
 from corelab.config import LABELS, hypodensity_class
 from corelab.errors import CorelabError
 from corelab.segment.card import SINGLE_NAME
-from corelab.segment.contralateral import contralateral_gate, mirror_views
+from corelab.segment.contralateral import MirrorViews, contralateral_gate, mirror_views
 from corelab.segment.dense import dense_probabilities
 from corelab.segment.folder import ModelSet
 from corelab.segment.inputs import needs_mirror
 from corelab.segment.networks import architecture_inputs, architecture_of
 
-__all__ = ["segment", "labels_from_probabilities", "smooth_probabilities", "SegmentInputError"]
+__all__ = ["segment", "labels_from_probabilities", "smooth_probabilities", "uses_mirror", "SegmentInputError"]
 
 # Later entries overwrite earlier ones: this order is the precedence rule (the label values' order).
 PRECEDENCE = tuple(LABELS)
@@ -104,9 +104,15 @@ def labels_from_probabilities(
     return labels
 
 
+def uses_mirror(models: ModelSet) -> bool:
+    """True when segmenting with ``models`` looks across the midline: a network reads the mirror, or
+    the card sets the contralateral gate (`segment` then needs `MirrorViews`)."""
+    return needs_mirror(architecture_inputs(architecture_of(models.networks.values()))) or models.gate_hu is not None
+
+
 def segment(
     hu: np.ndarray, region: np.ndarray, models: ModelSet, *, device: str = "cpu", precision: str = "float32",
-    spacing: tuple[float, float, float] | None = None,
+    spacing: tuple[float, float, float] | None = None, views: MirrorViews | None = None,
 ) -> np.ndarray:
     """Automated infarct labels on the analysis grid: uint8 `[z, y, x]`, 0 outside `region`.
 
@@ -115,6 +121,8 @@ def segment(
     device: "cpu" or "cuda" (CUDA without a GPU raises `CudaUnavailableError`).
     precision: the CNNs' arithmetic, "float32" (default) or the opt-in "bfloat16" approximation.
     spacing: (z, y, x) mm of the grid; None = the model's analysis grid (slice_mm, pixel_mm, pixel_mm).
+    views: the scan's `corelab.segment.contralateral.MirrorViews` when already made (the pipeline
+    reuses them for its symmetry guard); made here when `uses_mirror(models)` and None.
 
     Example (on a scan read and preprocessed as in docs/INTERFACES.md):
         labels = segment(analysis.array, regions.region, load_models(), device="cpu")
@@ -129,15 +137,13 @@ def segment(
     region = region.astype(bool)
     if spacing is None:
         spacing = (models.grid.slice_mm, models.grid.pixel_mm, models.grid.pixel_mm)
-    inputs = architecture_inputs(architecture_of(models.networks.values()))
-    mirror_hu = region_across = None
-    if models.gate_hu is not None:  # one registration for the networks' mirror input and the gate
-        mirror_hu, region_across = mirror_views(hu, region, spacing)
+    if views is None and uses_mirror(models):  # one registration for the mirror input and the gate
+        views = mirror_views(hu, region, spacing)
     probabilities = dense_probabilities(hu, region, models.networks, norm=models.norm, device=device,
                                         precision=precision, spacing=spacing,
-                                        mirror_hu=mirror_hu if needs_mirror(inputs) else None)
+                                        mirror_hu=views.hu if views is not None else None)
     labels = labels_from_probabilities(probabilities, dict(models.cutoffs), region, hu=hu,
                                        smoothing_px=models.smoothing_px)
     if models.gate_hu is not None:
-        labels = contralateral_gate(labels, hu, mirror_hu, region_across, models.gate_hu)
+        labels = contralateral_gate(labels, hu, views.hu, views.region_across, models.gate_hu)
     return labels

@@ -54,7 +54,8 @@ from corelab.train.cutoffs import (
 )
 from corelab.train.patches import AUGMENT_SIZE, augment_windows, hard_background, sample_voxels
 
-__all__ = ["TrainOptions", "TrainSummary", "train_models", "fit_network", "network_patches", "validation_loss"]
+__all__ = [
+    "TrainOptions", "TrainSummary", "paper_options", "train_models", "fit_network", "network_patches", "validation_loss"]
 
 
 
@@ -126,6 +127,19 @@ class TrainOptions:
     def inputs(self) -> tuple[str, ...]:
         """The input volumes the architecture reads (`corelab.segment.inputs`)."""
         return architecture_inputs(ARCHITECTURES[self.architecture])
+
+
+def paper_options(**changes) -> TrainOptions:
+    """The recipe of the replication baseline (`models/barros2020/`): the paper's input and
+    post-processing with corelab's training loop. Absolute HU (no brain reference), no smoothing
+    of the probability maps, no calibration offsets (the paper augments lesion patches by flips and
+    rotations only). What stays corelab's: the cut-offs chosen together for the union's Dice on the
+    validation scans (the paper: "optimized with the data in the validation set"), early stopping on
+    validation patches, and the hard-negative sampling of background patches."""
+    from dataclasses import replace
+
+    return replace(TrainOptions(norm=InputNorm(brain_reference_hu=None), smoothing_grid_mm=(0.0,),
+                                calibration_shift_hu=0.0), **changes)
 
 
 @dataclass(frozen=True)

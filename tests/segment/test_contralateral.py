@@ -42,7 +42,8 @@ def test_symmetric_parts_are_dropped_and_a_one_sided_part_is_kept():
     labels[left | right] = 2
     labels[lone] = 3
     labels[0, 50:53, 70:73] = 4  # a speck of "hemorrhage" on a slice without blobs
-    mirror_hu, region_across = mirror_views(hu, region, SPACING)
+    views = mirror_views(hu, region, SPACING)
+    mirror_hu, region_across = views.hu, views.region_across
     _, contrast, share = part_contrasts((labels >= 1) & (labels <= 3), hu, mirror_hu, region_across)
     low, mid, high = sorted(contrast)
     assert abs(low) < 1.5 and abs(mid) < 1.5  # the mirrored pair: as dark as each other

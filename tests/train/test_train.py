@@ -128,6 +128,25 @@ def test_train_models_writes_loadable_checked_folders(tmp_path):
         load_models(tmp_path / "models")
 
 
+@pytest.mark.slow
+def test_train_paper_writes_the_replication_baseline_card(tmp_path):
+    """`corelab train --paper`: absolute HU, no smoothing, no calibration offsets, as the paper."""
+    from typer.testing import CliRunner
+
+    from corelab.cli import app
+
+    cohort = make_cohort(tmp_path / "cohort", KINDS + ["none"], hemorrhage=(0, 2, 3, 5))
+    result = CliRunner().invoke(app, ["train", str(cohort), "--out", str(tmp_path / "paper"), "--paper",
+                                      "--patches-per-class", "150", "--epochs", "1", "--val-scans", "1"])
+    assert result.exit_code == 0, result.output
+    card = json.loads((tmp_path / "paper" / "card.json").read_text())
+    assert card["hu_input"]["brain_reference_hu"] is None and card["postprocess"]["smoothing_mm"] == 0.0
+    assert card["architecture"]["name"] == "barros2020-patch-cnn"
+    assert "calibration" not in card["training"]["augmentation"]
+    assert "contralateral_gate_hu" not in card["postprocess"]
+    assert load_models(tmp_path / "paper").norm.brain_reference_hu is None
+
+
 def test_cohort_without_subtle_infarcts_is_a_named_error(tmp_path):
     cohort = make_cohort(tmp_path, ["severe", "severe", "intermediate", "intermediate"], hemorrhage=(0, 2))
     with pytest.raises(TooFewScansError, match="subtle"):
