@@ -34,7 +34,7 @@ DICOM_ROWS = ("STRAIGHT", "TILTED", "EMPTY")
 runner = CliRunner()
 
 
-def _lesion_stub(hu, region, models, *, device="cpu", precision="float32", spacing=None):
+def _lesion_stub(hu, region, models, *, device="cpu", precision="float32", spacing=None, views=None):
     return np.where((hu > LESION_BAND[0]) & (hu < LESION_BAND[1]), 2, 0).astype(np.uint8)
 
 

@@ -135,7 +135,7 @@ def _assert_on_grid_of(mask: sitk.Image, scan: sitk.Image) -> None:
     assert mask.GetDirection() == pytest.approx(scan.GetDirection(), abs=1e-6)
 
 
-def _lesion_stub(hu, region, models, *, device="cpu", precision="float32", spacing=None):
+def _lesion_stub(hu, region, models, *, device="cpu", precision="float32", spacing=None, views=None):
     """`corelab.segment.labels.segment` replaced by a rule with a known answer: label 2 exactly
     where the HU are the lesion's."""
     return np.where((hu > LESION_BAND[0]) & (hu < LESION_BAND[1]), 2, 0).astype(np.uint8)
