@@ -1,0 +1,1 @@
+"""The replication baseline's single-CNN model folder, installed as package data."""
