@@ -43,9 +43,7 @@ from corelab.config import CLASSES, hypodensity_class
 from corelab.segment.dense import dense_probabilities
 from corelab.segment.folder import load_models
 from corelab.segment.contralateral import contralateral_gate, mirror_views
-from corelab.segment.inputs import needs_mirror
 from corelab.segment.labels import labels_from_probabilities, smooth_probabilities
-from corelab.segment.networks import architecture_inputs, architecture_of
 
 # The targets of the generalization issue, on every held-out family, three-CNN approach: overall
 # ICC(A,1) and Dice, subtle Dice, control scans' claimed volume (median, max), the real normal head.
@@ -157,10 +155,10 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
         row[f"{key}_false_ml"] = (auto & ~reference).sum() * voxel_ml
 
     for key, models in approaches.items():
-        mirror_input = views.hu if views is not None and needs_mirror(architecture_inputs(
-            architecture_of(models.networks.values()))) else None
+        # The mirror is read only by architectures whose inputs name it (as in `segment`).
         probs = dense_probabilities(grid.array, regions.region, models.networks, norm=models.norm,
-                                    device=models.device, spacing=grid.spacing, mirror_hu=mirror_input)
+                                    device=models.device, spacing=grid.spacing,
+                                    mirror_hu=views.hu if views is not None else None)
         for name, prob in smooth_probabilities(probs, regions.region, models.smoothing_px).items():
             row[f"{key}:{name}_claim_ml"] = float((regions.region & (prob >= models.cutoffs[name])).sum()) * grid_ml
         ungated = labels_from_probabilities(probs, dict(models.cutoffs), regions.region, hu=grid.array,
