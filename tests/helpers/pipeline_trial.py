@@ -19,6 +19,13 @@ from corelab.io.volume import Volume, write_image
 
 SMALL_METHOD = Method(grid=GridParams(slice_mm=5.0, pixel_mm=1.5))
 SPACING = (5.0, 1.5, 1.5)
+LESION_BAND = (48.0, 100.0)  # HU the stub calls lesion: the lesion only (skull 1000, brain 35 +- 2)
+
+
+def lesion_stub(hu, region, models, *, device="cpu", precision="float32", spacing=None, views=None):
+    """`corelab.segment.labels.segment` replaced by a rule with a known answer: label 2 exactly
+    where the HU are in `LESION_BAND` (the signature is segment's, so a new keyword shows here once)."""
+    return np.where((hu > LESION_BAND[0]) & (hu < LESION_BAND[1]), 2, 0).astype(np.uint8)
 
 
 def head_phantom(*, shape=(15, 72, 72), lesion_hu: float = 20.0, lesion_side: int = 1, seed: int = 0) -> np.ndarray:

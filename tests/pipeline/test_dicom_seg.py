@@ -17,7 +17,7 @@ import pandas as pd
 import pydicom
 import pytest
 from dicom_factory import write_ct_series
-from pipeline_trial import SMALL_METHOD, SPACING, head_phantom, write_model_folder
+from pipeline_trial import SMALL_METHOD, SPACING, head_phantom, lesion_stub, write_model_folder
 from typer.testing import CliRunner
 
 from corelab.cli import app
@@ -29,13 +29,8 @@ from corelab.io.volume import Volume, write_image
 pytestmark = pytest.mark.slow  # batches writing DICOM SEG: make test runs them, the quick loop does not
 
 LESION_HU = 60.0
-LESION_BAND = (48.0, 100.0)  # HU the stub calls lesion: the lesion only (skull 1000, brain 35 +- 2)
 DICOM_ROWS = ("STRAIGHT", "TILTED", "EMPTY")
 runner = CliRunner()
-
-
-def _lesion_stub(hu, region, models, *, device="cpu", precision="float32", spacing=None, views=None):
-    return np.where((hu > LESION_BAND[0]) & (hu < LESION_BAND[1]), 2, 0).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +67,7 @@ def _notes(out) -> dict[str, str]:
 
 
 def test_run_writes_a_seg_beside_each_labelled_dicom_mask_and_no_seg_turns_it_off(trial, tmp_path, monkeypatch):
-    monkeypatch.setattr("corelab.segment.labels.segment", _lesion_stub)
+    monkeypatch.setattr("corelab.segment.labels.segment", lesion_stub)
     out = tmp_path / "out"
     run = _run(trial, out)
     masks = out / "masks"

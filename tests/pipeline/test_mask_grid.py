@@ -22,12 +22,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from dicom_factory import write_ct_series
-from pipeline_trial import SMALL_METHOD, SPACING, head_phantom, write_model_folder
+from pipeline_trial import LESION_BAND, SMALL_METHOD, SPACING, head_phantom, lesion_stub, write_model_folder
 
 from corelab.pipeline.batch import run_batch
 
 LESION_HU = 60.0  # brighter than brain (35 HU) by 12 noise SDs (2 HU): a threshold finds it exactly
-LESION_BAND = (48.0, 100.0)  # HU the stub calls lesion: the lesion only (skull 1000, brain 35 +- 2)
 ORIGIN = (-53.25, -53.25, -30.0)  # LPS mm of the lowest slice's first voxel; centres the 72 x 72 slices
 NIFTI_CASES = ("AXIAL", "TOPDOWN", "CORONAL", "OBLIQUE")
 DICOM_CASES = ("DICOM_DESC", "DICOM_FFS")
@@ -135,15 +134,9 @@ def _assert_on_grid_of(mask: sitk.Image, scan: sitk.Image) -> None:
     assert mask.GetDirection() == pytest.approx(scan.GetDirection(), abs=1e-6)
 
 
-def _lesion_stub(hu, region, models, *, device="cpu", precision="float32", spacing=None, views=None):
-    """`corelab.segment.labels.segment` replaced by a rule with a known answer: label 2 exactly
-    where the HU are the lesion's."""
-    return np.where((hu > LESION_BAND[0]) & (hu < LESION_BAND[1]), 2, 0).astype(np.uint8)
-
-
 @pytest.mark.slow  # make test runs it; the quick loop does not
 def test_each_mask_lies_on_its_input_files_grid_with_the_lesion_where_the_file_has_it(trial, tmp_path, monkeypatch):
-    monkeypatch.setattr("corelab.segment.labels.segment", _lesion_stub)
+    monkeypatch.setattr("corelab.segment.labels.segment", lesion_stub)
     masks = _run(trial, tmp_path / "out", _stub_models(tmp_path / "models"))
     n_lesion = int(trial["lesion"].sum())
     assert n_lesion > 100  # a lesion worth finding (about 1.4 mL of 11.25 uL voxels)
