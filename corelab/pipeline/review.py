@@ -25,9 +25,10 @@ from urllib.parse import quote
 from corelab.config import OUTPUT_COLUMNS
 from corelab.errors import CorelabError
 from corelab.pipeline.outputs import ROUNDING, atomic_write_text
+from corelab.pipeline.sites import site_column
 
 __all__ = ["REVIEW_FILE", "VOLUME_COLUMNS", "ReviewError", "ReviewRow", "review_html", "review_rows",
-           "site_column", "write_review"]
+           "write_review"]
 
 REVIEW_FILE = "review.html"
 # Volume columns shown, in this order, with their header text (mL).
@@ -38,8 +39,6 @@ VOLUME_COLUMNS: dict[str, str] = {
     "subtle_ml": "subtle",
     "hemorrhage_ml": "hemorrhage",
 }
-# A manifest column with one of these names (any case) is shown as the site.
-SITE_NAMES = ("site", "site_id", "center", "centre")
 _SHOWN_DECIMALS = 2  # mL on the page; the title (hover) and the sort use volumes.csv's rounding
 
 
@@ -97,19 +96,6 @@ def _yes_no(value: Any, unknown: str) -> str:
     if value is False or text == "false":
         return "no"
     return unknown
-
-
-def site_column(columns: Sequence[str]) -> str | None:
-    """The manifest column shown as the site: the first of ``columns`` (outside the volumes table's
-    own) named as one of `SITE_NAMES`, in any case; None when there is none.
-
-    >>> site_column(["patient_id", "arm", "Site"]), site_column(["patient_id", "arm"])
-    ('Site', None)
-    """
-    for name in columns:
-        if name not in OUTPUT_COLUMNS and str(name).strip().lower() in SITE_NAMES:
-            return name
-    return None
 
 
 def review_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | Path) -> list[ReviewRow]:

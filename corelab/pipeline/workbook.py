@@ -4,7 +4,8 @@ Cells keep their type: date-times are Excel date-times, ``in_window`` / ``needs_
 volumes and densities numbers, empty cells unknown or not measured. Text passes through
 `corelab.io.tables.neutralize`, so manifest text never becomes a live formula; ``patient_id`` is
 stored and formatted as text ("007" stays "007" when the sheet is edited). The second sheet,
-``columns``, gives every column's meaning and unit from `corelab.config.COLUMN_MEANINGS`.
+``columns``, gives every column's meaning and unit from `corelab.config.COLUMN_MEANINGS`; the third,
+``sites``, each site's scans, reviews and brain density (`corelab.pipeline.sites`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from corelab.config import COLUMN_MEANINGS, OUTPUT_COLUMNS
 from corelab.io.tables import neutralize
+from corelab.pipeline.sites import SITE_COLUMNS
 
 __all__ = ["write_workbook", "column_meaning", "DATETIME_FORMAT", "MAX_WIDTH"]
 
@@ -79,10 +81,12 @@ def _fill_sheet(sheet, columns: Sequence[str], rows: Sequence[Sequence[Any]], *,
     sheet.auto_filter.ref = f"A1:{get_column_letter(len(columns))}{len(rows) + 1}"
 
 
-def write_workbook(path: str | Path, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def write_workbook(path: str | Path, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+                   sites: Sequence[Sequence[Any]] = ()) -> None:
     """Write ``rows`` (typed values, already rounded, one sequence per row in ``columns`` order) to
-    the xlsx file ``path``: sheet ``volumes`` (frozen header and patient_id column, autofilter) and
-    sheet ``columns`` (name, meaning, unit of every column of ``volumes``)."""
+    the xlsx file ``path``: sheet ``volumes`` (frozen header and patient_id column, autofilter),
+    sheet ``columns`` (name, meaning, unit of every column of ``volumes``) and, when ``sites`` holds
+    rows (`corelab.pipeline.sites.site_rows`), sheet ``sites`` with their meanings below them."""
     from openpyxl import Workbook
 
     book = Workbook()
@@ -93,4 +97,11 @@ def write_workbook(path: str | Path, columns: Sequence[str], rows: Sequence[Sequ
     described = book.create_sheet("columns")
     _fill_sheet(described, ("name", "meaning", "unit"), [(c, *column_meaning(c)) for c in columns])
     described.freeze_panes = "A2"
+    if sites:
+        by_site = book.create_sheet("sites")
+        _fill_sheet(by_site, tuple(SITE_COLUMNS), sites, text_columns=("site",))
+        by_site.append([])
+        for name, meaning in SITE_COLUMNS.items():
+            by_site.append([_excel_value(name), _excel_value(meaning)])
+        by_site.freeze_panes = "B2"
     book.save(str(path))

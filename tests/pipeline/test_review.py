@@ -11,7 +11,8 @@ import pytest
 from headless_chromium import Browser, chromium, screenshot
 from review_batch import make_results, qc_pngs, result_rows
 
-from corelab.pipeline.review import REVIEW_FILE, review_html, review_rows, site_column, write_review
+from corelab.pipeline.review import REVIEW_FILE, review_html, review_rows, write_review
+from corelab.pipeline.sites import site_column
 
 ODD_ID = "O'Brien & <Sons> \"#1\""  # not a valid manifest id, but the page must not trust that
 ODD_ERROR = "The scan <b>folder</b> holds \"3\" files & no series; check it."
