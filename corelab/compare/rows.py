@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -286,7 +287,11 @@ def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_
                     reasons.append(f"mask unreadable: {error}")
                 if auto is not None:
                     try:
-                        read = read_reference(ref_path, grid=auto, segments=segments)
+                        # The mask is on the segmented series' grid; its series uid lets an RTSTRUCT
+                        # drawn on another series be refused instead of drawn in the wrong place.
+                        series_uid = str(row.get("series_uid", "") or "").strip()
+                        on_scan = replace(auto, meta=replace(auto.meta, series_uid=series_uid)) if series_uid else auto
+                        read = read_reference(ref_path, grid=on_scan, segments=segments)
                         ref = mask_onto(read.volume, auto)
                     except CorelabError as error:
                         reasons.append(f"{REFERENCE_UNUSABLE}: {error}")

@@ -242,14 +242,22 @@ def _read_seg_reference(path: Path, segments: tuple[str, ...] | None) -> Referen
 
 
 def _read_rtstruct_reference(path: Path, grid: Volume | None, segments: tuple[str, ...] | None) -> ReferenceRead:
-    from corelab.io.rtstruct import rasterise, read_rois
+    from corelab.io.rtstruct import rasterise, read_structure_set
 
     if grid is None:
         raise ContoursNeedScanError(
             f"The read {path} is an RT Structure Set (contours), which can only be drawn onto its scan, and the "
             "scan is not available here."
         )
-    rois = read_rois(path)
+    structure = read_structure_set(path)
+    scan_series = grid.meta.series_uid
+    if scan_series and structure.series_uids and scan_series not in structure.series_uids:
+        raise ReferenceReadError(
+            f"The RT Structure Set {path} was drawn on series {_listed(list(structure.series_uids))}, not on the scan's "
+            f"series {scan_series}: its contours would land in the wrong place. Export the read from the scan "
+            "that was segmented."
+        )
+    rois = structure.rois
     by_number = {roi.number: roi for roi in rois}
     candidates = {roi.number: roi.name for roi in rois
                   if segments or roi.interpreted_type.upper() != _EXTERNAL}
@@ -299,7 +307,8 @@ def read_reference(path: str | Path, *, grid: Volume | None = None,
                    segments: tuple[str, ...] | None = None) -> ReferenceRead:
     """Read a reference in any format the module lists, as labels on its own grid.
 
-    grid: the scan the read belongs to; needed only to draw an RTSTRUCT's contours (on it).
+    grid: the scan the read belongs to; needed only to draw an RTSTRUCT's contours (on it). When its
+    ``meta.series_uid`` is known, an RTSTRUCT that names another series is refused.
     segments: names of the segments / ROIs to keep (case-insensitive); None keeps all (module rule).
     Errors are `ScanError` subclasses with one sentence each (`ReferenceReadError` for this module's).
     """

@@ -15,7 +15,10 @@ and converters (plastimatch, dcmrtstruct2nii) use:
 - the contours of one ROI on one plane combine by the even-odd rule: a contour inside another is a
   hole (a ring of infarct around spared tissue is drawn as two contours); contours of several
   drawing planes that fall on one scan slice (drawn on thinner slices than the scan's) add up;
-- ROIs are then united as labels (`corelab.io.reference` decides which ROIs and which label).
+- ROIs are then united as labels (`corelab.io.reference` decides which ROIs and which label);
+- a structure set that names the series it was drawn on is drawn only onto that series: patient
+  coordinates of another series (another acquisition, another frame of reference) would put its
+  contours in the wrong place without any contour falling off the slices.
 
 The grid is the scan's as corelab reads it (z superior; a gantry tilt corrected by shifting slices),
 so contours drawn on the tilted source slices keep their patient positions.
@@ -34,7 +37,8 @@ from pydicom.errors import InvalidDicomError
 from corelab.io.errors import ScanError
 from corelab.io.volume import Volume, to_sitk
 
-__all__ = ["RTSTRUCT", "RTStructReadError", "RoiContours", "Rasterised", "read_rois", "rasterise"]
+__all__ = ["RTSTRUCT", "RTStructReadError", "RoiContours", "StructureSet", "Rasterised", "read_structure_set",
+           "rasterise"]
 
 RTSTRUCT = "RTSTRUCT"
 _CLOSED = "CLOSED_PLANAR"
@@ -55,8 +59,29 @@ class RoiContours:
     contours: tuple[np.ndarray, ...]
 
 
-def read_rois(path: str | Path) -> list[RoiContours]:
-    """The ROIs of an RTSTRUCT file, with their closed planar contours (other contour types left out)."""
+@dataclass(frozen=True)
+class StructureSet:
+    """An RTSTRUCT file as corelab uses it: its ROIs and the SeriesInstanceUIDs of the image series
+    it says it was drawn on (ReferencedFrameOfReferenceSequence > RTReferencedStudySequence >
+    RTReferencedSeriesSequence; () when it names none)."""
+
+    rois: tuple[RoiContours, ...]
+    series_uids: tuple[str, ...]
+
+
+def _referenced_series(ds) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(
+        str(series.SeriesInstanceUID)
+        for frame in ds.get("ReferencedFrameOfReferenceSequence", [])
+        for study in frame.get("RTReferencedStudySequence", [])
+        for series in study.get("RTReferencedSeriesSequence", [])
+        if series.get("SeriesInstanceUID")
+    ))
+
+
+def read_structure_set(path: str | Path) -> StructureSet:
+    """The ROIs of an RTSTRUCT file, with their closed planar contours (other contour types left
+    out), and the series it references."""
     try:
         ds = pydicom.dcmread(str(path))
     except (OSError, InvalidDicomError, EOFError, ValueError, TypeError):
@@ -76,9 +101,10 @@ def read_rois(path: str | Path) -> list[RoiContours]:
                 if str(contour.get("ContourGeometricType", "")) == _CLOSED and len(contour.ContourData) >= 9
             )
             rois.append(RoiContours(number, names.get(number, ""), kinds.get(number, ""), contours))
+        series_uids = _referenced_series(ds)
     except (AttributeError, ValueError, TypeError):
         raise RTStructReadError(f"The contours of the RT Structure Set {path} cannot be read.") from None
-    return rois
+    return StructureSet(tuple(rois), series_uids)
 
 
 @dataclass(frozen=True)

@@ -66,9 +66,10 @@ def voxel_outline(grid: Volume, k: int, rows: tuple[int, int], cols: tuple[int, 
 
 
 def write_rtstruct(path: Path, series_files: list[Path] | tuple[Path, ...],
-                   rois: list[tuple[str, str, list[np.ndarray]]]) -> Path:
+                   rois: list[tuple[str, str, list[np.ndarray]]], *, drawn_on: str | None = None) -> Path:
     """An RTSTRUCT at ``path`` for the series of ``series_files``; rois: (name, RT ROI Interpreted
-    Type, closed planar contours as (n, 3) LPS mm arrays)."""
+    Type, closed planar contours as (n, 3) LPS mm arrays). drawn_on: the SeriesInstanceUID it
+    references instead of that series' (a read exported from another series)."""
     first = pydicom.dcmread(str(series_files[0]), stop_before_pixels=True)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
@@ -88,7 +89,7 @@ def write_rtstruct(path: Path, series_files: list[Path] | tuple[Path, ...],
         item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
         images.append(item)
     series = Dataset()
-    series.SeriesInstanceUID, series.ContourImageSequence = first.SeriesInstanceUID, images
+    series.SeriesInstanceUID, series.ContourImageSequence = drawn_on or first.SeriesInstanceUID, images
     study = Dataset()
     study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
     study.ReferencedSOPInstanceUID = first.StudyInstanceUID
