@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from corelab.audit import file_sha256, folder_checksums, invocation, utc_now
 from corelab.compare.metrics import mask_metrics, reference_mean_hu
 from corelab.config import NO_INFARCT, UNCLASSIFIED, mask_class
 from corelab.errors import CorelabError
+from corelab.io.dicom_headers import read_headers
 from corelab.io.manifest_ids import file_name_problem
 from corelab.io.read import mask_onto, read_mask, read_scan
 from corelab.io.reference import (
@@ -121,6 +121,24 @@ def _scan_path(row: pd.Series, results: Path | None, run_info: dict) -> Path | N
         if (base / path).exists():
             return base / path
     return None
+
+
+def _scan_frame(ref_path: Path, row: pd.Series, results: Path | None, run_info: dict) -> str:
+    """The FrameOfReferenceUID of the patient's DICOM series, for a read that may be an RTSTRUCT
+    (a DICOM file or folder; "" for other reads, an image-file scan, or a folder whose series do not
+    name one frame), so contours from another acquisition are refused (`read_reference`)."""
+    if not (ref_path.is_dir() or ref_path.suffix.lower() == ".dcm"):
+        return ""
+    path = _scan_path(row, results, run_info)
+    if path is None or not path.is_dir():
+        return ""
+    try:
+        headers, _ = read_headers(path)
+    except CorelabError:
+        return ""
+    uid = str(row.get("series_uid", "")).strip()
+    frames = {h.tags.get("FrameOfReferenceUID", "") for h in headers if not uid or h.series_uid == uid}
+    return frames.pop() if len(frames) == 1 else ""
 
 
 def _patient_scan(row: pd.Series, results: Path | None, run_info: dict, grid: Volume) -> tuple[Volume | None, str]:
@@ -287,11 +305,8 @@ def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_
                     reasons.append(f"mask unreadable: {error}")
                 if auto is not None:
                     try:
-                        # The mask is on the segmented series' grid; its series uid lets an RTSTRUCT
-                        # drawn on another series be refused instead of drawn in the wrong place.
-                        series_uid = str(row.get("series_uid", "") or "").strip()
-                        on_scan = replace(auto, meta=replace(auto.meta, series_uid=series_uid)) if series_uid else auto
-                        read = read_reference(ref_path, grid=on_scan, segments=segments)
+                        read = read_reference(ref_path, grid=auto, segments=segments,
+                                              frame_uid=_scan_frame(ref_path, row, results, run_info))
                         ref = mask_onto(read.volume, auto)
                     except CorelabError as error:
                         reasons.append(f"{REFERENCE_UNUSABLE}: {error}")

@@ -214,6 +214,7 @@ def read_dicom(
         source=str(path),
         modality=first.tag("Modality"),
         series_uid=uid,
+        frame_uid=first.tag("FrameOfReferenceUID"),
         acquisition_datetime=date_time,
         slice_thickness_mm=_slice_thickness(first, spacing_z),
         kernel=first.tag("ConvolutionKernel"),

@@ -41,6 +41,7 @@ _TAGS = {
     "0018|1210": "ConvolutionKernel",
     "0020|000d": "StudyInstanceUID",
     "0020|000e": "SeriesInstanceUID",
+    "0020|0052": "FrameOfReferenceUID",
     "0028|0002": "SamplesPerPixel",
     "0028|0008": "NumberOfFrames",
     "0028|0010": "Rows",

@@ -241,7 +241,8 @@ def _read_seg_reference(path: Path, segments: tuple[str, ...] | None) -> Referen
     return ReferenceRead(volume, note + (f", {_listed(left)} left out." if left else "."))
 
 
-def _read_rtstruct_reference(path: Path, grid: Volume | None, segments: tuple[str, ...] | None) -> ReferenceRead:
+def _read_rtstruct_reference(path: Path, grid: Volume | None, segments: tuple[str, ...] | None,
+                             frame_uid: str | None = None) -> ReferenceRead:
     from corelab.io.rtstruct import rasterise, read_structure_set
 
     if grid is None:
@@ -250,12 +251,12 @@ def _read_rtstruct_reference(path: Path, grid: Volume | None, segments: tuple[st
             "scan is not available here."
         )
     structure = read_structure_set(path)
-    scan_series = grid.meta.series_uid
-    if scan_series and structure.series_uids and scan_series not in structure.series_uids:
+    frame = frame_uid if frame_uid is not None else grid.meta.frame_uid
+    if frame and structure.frame_uids and frame not in structure.frame_uids:
         raise ReferenceReadError(
-            f"The RT Structure Set {path} was drawn on series {_listed(list(structure.series_uids))}, not on the scan's "
-            f"series {scan_series}: its contours would land in the wrong place. Export the read from the scan "
-            "that was segmented."
+            f"The RT Structure Set {path} is in frame of reference {_listed(list(structure.frame_uids))}, not in "
+            f'the scan\'s "{frame}": it was drawn on another acquisition and its contours would land in the '
+            "wrong place. Export the read from the scan that was segmented."
         )
     rois = structure.rois
     by_number = {roi.number: roi for roi in rois}
@@ -285,7 +286,8 @@ def _read_rtstruct_reference(path: Path, grid: Volume | None, segments: tuple[st
                          contours_left_out=outside + oblique)
 
 
-def _dicom_reference(path: Path, grid: Volume | None, segments: tuple[str, ...] | None) -> ReferenceRead:
+def _dicom_reference(path: Path, grid: Volume | None, segments: tuple[str, ...] | None,
+                     frame_uid: str | None = None) -> ReferenceRead:
     if path.is_file() and not is_dicom_file(path):
         raise ReferenceReadError(f"The file {path} is not a DICOM file (it has no DICOM header).")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and is_dicom_file(p))
@@ -299,22 +301,23 @@ def _dicom_reference(path: Path, grid: Volume | None, segments: tuple[str, ...] 
         (found, modality), = objects
         if modality == "SEG":
             return _read_seg_reference(found, segments)
-        return _read_rtstruct_reference(found, grid, segments)
+        return _read_rtstruct_reference(found, grid, segments, frame_uid)
     return ReferenceRead(read_mask(path), "")
 
 
-def read_reference(path: str | Path, *, grid: Volume | None = None,
-                   segments: tuple[str, ...] | None = None) -> ReferenceRead:
+def read_reference(path: str | Path, *, grid: Volume | None = None, segments: tuple[str, ...] | None = None,
+                   frame_uid: str | None = None) -> ReferenceRead:
     """Read a reference in any format the module lists, as labels on its own grid.
 
-    grid: the scan the read belongs to; needed only to draw an RTSTRUCT's contours (on it). When its
-    ``meta.series_uid`` is known, an RTSTRUCT that names another series is refused.
+    grid: the scan the read belongs to; needed only to draw an RTSTRUCT's contours (on it).
+    frame_uid: the scan's FrameOfReferenceUID when ``grid`` does not carry it (a mask's grid; default
+    ``grid.meta.frame_uid``); an RTSTRUCT in another frame of reference is refused, "" checks nothing.
     segments: names of the segments / ROIs to keep (case-insensitive); None keeps all (module rule).
     Errors are `ScanError` subclasses with one sentence each (`ReferenceReadError` for this module's).
     """
     path = Path(path)
     if path.is_dir() or path.name.lower().endswith(".dcm") or (path.is_file() and is_dicom_file(path)):
-        read = _dicom_reference(path, grid, segments)
+        read = _dicom_reference(path, grid, segments, frame_uid)
     else:
         read = _image_file(path, segments)
     volume = read.volume

@@ -16,9 +16,11 @@ and converters (plastimatch, dcmrtstruct2nii) use:
   hole (a ring of infarct around spared tissue is drawn as two contours); contours of several
   drawing planes that fall on one scan slice (drawn on thinner slices than the scan's) add up;
 - ROIs are then united as labels (`corelab.io.reference` decides which ROIs and which label);
-- a structure set that names the series it was drawn on is drawn only onto that series: patient
-  coordinates of another series (another acquisition, another frame of reference) would put its
-  contours in the wrong place without any contour falling off the slices.
+- a structure set is drawn only onto a scan of its frame of reference (FrameOfReferenceUID): its
+  points are patient coordinates of that frame, valid on every series of it (a read contoured on
+  the thin-slice reconstruction of the same acquisition draws onto the 5 mm series), and
+  meaningless on another (another acquisition or position), where they would land in the wrong place
+  without any contour falling off the slices.
 
 The grid is the scan's as corelab reads it (z superior; a gantry tilt corrected by shifting slices),
 so contours drawn on the tilted source slices keep their patient positions.
@@ -61,27 +63,23 @@ class RoiContours:
 
 @dataclass(frozen=True)
 class StructureSet:
-    """An RTSTRUCT file as corelab uses it: its ROIs and the SeriesInstanceUIDs of the image series
-    it says it was drawn on (ReferencedFrameOfReferenceSequence > RTReferencedStudySequence >
-    RTReferencedSeriesSequence; () when it names none)."""
+    """An RTSTRUCT file as corelab uses it: its ROIs and the frames of reference its contours are in
+    (the FrameOfReferenceUIDs of ReferencedFrameOfReferenceSequence and of StructureSetROISequence's
+    ReferencedFrameOfReferenceUID; () when it names none)."""
 
     rois: tuple[RoiContours, ...]
-    series_uids: tuple[str, ...]
+    frame_uids: tuple[str, ...]
 
 
-def _referenced_series(ds) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(
-        str(series.SeriesInstanceUID)
-        for frame in ds.get("ReferencedFrameOfReferenceSequence", [])
-        for study in frame.get("RTReferencedStudySequence", [])
-        for series in study.get("RTReferencedSeriesSequence", [])
-        if series.get("SeriesInstanceUID")
-    ))
+def _frames(ds) -> tuple[str, ...]:
+    listed = [frame.get("FrameOfReferenceUID", "") for frame in ds.get("ReferencedFrameOfReferenceSequence", [])]
+    listed += [roi.get("ReferencedFrameOfReferenceUID", "") for roi in ds.get("StructureSetROISequence", [])]
+    return tuple(dict.fromkeys(str(uid) for uid in listed if uid))
 
 
 def read_structure_set(path: str | Path) -> StructureSet:
     """The ROIs of an RTSTRUCT file, with their closed planar contours (other contour types left
-    out), and the series it references."""
+    out), and the frames of reference it names."""
     try:
         ds = pydicom.dcmread(str(path))
     except (OSError, InvalidDicomError, EOFError, ValueError, TypeError):
@@ -101,10 +99,10 @@ def read_structure_set(path: str | Path) -> StructureSet:
                 if str(contour.get("ContourGeometricType", "")) == _CLOSED and len(contour.ContourData) >= 9
             )
             rois.append(RoiContours(number, names.get(number, ""), kinds.get(number, ""), contours))
-        series_uids = _referenced_series(ds)
+        frame_uids = _frames(ds)
     except (AttributeError, ValueError, TypeError):
         raise RTStructReadError(f"The contours of the RT Structure Set {path} cannot be read.") from None
-    return StructureSet(tuple(rois), series_uids)
+    return StructureSet(tuple(rois), frame_uids)
 
 
 @dataclass(frozen=True)

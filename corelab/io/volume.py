@@ -39,6 +39,7 @@ class ScanMeta:
     source: path that was read (file or DICOM folder).
     modality: DICOM Modality ("CT"), or "" for image files, which do not say.
     series_uid: SeriesInstanceUID, or "" for image files.
+    frame_uid: FrameOfReferenceUID (the patient coordinate system of the series), or "" when absent.
     acquisition_datetime: AcquisitionDate/Time, else SeriesDate/Time, else StudyDate/Time; None if absent.
     slice_thickness_mm: SliceThickness tag, else the slice spacing.
     kernel: ConvolutionKernel, or "".
@@ -61,6 +62,7 @@ class ScanMeta:
     source: str = ""
     modality: str = ""
     series_uid: str = ""
+    frame_uid: str = ""
     acquisition_datetime: dt.datetime | None = None
     slice_thickness_mm: float | None = None
     kernel: str = ""

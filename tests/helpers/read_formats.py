@@ -66,10 +66,12 @@ def voxel_outline(grid: Volume, k: int, rows: tuple[int, int], cols: tuple[int, 
 
 
 def write_rtstruct(path: Path, series_files: list[Path] | tuple[Path, ...],
-                   rois: list[tuple[str, str, list[np.ndarray]]], *, drawn_on: str | None = None) -> Path:
+                   rois: list[tuple[str, str, list[np.ndarray]]], *, series_uid: str | None = None,
+                   frame_uid: str | None = None) -> Path:
     """An RTSTRUCT at ``path`` for the series of ``series_files``; rois: (name, RT ROI Interpreted
-    Type, closed planar contours as (n, 3) LPS mm arrays). drawn_on: the SeriesInstanceUID it
-    references instead of that series' (a read exported from another series)."""
+    Type, closed planar contours as (n, 3) LPS mm arrays). series_uid / frame_uid: the series and
+    frame of reference it names instead of that series' (contoured on another reconstruction of the
+    same acquisition, or on another acquisition)."""
     first = pydicom.dcmread(str(series_files[0]), stop_before_pixels=True)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
@@ -89,20 +91,22 @@ def write_rtstruct(path: Path, series_files: list[Path] | tuple[Path, ...],
         item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = source.SOPClassUID, source.SOPInstanceUID
         images.append(item)
     series = Dataset()
-    series.SeriesInstanceUID, series.ContourImageSequence = drawn_on or first.SeriesInstanceUID, images
+    series.SeriesInstanceUID, series.ContourImageSequence = series_uid or first.SeriesInstanceUID, images
     study = Dataset()
     study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
     study.ReferencedSOPInstanceUID = first.StudyInstanceUID
     study.RTReferencedSeriesSequence = DicomSequence([series])
     frame = Dataset()
-    frame.FrameOfReferenceUID = first.FrameOfReferenceUID
+    frame_uid = frame_uid or first.FrameOfReferenceUID
+    ds.FrameOfReferenceUID = frame_uid
+    frame.FrameOfReferenceUID = frame_uid
     frame.RTReferencedStudySequence = DicomSequence([study])
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame])
     ds.StructureSetROISequence, ds.ROIContourSequence, ds.RTROIObservationsSequence = (
         DicomSequence(), DicomSequence(), DicomSequence())
     for number, (name, kind, contours) in enumerate(rois, start=1):
         roi = Dataset()
-        roi.ROINumber, roi.ROIName, roi.ReferencedFrameOfReferenceUID = number, name, first.FrameOfReferenceUID
+        roi.ROINumber, roi.ROIName, roi.ReferencedFrameOfReferenceUID = number, name, frame_uid
         roi.ROIGenerationAlgorithm = "MANUAL"
         ds.StructureSetROISequence.append(roi)
         item = Dataset()

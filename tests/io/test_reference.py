@@ -188,17 +188,21 @@ def test_contours_need_the_scan_and_contours_off_its_slices_are_counted(reads, t
         read_reference(tmp_path / "off.dcm", grid=scan)
 
 
-def test_an_rtstruct_drawn_on_another_series_is_refused(reads, tmp_path):
+def test_an_rtstruct_of_another_frame_of_reference_is_refused_one_of_another_series_is_drawn(reads, tmp_path):
     scan, series = reads["scan"], reads["series"]
-    assert scan.meta.series_uid  # read from the DICOM series
+    assert scan.meta.frame_uid  # read from the DICOM series
     on = voxel_outline(scan, 3, (5, 8), (5, 8))
-    write_rtstruct(tmp_path / "other.dcm", series.files, [("Infarct", "", [on])], drawn_on="1.2.826.0.1.99")
-    with pytest.raises(ReferenceReadError, match=r'drawn on series "1\.2\.826\.0\.1\.99", not on the scan.s series'):
+    # Contoured on the thin-slice reconstruction of the same acquisition: same frame, valid here.
+    write_rtstruct(tmp_path / "thin.dcm", series.files, [("Infarct", "", [on])], series_uid="1.2.826.0.1.98")
+    assert int(read_reference(tmp_path / "thin.dcm", grid=scan).volume.array.sum()) == 16
+    write_rtstruct(tmp_path / "other.dcm", series.files, [("Infarct", "", [on])], frame_uid="1.2.826.0.1.99")
+    with pytest.raises(ReferenceReadError, match=r'frame of reference "1\.2\.826\.0\.1\.99", not in the scan'):
         read_reference(tmp_path / "other.dcm", grid=scan)
-    unknown = replace(scan, meta=replace(scan.meta, series_uid=""))  # a grid that does not say its series
-    assert int(read_reference(tmp_path / "other.dcm", grid=unknown).volume.array.sum()) == 16
-    write_rtstruct(tmp_path / "same.dcm", series.files, [("Infarct", "", [on])])
-    assert int(read_reference(tmp_path / "same.dcm", grid=scan).volume.array.sum()) == 16
+    with pytest.raises(ReferenceReadError, match="another acquisition"):  # the frame given beside a mask's grid
+        read_reference(tmp_path / "other.dcm", grid=replace(scan, meta=replace(scan.meta, frame_uid="")),
+                       frame_uid=scan.meta.frame_uid)
+    unknown = read_reference(tmp_path / "other.dcm", grid=scan, frame_uid="")  # nothing known: drawn
+    assert int(unknown.volume.array.sum()) == 16
 
 
 def test_one_rule_finds_reads_and_two_reads_of_a_patient_are_named(reads, tmp_path):
@@ -218,7 +222,7 @@ def _results(root, scan_folder, automated: dict[str, np.ndarray], scan: Volume):
         write_image(mask, scan, results / "masks" / f"{pid}.nii.gz")
         rows.append({"patient_id": pid, "status": "ok", "error": "", "hours_since_onset": 30, "in_window": "true",
                      "infarct_ml": "", "mask": f"masks/{pid}.nii.gz", "scan": str(scan_folder),
-                     "needs_review": "false", "flags": "", "series_uid": scan.meta.series_uid})
+                     "needs_review": "false", "flags": ""})
     pd.DataFrame(rows).to_csv(results / "volumes.csv", index=False)
     (results / "run.json").write_text(json.dumps({"versions": {"corelab": "0.1.0"}, "manifest": str(root / "m.csv"),
                                                   "models": {"version": "test"}}))
@@ -251,7 +255,7 @@ def test_compare_gives_every_format_the_same_row_and_scores_an_edited_read(reads
     write_image(labels, scan, reference / "TWICE.nii.gz")
     write_image(labels, scan, reference / "TWICE.mha")
     shutil.copytree(series.folder, reference / "ELSEWHERE")  # contours exported from another series
-    write_rtstruct(reference / "ELSEWHERE" / "RS.dcm", series.files, _contours(scan), drawn_on="1.2.826.0.1.99")
+    write_rtstruct(reference / "ELSEWHERE" / "RS.dcm", series.files, _contours(scan), frame_uid="1.2.826.0.1.99")
     masks = {**{f"P-{f}": automated for f in FORMATS}, "EDIT-seg": corelab_mask, "EDIT-slicer": corelab_mask,
              "BROKEN": automated, "TWICE": automated, "ELSEWHERE": automated}
     results = _results(tmp_path, series.folder, masks, scan)
@@ -274,7 +278,7 @@ def test_compare_gives_every_format_the_same_row_and_scores_an_edited_read(reads
     assert not table.loc["BROKEN", "in_primary"] and not table.loc["TWICE", "in_primary"]
     assert table.loc["BROKEN", "excluded_because"].startswith("reference read unusable: The file")
     assert not table.loc["ELSEWHERE", "in_primary"]
-    assert "was drawn on series \"1.2.826.0.1.99\", not on the scan's series" in table.loc["ELSEWHERE", "excluded_because"]
+    assert 'frame of reference "1.2.826.0.1.99", not in the scan' in table.loc["ELSEWHERE", "excluded_because"]
     assert "TWICE has 2 reads" in table.loc["TWICE", "excluded_because"]
     flow = pd.read_excel(results / "agreement.xlsx", sheet_name="patient_flow").set_index("reason")["patients"]
     assert flow["reference read unusable"] == 3 and flow["analysed (primary population)"] == len(FORMATS) + 2
