@@ -25,7 +25,7 @@ from corelab.config import TimingWindow, mask_class
 from corelab.io.manifest import OUTPUT_COLUMNS, ManifestRow, imaging_window
 from corelab.io.tables import neutralize_frame
 from corelab.pipeline.guards import GUARD_FLAG_KINDS
-from corelab.pipeline.sites import site_rows
+from corelab.pipeline.sites import site_column, site_rows
 from corelab.pipeline.workbook import write_workbook
 
 __all__ = [
@@ -254,8 +254,8 @@ def write_tables(rows: list[dict[str, Any]], extra_columns: tuple[str, ...], out
     Columns: `corelab.io.manifest.OUTPUT_COLUMNS`, then the manifest's extra columns unchanged.
     Empty cells mean unknown (``in_window``) or not measured (a failed or not_run row). The xlsx
     keeps types (date-times, booleans, numbers) and adds a ``columns`` and a ``sites`` sheet
-    (`corelab.pipeline.workbook`, `corelab.pipeline.sites`). ``excel``: False writes volumes.csv only (the rewrites while a
-    batch runs).
+    (`corelab.pipeline.workbook`, `corelab.pipeline.sites`). ``excel``: False writes volumes.csv
+    only (the rewrites while a batch runs).
     """
     out_dir = Path(out_dir)
     columns = list(OUTPUT_COLUMNS) + [c for c in extra_columns if c not in OUTPUT_COLUMNS]
@@ -266,5 +266,6 @@ def write_tables(rows: list[dict[str, Any]], extra_columns: tuple[str, ...], out
         inert.to_csv(tmp, index=False)
     if excel:
         with atomic_path(out_dir / "volumes.xlsx") as tmp:
-            write_workbook(tmp, columns, typed, sites=site_rows(rows))
+            sites = site_rows(rows, site_column(extra_columns), decimals=ROUNDING["brain_median_hu"])
+            write_workbook(tmp, columns, typed, sites=sites)
     return table

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
-from corelab.config import OUTPUT_COLUMNS
 from corelab.errors import CorelabError
 from corelab.pipeline.outputs import ROUNDING, atomic_write_text
 from corelab.pipeline.sites import site_column

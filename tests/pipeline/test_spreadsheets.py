@@ -1,5 +1,6 @@
 """volumes.xlsx / volumes.csv as a statistician opens them: typed cells, widths, filter, a `columns`
-sheet from one source, and the scan path as the manifest wrote it."""
+sheet from one source, a `sites` sheet that sums the volumes sheet, and the scan path as the
+manifest wrote it."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from corelab.config import COLUMN_MEANINGS, OUTPUT_COLUMNS
 from corelab.pipeline.batch import run_batch
 from corelab.pipeline.outputs import write_tables
 from corelab.pipeline.scan import brain_shift_flag
-from corelab.pipeline.sites import ALL_SITES, SITE_COLUMNS
-from corelab.segment.norm import InputNorm
+from corelab.pipeline.sites import ALL_SITES, NO_SITE, SITE_COLUMNS
 from corelab.pipeline.workbook import MAX_WIDTH
+from corelab.segment.norm import InputNorm
 
 ONSET = dt.datetime(2024, 3, 1, 8, 0)
 
@@ -100,12 +101,14 @@ def test_sites_sheet_sums_the_volumes_sheet(results):
     summary = {r[0]: dict(zip(SITE_COLUMNS, r)) for r in table[1:blank]}
     every, rows = summary.pop(ALL_SITES), list(results["rows"].values())
     ok = [r for r in rows if r["status"] == "ok"]
-    assert (every["scans"], every["ok"], every["failed"]) == (len(rows), len(ok), len(rows) - len(ok)) == (4, 3, 1)
+    counts = (every["scans"], every["ok"], every["failed"], every["not_run"])
+    assert counts == (len(rows), len(ok), 1, 0) == (4, 3, 1, 0)
     medians = sorted(r["brain_median_hu"] for r in ok)
     assert every["brain_median_hu"] == pytest.approx(medians[1], abs=0.05)
-    assert (every["brain_median_hu_low"], every["brain_median_hu_high"]) == pytest.approx((medians[0], medians[-1]), abs=0.05)
+    spread = (every["brain_median_hu_low"], every["brain_median_hu_high"])
+    assert spread == pytest.approx((medians[0], medians[-1]), abs=0.05)
     assert sum(site["scans"] for site in summary.values()) == len(rows)
-    assert "(no site)" in summary  # the two rows added without a site
+    assert NO_SITE in summary  # the two rows added without a site
     meanings = dict(r[:2] for r in table[blank + 1:])
     assert list(meanings) == list(SITE_COLUMNS) and all(meanings.values())
 
@@ -119,17 +122,20 @@ def test_sites_sheet_counts_shifted_and_reviewed_scans_per_site(tmp_path):
         {"patient_id": "A2", "status": "ok", "brain_median_hu": 35.0, "needs_review": False, "flags": "", "site": "A"},
         {"patient_id": "B2", "status": "failed", "error": "The scan file is missing.", "site": "B"},
         {"patient_id": "C1", "status": "not_run", "site": None},
+        {"patient_id": "C2", "status": "not_run", "site": float("nan")},
     ]
     write_tables(rows, ("site",), tmp_path)
     table = list(openpyxl.load_workbook(tmp_path / "volumes.xlsx")["sites"].iter_rows(values_only=True))
-    assert [r[0] for r in table[1:5]] == ["A", "B", "(no site)", ALL_SITES]  # manifest order, then all
-    assert table[1][1:] == (2, 2, 0, 0, 0, 34.0, 33.0, 35.0)
-    assert table[2][1:] == (2, 1, 1, 1, 1, 47.0, 47.0, 47.0)
-    assert table[3][1:] == (1, 0, 1, 0, 0, None, None, None)
-    assert table[4][1:] == (5, 3, 2, 1, 1, 35.0, 33.0, 47.0)
-    write_tables([{k: v for k, v in r.items() if k != "site"} for r in rows], (), tmp_path)
-    table = list(openpyxl.load_workbook(tmp_path / "volumes.xlsx")["sites"].iter_rows(values_only=True))
-    assert table[1][0] == ALL_SITES and table[2] == (None,) * len(table[2])  # no site column: the whole batch only
+    assert [r[0] for r in table[1:5]] == ["A", "B", NO_SITE, ALL_SITES]  # manifest order, then all
+    assert table[1][1:] == (2, 2, 0, 0, 0, 0, 34.0, 33.0, 35.0)
+    assert table[2][1:] == (2, 1, 1, 0, 1, 1, 47.0, 47.0, 47.0)
+    assert table[3][1:] == (2, 0, 0, 2, 0, 0, None, None, None)  # the batch has not reached them
+    assert table[4][1:] == (6, 3, 1, 2, 1, 1, 35.0, 33.0, 47.0)
+    for without, extra in (([{k: v for k, v in r.items() if k != "site"} for r in rows], ()),  # no site column
+                           ([{**r, "site": ""} for r in rows], ("site",))):  # a site column left empty
+        write_tables(without, extra, tmp_path)
+        table = list(openpyxl.load_workbook(tmp_path / "volumes.xlsx")["sites"].iter_rows(values_only=True))
+        assert table[1][0] == ALL_SITES and table[2] == (None,) * len(table[2])  # the whole batch only
 
 
 def test_csv_keeps_iso_text_and_true_false(results):
