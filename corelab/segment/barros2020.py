@@ -33,8 +33,9 @@ overhead that the dense form removes:
 
 - the four first convolutions are stacked into one (one read of the input, 256 maps);
 - ReLU is fused into the convolutions and dense layers where PyTorch's oneDNN build offers it
-  (`torch.ops.mkldnn._convolution_pointwise`, `_linear_pointwise`); elsewhere (CUDA, builds without
-  oneDNN) the plain layer is followed by an in-place ReLU, the same arithmetic;
+  (`torch.ops.mkldnn._convolution_pointwise`, `_linear_pointwise`; in bfloat16 only on CPUs whose
+  oneDNN has a bfloat16 path); elsewhere (CUDA, builds without oneDNN, bfloat16 on other CPUs) the
+  plain layer is followed by an in-place ReLU, the same arithmetic;
 - max-pools are element-wise maxima of shifted views, separably over x then y (ReLU and max
   commute, so the order of ReLU and pooling does not change a value);
 - the dense layers (a third of the arithmetic) run as matrix products on the voxels of the
@@ -45,6 +46,7 @@ overhead that the dense form removes:
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
@@ -119,11 +121,27 @@ class MirrorPatchCNN(PatchCNN):
     inputs = ("hu", "mirror")
 
 
-def _fused_conv_available(device: torch.device) -> bool:
+def _fused_conv_available(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
     if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
     # Both fused ops or neither: builds differ in which oneDNN ops they register.
-    return all(hasattr(torch.ops.mkldnn, op) for op in ("_convolution_pointwise", "_linear_pointwise"))
+    if not all(hasattr(torch.ops.mkldnn, op) for op in ("_convolution_pointwise", "_linear_pointwise")):
+        return False
+    return dtype == torch.float32 or _fused_bfloat16_runs()
+
+
+@functools.lru_cache(maxsize=1)
+def _fused_bfloat16_runs() -> bool:
+    """Whether oneDNN's fused bfloat16 convolution runs on this CPU (it needs AVX512-BF16 / AMX or
+    AVX-NE-CONVERT; elsewhere torch refuses it, while the plain bfloat16 convolution still runs)."""
+    x = torch.zeros(1, 6, 8, 8, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    w = torch.zeros(4, 6, 5, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    try:
+        torch.ops.mkldnn._convolution_pointwise(x, w, torch.zeros(4, dtype=torch.bfloat16), [0, 0], [1, 1], [1, 1], 1,
+                                                "relu", [], "")
+    except RuntimeError:
+        return False
+    return True
 
 
 class DenseNetworks:
@@ -143,7 +161,7 @@ class DenseNetworks:
         self.k = len(networks)
         self.c1 = networks[0].conv1.out_channels  # conv1 maps per network, stacked into one convolution
         self.dtype = dtype
-        self.fused = _fused_conv_available(device)
+        self.fused = _fused_conv_available(device, dtype)
         layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
         def take(tensor: torch.Tensor) -> torch.Tensor:
