@@ -4,14 +4,16 @@
 # own network by the left-out benchmark (benchmarks/leftout.sh: trained on the procedural and atlas
 # families, scored on the real-CT family it never saw and on a real normal head; README "Status").
 # Cohort: 60 phantoms, procedural and atlas alternating (`corelab synth --family mixed --seed 2000`,
-# about 11 s per patient); recipe: 20,000 lesion patches per network (as many background), 6
+# 11-17 s per patient; regenerated 2026-12-03 when the atlas family's grey-white contrast changed,
+# and the weights retrained from it); recipe: 20,000 lesion patches per network (as many background), 6
 # epochs keeping the one with the lowest validation-patch loss, 8 validation scans per network,
 # +-3 HU calibration offsets, then smoothing and cut-offs chosen together on the validation scans'
 # dense maps; the single-CNN baseline beside it. Then the paper's own method beside them, the
 # replication baseline in models/barros2020/ (below). Seeded, one CPU thread: the same weights bit
 # for bit (checked 2026-12-02 on a 2-core machine from the same cohort: same SHA-256 of every weight
 # file, same cut-offs and version; about 11 min for the cohort, 30-42 min per model folder to train
-# with other jobs running). The held-out scores in the cards come after, from benchmarks/leftout.sh
+# with other jobs running; 2026-12-03: 17 min for the cohort, 41 and 54 min for the two folders
+# trained side by side). The held-out scores in the cards come after, from benchmarks/leftout.sh
 # and `python benchmarks/accuracy.py --from-csv ... --record-card models`. CORELAB_COHORT=DIR uses an
 # existing copy of the cohort. An interrupted run continues with --resume.
 set -euo pipefail

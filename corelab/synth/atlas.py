@@ -7,9 +7,10 @@ codes and truth), so trials, training and the pipeline take either family. Per p
   2.5-5 mm with a 45 mm correlation length), an anisotropic scale (the template's 1.9 L cavity to
   adult intracranial volumes of about 1.1-1.8 L) and the pose of `phantom._draw_geometry`;
 - tissue HU come from the GM / WM / CSF probabilities mixed with the patient's tissue values
-  (`anatomy.draw_tissue_hu`: grey matter 37.5-44 HU, white matter 9.5-12.5 HU below it here, CSF 3-9
+  (`anatomy.draw_tissue_hu`: grey matter 37.5-44 HU, white matter 13-17 HU below it here, CSF 3-9
   HU, from Radiopaedia "Hounsfield unit" and Kalender, Computed Tomography 2011; the grey-white
-  difference of unenhanced CT is about 8-12 HU); deep grey nuclei, cerebellum and brainstem take
+  difference of unenhanced CT is about 8-12 HU, drawn wider here because the template's blur takes
+  about 5 HU of it off, see `_draw_atlas`); deep grey nuclei, cerebellum and brainstem take
   their own values; skull (tables and diploe) and scalp are shells at drawn thicknesses outside the
   template's inner table, the skull base and face follow `atlas_template`;
 - atrophy erodes GM and WM next to CSF (sulci by up to 2.5 mm, ventricles by up to 4.5 mm);
@@ -131,13 +132,10 @@ def _draw_atlas(
     has_atrophy = rng.random() < 0.3
     params = draw_params(rng, atrophy=has_atrophy)
     thu = anatomy.draw_tissue_hu(rng)
-    # The template's maps mix grey and white matter over the blur of 152 averaged brains, so on the
-    # 5 mm analysis grid a drawn contrast C reads about C - 5 HU (benchmarks/realism.py, 2026-12-03:
-    # 16 HU drawn read 10.7-11.1 on four heads, 10 HU 4.9-8.6; sharpening the grey share 2-3x gained
-    # under 0.5 HU). Drawn 9.5-12.5 it reads 4.7-8.7 against the real head's 10.6; 13-17 HU would read
-    # 8.4-11.5. Not changed yet: the shipped weights are trained on this output (models/train.sh) and
-    # move with it, so the change waits for a session with time to retrain and re-score them.
-    white = thu.gm - float(rng.uniform(9.5, 12.5))
+    # The template's maps mix grey and white matter over the blur of 152 averaged brains, which takes
+    # about 5 HU off a drawn grey-white contrast on the 5 mm grid: the draw is wider than real CT's
+    # 8-12 HU so that the scans read like real CT (measured: README "Phantom families and the real head").
+    white = thu.gm - float(rng.uniform(13.0, 17.0))
     thu = replace(thu, wm=white, stem=white + (thu.stem - thu.wm))
     side = int(rng.choice((-1, 1)))
     volume_ml = lesions.draw_volume_ml(rng, hypodensity) if hypodensity != "none" else 0.0

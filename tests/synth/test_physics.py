@@ -49,7 +49,7 @@ def test_procedural_default_is_unchanged():
 @needs_template
 @pytest.mark.slow  # make test runs it; the quick loop does not
 def test_atlas_and_background_defaults_are_unchanged(tmp_path):
-    assert _hash(make_atlas_patient(3, matrix=96, hypodensity="severe", physics="default").hu) == "3bb5f6bdd884687a"
+    assert _hash(make_atlas_patient(3, matrix=96, hypodensity="severe", physics="default").hu) == "a81372231bb0dbcd"
     head = make_patient(5, matrix=96, hypodensity="none")
     write_image(head.hu.astype(np.int16), head.volume(), tmp_path / "bg.nii.gz")
     bg = load_background(tmp_path / "bg.nii.gz")
@@ -67,7 +67,7 @@ def test_default_trial_files_are_unchanged(tmp_path):
     for f in sorted(p for p in tmp_path.rglob("*") if p.is_file() and p.name != "synth.json"):
         digest.update(str(f.relative_to(tmp_path)).encode())
         digest.update(hashlib.sha256(f.read_bytes()).digest())
-    assert digest.hexdigest()[:16] == "f8620b7f4ccca6bc"
+    assert digest.hexdigest()[:16] == "39806ed1165fba8b"
     record = json.loads((tmp_path / "synth.json").read_text())
     assert "physics" not in record and "--physics" not in record["command"]
 
