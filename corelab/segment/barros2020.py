@@ -132,13 +132,16 @@ def _fused_conv_available(device: torch.device, dtype: torch.dtype = torch.float
 
 @functools.lru_cache(maxsize=1)
 def _fused_bfloat16_runs() -> bool:
-    """Whether oneDNN's fused bfloat16 convolution runs on this CPU (it needs AVX512-BF16 / AMX or
-    AVX-NE-CONVERT; elsewhere torch refuses it, while the plain bfloat16 convolution still runs)."""
+    """Whether oneDNN's fused bfloat16 convolution and dense layer run on this CPU (torch asks for
+    AVX512 BW/VL/DQ or AVX-NE-CONVERT; elsewhere it refuses them, while the plain bfloat16 layers
+    still run)."""
     x = torch.zeros(1, 6, 8, 8, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
     w = torch.zeros(4, 6, 5, 5, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    bias = torch.zeros(4, dtype=torch.bfloat16)
     try:
-        torch.ops.mkldnn._convolution_pointwise(x, w, torch.zeros(4, dtype=torch.bfloat16), [0, 0], [1, 1], [1, 1], 1,
-                                                "relu", [], "")
+        torch.ops.mkldnn._convolution_pointwise(x, w, bias, [0, 0], [1, 1], [1, 1], 1, "relu", [], "")
+        torch.ops.mkldnn._linear_pointwise(torch.zeros(2, 6, dtype=torch.bfloat16),
+                                           torch.zeros(4, 6, dtype=torch.bfloat16), bias, "relu", [], "")
     except RuntimeError:
         return False
     return True
