@@ -9,11 +9,12 @@ Numbers are never touched (a negative number is a number, not text).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
 
-__all__ = ["FORMULA_STARTS", "neutralize", "neutralize_frame", "restore"]
+__all__ = ["FORMULA_STARTS", "finite_number", "neutralize", "neutralize_frame", "restore"]
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -48,3 +49,18 @@ def neutralize_frame(frame: pd.DataFrame) -> pd.DataFrame:
             out[column] = out[column].map(neutralize)
     out.columns = [neutralize(str(c)) for c in out.columns]
     return out
+
+
+def finite_number(value: Any) -> float | None:
+    """A table cell as a finite number, else None (empty, text, booleans, NaN: not measured).
+
+    >>> finite_number("12.5"), finite_number(""), finite_number(True), finite_number(float("nan"))
+    (12.5, None, None, None)
+    """
+    if value is None or isinstance(value, bool) or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
 from corelab.errors import CorelabError
+from corelab.io.tables import finite_number
 from corelab.pipeline.outputs import ROUNDING, atomic_write_text
 from corelab.pipeline.sites import site_column
 
@@ -76,17 +77,6 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _number(value: Any) -> float | None:
-    """A finite number, else None (volumes of a failed row, text cells)."""
-    if value is None or isinstance(value, bool) or value == "":
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _yes_no(value: Any, unknown: str) -> str:
     """True/False or volumes.csv's "true"/"false" as yes/no; anything else ``unknown``."""
     text = _text(value).lower()
@@ -107,7 +97,7 @@ def review_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | Path) -> list[
     for number, row in enumerate(rows, start=1):
         volumes = []
         for column in VOLUME_COLUMNS:
-            value = _number(row.get(column))
+            value = finite_number(row.get(column))
             if value is None:
                 volumes.append((column, "", ""))
             else:
@@ -121,7 +111,7 @@ def review_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | Path) -> list[
             qc_note = f"QC image {qc} is missing"
         elif row.get("status") == "ok":
             qc_note = "no QC image"
-        hours = _number(row.get("hours_since_onset"))
+        hours = finite_number(row.get("hours_since_onset"))
         shown.append(ReviewRow(
             number=number,
             patient_id=_text(row.get("patient_id")),

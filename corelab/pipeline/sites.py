@@ -10,13 +10,13 @@ without one, the sheet holds the all-scans row only.
 
 from __future__ import annotations
 
-import math
 import statistics
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from corelab.config import OUTPUT_COLUMNS
+from corelab.io.tables import finite_number
 
 __all__ = ["SITE_COLUMNS", "SITE_NAMES", "ALL_SITES", "NO_SITE", "site_column", "site_rows"]
 
@@ -53,14 +53,6 @@ def site_column(columns: Sequence[str]) -> str | None:
     return None
 
 
-def _number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
 def _true(value: Any) -> bool:
     return value is True or str(value).strip().lower() == "true"
 
@@ -68,7 +60,7 @@ def _true(value: Any) -> bool:
 def _summary(site: str, rows: Sequence[Mapping[str, Any]], decimals: int) -> list[Any]:
     status = [r.get("status") for r in rows]
     ok = [r for r in rows if r.get("status") == "ok"]
-    medians = [m for m in (_number(r.get("brain_median_hu")) for r in ok) if m is not None]
+    medians = [m for m in (finite_number(r.get("brain_median_hu")) for r in ok) if m is not None]
     shifted = sum(BRAIN_SHIFT in str(r.get("flags") or "") for r in ok)
     spread = (statistics.median(medians), min(medians), max(medians)) if medians else (None, None, None)
     return [
