@@ -58,6 +58,22 @@ def test_every_row_failed_exits_1_and_the_summary_names_each_row(tmp_path, model
     assert list(table["status"]) == ["failed"] * 23 and (out / "volumes.xlsx").is_file()
 
 
+def test_a_rerun_removes_what_a_killed_run_half_wrote_in_the_output_folder_and_its_subfolders(tmp_path, models):
+    # A kill can land inside any atomic write: a scan's mask or record, or volumes.csv itself, which
+    # is rewritten as scans finish (CI once found a kill inside that one).
+    trial = make_trial(tmp_path / "trial", n=0, models=models, rows=_missing_rows(2))
+    out = tmp_path / "out"
+    half_written = [out / ".tmp-0123456789ab-volumes.csv", out / "records" / ".tmp-0123456789ab-M000.json",
+                    out / "masks" / ".tmp-0123456789ab-M000_infarct.nii.gz"]
+    for path in half_written:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half")
+    result = runner.invoke(app, ["run", str(trial.manifest), "--out", str(out), "--models", str(models)])
+    assert result.exit_code == 1, result.output  # both rows fail: their scans do not exist
+    assert not list(out.rglob(".tmp-*"))
+    assert list(_table(out)["status"]) == ["failed", "failed"]
+
+
 @pytest.mark.parametrize("problem", ["manifest", "models", "precision", "workers"])
 def test_unusable_input_or_options_exit_2(tmp_path, models, problem):
     trial = make_trial(tmp_path / "trial", n=0, models=models, rows=_missing_rows(1))
