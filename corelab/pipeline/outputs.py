@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -155,7 +156,30 @@ def needs_review(flags) -> bool:
     >>> needs_review(["Partial coverage: the scan stops below the top of the skull."]), needs_review([])
     (True, False)
     """
-    return any(str(flag).strip().startswith(tuple(REVIEW_FLAG_KINDS)) for flag in flags)
+    return bool(review_kinds(flags))
+
+
+def review_kinds(flags) -> list[str]:
+    """The `REVIEW_FLAG_KINDS` (their words, without the colon) of the flags that make a scan need
+    review, in the order they come: why `needs_review` is true. ``flags``: the sentences, or
+    volumes.csv's ``flags`` cell (the sentences joined by spaces), where a kind counts at the cell's
+    start or after a sentence's end.
+
+    >>> review_kinds("Onset and scan time are both unknown. Partial coverage: the field of view cuts "
+    ...              "the skull. Brain shift: the brain's median is 23.8 HU.")
+    ['Partial coverage', 'Brain shift']
+    >>> review_kinds(["The imaging window is unknown."])
+    []
+    """
+    if isinstance(flags, str):
+        found = []
+        for kind in REVIEW_FLAG_KINDS:
+            match = re.search(r"(?:^|(?<=[.!?]) )" + re.escape(kind), flags.strip())
+            if match:
+                found.append((match.start(), kind))
+        return [kind.rstrip(":") for _, kind in sorted(found)]
+    kinds = [next((k for k in REVIEW_FLAG_KINDS if str(flag).strip().startswith(k)), None) for flag in flags]
+    return list(dict.fromkeys(k.rstrip(":") for k in kinds if k))
 
 
 def table_row(row: ManifestRow, outcome: dict[str, Any], *, model_version: str,

@@ -2,7 +2,7 @@
 
 A row per manifest row, whatever its status, in manifest order: the QC image as a thumbnail (a click
 opens it full size), patient id, site, status and error sentence, the volumes per class in mL, the
-imaging window, flags and the needs-review mark. Columns sort on a click on their header (volumes
+imaging window, flags and the needs-review mark with the kinds of flag that set it (why). Columns sort on a click on their header (volumes
 numerically); filters by status, site, flag or error text, needs review and a volume range hide rows.
 
 The page is self-contained: its CSS and JavaScript are inline (``templates/review.css`` and
@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 from corelab.errors import CorelabError
 from corelab.io.tables import finite_number
-from corelab.pipeline.outputs import ROUNDING, atomic_write_text
+from corelab.pipeline.outputs import REVIEW_FLAG_KINDS, ROUNDING, atomic_write_text, review_kinds
 from corelab.pipeline.sites import site_column
 
 __all__ = ["REVIEW_FILE", "VOLUME_COLUMNS", "ReviewError", "ReviewRow", "review_html", "review_rows",
@@ -53,7 +53,8 @@ class ReviewRow:
     number: 1-based manifest order (the page's default sort). volumes: per `VOLUME_COLUMNS` entry,
     (column, shown text, sort value as text; both texts "" when not measured). in_window: "yes", "no" or
     "unknown"; hours: hours since onset as text ("" when unknown). needs_review: "yes", "no" or ""
-    (not segmented). qc_href: the QC image relative to the results folder, URL-quoted; "" when the
+    (not segmented). why: for a row that needs review, the kinds of flag that set it, each with what
+    it means (`corelab.pipeline.outputs.review_kinds`). qc_href: the QC image relative to the results folder, URL-quoted; "" when the
     row has none or the file is missing (then ``qc_note`` says which).
     """
 
@@ -67,6 +68,7 @@ class ReviewRow:
     hours: str
     flags: str
     needs_review: str
+    why: tuple[tuple[str, str], ...]
     qc_href: str
     qc_note: str
 
@@ -112,6 +114,9 @@ def review_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | Path) -> list[
         elif row.get("status") == "ok":
             qc_note = "no QC image"
         hours = finite_number(row.get("hours_since_onset"))
+        needs = _yes_no(row.get("needs_review"), "")
+        flags = _text(row.get("flags"))
+        why = tuple((kind, REVIEW_FLAG_KINDS[f"{kind}:"]) for kind in review_kinds(flags)) if needs == "yes" else ()
         shown.append(ReviewRow(
             number=number,
             patient_id=_text(row.get("patient_id")),
@@ -121,8 +126,9 @@ def review_rows(rows: Sequence[Mapping[str, Any]], out_dir: str | Path) -> list[
             volumes=tuple(volumes),
             in_window=_yes_no(row.get("in_window"), "unknown"),
             hours="" if hours is None else f"{hours:.1f}",
-            flags=_text(row.get("flags")),
-            needs_review=_yes_no(row.get("needs_review"), ""),
+            flags=flags,
+            needs_review=needs,
+            why=why,
             qc_href=qc_href,
             qc_note=qc_note,
         ))

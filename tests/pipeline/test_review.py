@@ -96,6 +96,23 @@ def test_volumes_sort_on_the_table_value_and_show_two_decimals(tmp_path):
     assert text.volumes[0] == first.volumes[0] and text.in_window == "yes" and text.needs_review == "yes"
 
 
+def test_a_row_that_needs_review_says_which_kinds_of_flag_set_it(tmp_path):
+    flags = ("Onset and scan time are both unknown, so the imaging window is unknown. Partial coverage: the "
+             "field of view cuts through the skull. Brain shift: the brain's median is 23.8 HU, 11.2 HU below "
+             "the models' reference of 35 HU.")
+    rows = [{"patient_id": "P1", "status": "ok", "flags": flags, "needs_review": "true"},
+            {"patient_id": "P2", "status": "ok", "flags": "Onset and scan time are both unknown.", "needs_review": "false"}]
+    first, second = review_rows(rows, tmp_path)
+    assert [kind for kind, _ in first.why] == ["Partial coverage", "Brain shift"]  # not the timing sentence
+    assert second.why == ()
+    cells = re.findall(r'<td data-v="(yes|no)" class="review">(.*?)</td>', review_html(rows, tmp_path), flags=re.DOTALL)
+    assert [v for v, _ in cells] == ["yes", "no"]
+    why = re.findall(r'<span class="why" title="([^"]*)">([^<]*)</span>', cells[0][1])
+    assert [text for _, text in why] == ["Partial coverage", "Brain shift"]
+    assert "field of view" in why[0][0] and "median HU" in why[1][0]  # what each kind means, on hover
+    assert '<span class="why"' not in cells[1][1]
+
+
 def test_site_is_a_column_only_when_the_manifest_has_one(tmp_path):
     assert site_column(["patient_id", "status", "Site", "arm"]) == "Site"
     assert site_column(["patient_id", "status", "arm"]) is None
