@@ -55,6 +55,7 @@ from corelab.pipeline.outputs import (
 from corelab.pipeline.progress import BatchProgress, progress_mode
 from corelab.pipeline.review import write_review
 from corelab.pipeline.scan import ScanJob, ScanResult
+from corelab.pipeline.sites import site_column, sites_apart
 from corelab.pipeline.summary import BatchSummary, FailedRow
 from corelab.segment.dense import PrecisionError, precision_dtype
 
@@ -286,6 +287,7 @@ def _summary(out: Path, manifest: Manifest, rows: list[dict[str, Any]], skipped:
         interrupted=interrupted,
         failures=failures,
         run_id=run_id,
+        sites_apart=tuple(sites_apart(rows, site_column(manifest.extra_columns))),
     )
 
 

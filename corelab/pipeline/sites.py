@@ -18,13 +18,21 @@ import pandas as pd
 from corelab.config import OUTPUT_COLUMNS
 from corelab.io.tables import finite_number
 
-__all__ = ["SITE_COLUMNS", "SITE_NAMES", "ALL_SITES", "NO_SITE", "site_column", "site_rows"]
+__all__ = ["SITE_COLUMNS", "SITE_NAMES", "ALL_SITES", "NO_SITE", "SITE_APART_HU", "SITE_APART_MIN_SCANS",
+           "site_column", "site_rows", "sites_apart"]
 
 # A manifest column with one of these names (any case) is the site.
 SITE_NAMES = ("site", "site_id", "center", "centre")
 ALL_SITES = "all scans"
 NO_SITE = "(no site)"
 BRAIN_SHIFT = "Brain shift:"  # the flag sentence's first words (`corelab.pipeline.scan.brain_shift_flag`)
+# A site whose scans' brain median HU (median over its ok scans) lies more than this far from the
+# median of every other site's scans is named in the batch summary. A brain's median barely depends
+# on the patient (a few HU between heads of one scanner), so a whole site that far off is a
+# calibration or protocol difference (water drift, kernel, kV), the same drift that `Brain shift:`
+# flags per scan at 8 HU, seen across a site before any one of its scans reaches that.
+SITE_APART_HU = 5.0
+SITE_APART_MIN_SCANS = 3  # ok scans with a brain median, at the site and at the other sites together
 # Sheet columns, with their meaning (written below the table in the sheet).
 SITE_COLUMNS: dict[str, str] = {
     "site": "the manifest's site column; 'all scans' for the whole batch",
@@ -37,6 +45,9 @@ SITE_COLUMNS: dict[str, str] = {
     "brain_median_hu": "median over the site's ok scans of each scan's brain median HU",
     "brain_median_hu_low": "lowest scan brain median HU at the site",
     "brain_median_hu_high": "highest scan brain median HU at the site",
+    "vs_other_sites_hu": "brain_median_hu minus the median over every other site's ok scans "
+                         f"(empty with fewer than {SITE_APART_MIN_SCANS} scans either side); beyond "
+                         f"+-{SITE_APART_HU:g} HU the batch summary names the site",
 }
 
 
@@ -57,16 +68,29 @@ def _true(value: Any) -> bool:
     return value is True or str(value).strip().lower() == "true"
 
 
-def _summary(site: str, rows: Sequence[Mapping[str, Any]], decimals: int) -> list[Any]:
+def _medians(rows: Sequence[Mapping[str, Any]]) -> list[float]:
+    """Brain median HU of the ok rows that have one."""
+    ok = (finite_number(r.get("brain_median_hu")) for r in rows if r.get("status") == "ok")
+    return [m for m in ok if m is not None]
+
+
+def _apart(site: list[float], others: list[float]) -> float | None:
+    """The site's median brain HU minus the other sites' (None with too few scans either side)."""
+    if len(site) < SITE_APART_MIN_SCANS or len(others) < SITE_APART_MIN_SCANS:
+        return None
+    return statistics.median(site) - statistics.median(others)
+
+
+def _summary(site: str, rows: Sequence[Mapping[str, Any]], decimals: int, apart: float | None = None) -> list[Any]:
     status = [r.get("status") for r in rows]
     ok = [r for r in rows if r.get("status") == "ok"]
-    medians = [m for m in (finite_number(r.get("brain_median_hu")) for r in ok) if m is not None]
+    medians = _medians(rows)
     shifted = sum(BRAIN_SHIFT in str(r.get("flags") or "") for r in ok)
     spread = (statistics.median(medians), min(medians), max(medians)) if medians else (None, None, None)
     return [
         site, len(rows), len(ok), status.count("failed"), status.count("not_run"),
         sum(_true(r.get("needs_review")) for r in ok), shifted,
-        *(None if v is None else round(v, decimals) for v in spread),
+        *(None if v is None else round(v, decimals) for v in (*spread, apart)),
     ]
 
 
@@ -90,15 +114,51 @@ def site_rows(rows: Sequence[Mapping[str, Any]], column: str | None, *, decimals
     ...         {"site": "B", "status": "ok", "brain_median_hu": 40.0, "needs_review": True,
     ...          "flags": "Brain shift: the brain's median is 40.0 HU, ..."}]
     >>> for row in site_rows(rows, "site"): print(row)
-    ['A', 2, 1, 1, 0, 0, 0, 31.0, 31.0, 31.0]
-    ['B', 1, 1, 0, 0, 1, 1, 40.0, 40.0, 40.0]
-    ['all scans', 3, 2, 1, 0, 1, 1, 35.5, 31.0, 40.0]
+    ['A', 2, 1, 1, 0, 0, 0, 31.0, 31.0, 31.0, None]
+    ['B', 1, 1, 0, 0, 1, 1, 40.0, 40.0, 40.0, None]
+    ['all scans', 3, 2, 1, 0, 1, 1, 35.5, 31.0, 40.0, None]
     """
+    by_site = _by_site(rows, column)
+    return ([_summary(site, members, decimals, _apart(_medians(members), _other_medians(by_site, site)))
+             for site, members in by_site.items()]
+            + [_summary(ALL_SITES, rows, decimals)])
+
+
+def _by_site(rows: Sequence[Mapping[str, Any]], column: str | None) -> dict[str, list[Mapping[str, Any]]]:
     by_site: dict[str, list[Mapping[str, Any]]] = {}
     if column is not None:
         for row in rows:
             by_site.setdefault(_site_name(row.get(column)) or NO_SITE, []).append(row)
-    if list(by_site) == [NO_SITE]:
-        by_site = {}
-    return ([_summary(site, members, decimals) for site, members in by_site.items()]
-            + [_summary(ALL_SITES, rows, decimals)])
+    return {} if list(by_site) == [NO_SITE] else by_site
+
+
+def _other_medians(by_site: Mapping[str, Sequence[Mapping[str, Any]]], site: str) -> list[float]:
+    return [m for other, members in by_site.items() if other != site for m in _medians(members)]
+
+
+def sites_apart(rows: Sequence[Mapping[str, Any]], column: str | None) -> list[str]:
+    """One sentence per site whose scans' brain median HU lies more than `SITE_APART_HU` from the
+    other sites' (`SITE_APART_MIN_SCANS` ok scans or more on each side), in manifest order of the
+    sites; ``rows`` and ``column`` as for `site_rows`. `corelab run` prints them in its summary.
+
+    >>> rows = [{"site": s, "status": "ok", "brain_median_hu": hu}
+    ...         for s, hu in [("A", 33.0), ("A", 34.0), ("A", 35.0), ("B", 34.0), ("B", 35.0), ("B", 33.5),
+    ...                       ("C", 41.0), ("C", 40.5), ("C", 42.0)]]
+    >>> sites_apart(rows, "site")
+    ["Site C: its 3 scans' brain median is 41.0 HU, 7.0 HU above the other sites' 34.0 HU (more than 5 HU is a scanner calibration or protocol difference, not patients): check that site's scanner before its volumes are used."]
+    >>> sites_apart(rows[:6], "site"), sites_apart(rows, None)
+    ([], [])
+    """
+    by_site = _by_site(rows, column)
+    notes = []
+    for site, members in by_site.items():
+        medians, others = _medians(members), _other_medians(by_site, site)
+        apart = _apart(medians, others)
+        if apart is None or abs(apart) <= SITE_APART_HU:
+            continue
+        notes.append(
+            f"Site {site}: its {len(medians)} scans' brain median is {statistics.median(medians):.1f} HU, "
+            f"{abs(apart):.1f} HU {'above' if apart > 0 else 'below'} the other sites' {statistics.median(others):.1f} HU "
+            f"(more than {SITE_APART_HU:g} HU is a scanner calibration or protocol difference, not patients): "
+            "check that site's scanner before its volumes are used.")
+    return notes

@@ -31,7 +31,8 @@ class BatchSummary:
     n_skipped: ok rows whose outputs were reused from an earlier run. n_out_of_window: rows with
     in_window false; n_window_unknown: rows with in_window empty. seconds: wall time.
     interrupted: the signal that stopped the batch ("SIGINT", "SIGTERM"), "" when it ran to the end.
-    failures: every failed row, in manifest order. run_id: this run's file in runs/.
+    failures: every failed row, in manifest order. run_id: this run's file in runs/. sites_apart:
+    a sentence per site whose brain density lies away from the others' (`corelab.pipeline.sites.sites_apart`).
     """
 
     out_dir: Path
@@ -46,6 +47,7 @@ class BatchSummary:
     interrupted: str = ""
     failures: tuple[FailedRow, ...] = ()
     run_id: str = ""
+    sites_apart: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -68,6 +70,7 @@ class BatchSummary:
             if len(self.failures) > SUMMARY_FAILURES:
                 lines.append(f"  ... and {len(self.failures) - SUMMARY_FAILURES} more (the error column of "
                              "volumes.csv has every one).")
+        lines += self.sites_apart
         if self.interrupted:
             lines.append(f"Interrupted by {self.interrupted}: {self.n_not_run} not run; volumes.csv/.xlsx "
                          "list every row. Run the same command again to finish: completed scans are reused.")

@@ -16,7 +16,8 @@ from corelab.config import COLUMN_MEANINGS, OUTPUT_COLUMNS
 from corelab.pipeline.batch import run_batch
 from corelab.pipeline.outputs import write_tables
 from corelab.pipeline.scan import brain_shift_flag
-from corelab.pipeline.sites import ALL_SITES, NO_SITE, SITE_COLUMNS
+from corelab.pipeline.sites import ALL_SITES, NO_SITE, SITE_COLUMNS, sites_apart
+from corelab.pipeline.summary import BatchSummary
 from corelab.pipeline.workbook import MAX_WIDTH
 from corelab.segment.norm import InputNorm
 
@@ -127,15 +128,38 @@ def test_sites_sheet_counts_shifted_and_reviewed_scans_per_site(tmp_path):
     write_tables(rows, ("site",), tmp_path)
     table = list(openpyxl.load_workbook(tmp_path / "volumes.xlsx")["sites"].iter_rows(values_only=True))
     assert [r[0] for r in table[1:5]] == ["A", "B", NO_SITE, ALL_SITES]  # manifest order, then all
-    assert table[1][1:] == (2, 2, 0, 0, 0, 0, 34.0, 33.0, 35.0)
-    assert table[2][1:] == (2, 1, 1, 0, 1, 1, 47.0, 47.0, 47.0)
-    assert table[3][1:] == (2, 0, 0, 2, 0, 0, None, None, None)  # the batch has not reached them
-    assert table[4][1:] == (6, 3, 1, 2, 1, 1, 35.0, 33.0, 47.0)
+    # vs_other_sites_hu stays empty: fewer than 3 ok scans on one side
+    assert table[1][1:] == (2, 2, 0, 0, 0, 0, 34.0, 33.0, 35.0, None)
+    assert table[2][1:] == (2, 1, 1, 0, 1, 1, 47.0, 47.0, 47.0, None)
+    assert table[3][1:] == (2, 0, 0, 2, 0, 0, None, None, None, None)  # the batch has not reached them
+    assert table[4][1:] == (6, 3, 1, 2, 1, 1, 35.0, 33.0, 47.0, None)
     for without, extra in (([{k: v for k, v in r.items() if k != "site"} for r in rows], ()),  # no site column
                            ([{**r, "site": ""} for r in rows], ("site",))):  # a site column left empty
         write_tables(without, extra, tmp_path)
         table = list(openpyxl.load_workbook(tmp_path / "volumes.xlsx")["sites"].iter_rows(values_only=True))
         assert table[1][0] == ALL_SITES and table[2] == (None,) * len(table[2])  # the whole batch only
+
+
+def test_a_site_whose_brains_read_apart_from_the_others_is_named_in_the_sheet_and_the_summary(tmp_path):
+    # Site C's scanner reads brains 6-7 HU denser than A's and B's: no single scan is flagged (each is
+    # within 8 HU of the models' reference), but the site is.
+    rows = [{"patient_id": f"{site}{i}", "status": "ok", "brain_median_hu": hu, "needs_review": False, "flags": "",
+             "site": site}
+            for site, values in (("A", (33.0, 34.0, 35.0)), ("B", (34.5, 33.5, 35.5)), ("C", (40.0, 41.0, 41.5)))
+            for i, hu in enumerate(values)]
+    write_tables(rows, ("site",), tmp_path)
+    table = list(openpyxl.load_workbook(tmp_path / "volumes.xlsx")["sites"].iter_rows(values_only=True))
+    apart = {r[0]: r[len(SITE_COLUMNS) - 1] for r in table[1:5]}
+    # each site's median against the median of the six scans of the two others (rounded as brain HU)
+    assert apart == {"A": pytest.approx(34.0 - 37.75, abs=0.051), "B": pytest.approx(34.5 - 37.5, abs=0.051),
+                     "C": pytest.approx(41.0 - 34.25, abs=0.051), ALL_SITES: None}
+    notes = sites_apart(rows, "site")
+    assert len(notes) == 1 and notes[0].startswith("Site C: its 3 scans' brain median is 41.0 HU, 6.8 HU above")
+    summary = BatchSummary(out_dir=tmp_path, n_rows=9, n_ok=9, n_failed=0, n_skipped=0, n_out_of_window=0,
+                           n_window_unknown=9, seconds=1.0, sites_apart=tuple(notes))
+    assert str(summary).splitlines()[1] == notes[0]
+    assert sites_apart([{**r, "brain_median_hu": r["brain_median_hu"] - 2.0} if r["site"] == "C" else r
+                        for r in rows], "site") == []  # 4.75 HU apart: within what patients vary
 
 
 def test_csv_keeps_iso_text_and_true_false(results):
