@@ -26,7 +26,7 @@ from corelab.config import TimingWindow, mask_class
 from corelab.io.manifest import OUTPUT_COLUMNS, ManifestRow, imaging_window
 from corelab.io.tables import neutralize_frame
 from corelab.pipeline.guards import GUARD_FLAG_KINDS
-from corelab.pipeline.sites import site_column, site_rows
+from corelab.pipeline.sites import BRAIN_SHIFT, site_column, site_rows
 from corelab.pipeline.workbook import write_workbook
 
 __all__ = [
@@ -134,7 +134,7 @@ REVIEW_FLAG_KINDS: dict[str, str] = {
     "Missing slices:": "a gap of the series was filled by interpolation (invented slices)",
     "Uneven slice spacing:": "uneven slice gaps were resampled onto an even grid",
     "Partial coverage:": "the field of view or the scan's top cuts the skull",
-    "Brain shift:": "the brain's median HU lies far from the models' reference",
+    BRAIN_SHIFT: "the brain's median HU lies far from the models' reference",
     **GUARD_FLAG_KINDS,
 }
 

@@ -21,6 +21,7 @@ from corelab.config import Method
 from corelab.errors import CorelabError
 from corelab.measure import Measurements, measure_labels
 from corelab.pipeline.guards import guard_flags
+from corelab.pipeline.sites import BRAIN_SHIFT
 
 if TYPE_CHECKING:
     from corelab.io.volume import ScanMeta, Volume
@@ -130,7 +131,7 @@ def brain_shift_flag(norm, median: float | None) -> str | None:
     shift = norm.brain_reference_hu - median
     if abs(shift) <= BRAIN_SHIFT_FLAG_HU:
         return None
-    return (f"Brain shift: the brain's median is {median:.1f} HU, {abs(shift):.1f} HU "
+    return (f"{BRAIN_SHIFT} the brain's median is {median:.1f} HU, {abs(shift):.1f} HU "
             f"{'above' if shift < 0 else 'below'} the models' reference of {norm.brain_reference_hu:g} HU (the networks "
             "saw the scan shifted by that much): check the scanner's calibration and this volume.")
 

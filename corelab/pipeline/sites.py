@@ -25,7 +25,9 @@ __all__ = ["SITE_COLUMNS", "SITE_NAMES", "ALL_SITES", "NO_SITE", "SITE_APART_HU"
 SITE_NAMES = ("site", "site_id", "center", "centre")
 ALL_SITES = "all scans"
 NO_SITE = "(no site)"
-BRAIN_SHIFT = "Brain shift:"  # the flag sentence's first words (`corelab.pipeline.scan.brain_shift_flag`)
+# The first words of the per-scan flag sentence (`corelab.pipeline.scan.brain_shift_flag` builds it
+# from this; `corelab.pipeline.outputs.REVIEW_FLAG_KINDS` counts it for needs_review).
+BRAIN_SHIFT = "Brain shift:"
 # A site whose scans' brain median HU (median over its ok scans) lies more than this far from the
 # median of every other site's scans is named in the batch summary. A brain's median barely depends
 # on the patient (a few HU between heads of one scanner), so a whole site that far off is a
