@@ -34,7 +34,6 @@ from corelab.audit import file_sha256, folder_checksums, invocation, utc_now
 from corelab.compare.metrics import mask_metrics, reference_mean_hu
 from corelab.config import NO_INFARCT, UNCLASSIFIED, mask_class
 from corelab.errors import CorelabError
-from corelab.io.dicom_headers import read_headers
 from corelab.io.manifest_ids import file_name_problem
 from corelab.io.read import mask_onto, read_mask, read_scan
 from corelab.io.reference import (
@@ -121,24 +120,6 @@ def _scan_path(row: pd.Series, results: Path | None, run_info: dict) -> Path | N
         if (base / path).exists():
             return base / path
     return None
-
-
-def _scan_frame(ref_path: Path, row: pd.Series, results: Path | None, run_info: dict) -> str:
-    """The FrameOfReferenceUID of the patient's DICOM series, for a read that may be an RTSTRUCT
-    (a DICOM file or folder; "" for other reads, an image-file scan, or a folder whose series do not
-    name one frame), so contours from another acquisition are refused (`read_reference`)."""
-    if not (ref_path.is_dir() or ref_path.suffix.lower() == ".dcm"):
-        return ""
-    path = _scan_path(row, results, run_info)
-    if path is None or not path.is_dir():
-        return ""
-    try:
-        headers, _ = read_headers(path)
-    except CorelabError:
-        return ""
-    uid = str(row.get("series_uid", "")).strip()
-    frames = {h.tags.get("FrameOfReferenceUID", "") for h in headers if not uid or h.series_uid == uid}
-    return frames.pop() if len(frames) == 1 else ""
 
 
 def _patient_scan(row: pd.Series, results: Path | None, run_info: dict, grid: Volume) -> tuple[Volume | None, str]:
@@ -304,9 +285,11 @@ def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_
                 except CorelabError as error:
                     reasons.append(f"mask unreadable: {error}")
                 if auto is not None:
+                    # The scan first: its FrameOfReferenceUID is what an RTSTRUCT's contours must be in.
+                    scan, why = _patient_scan(row, results, run_info, auto)
                     try:
                         read = read_reference(ref_path, grid=auto, segments=segments,
-                                              frame_uid=_scan_frame(ref_path, row, results, run_info))
+                                              frame_uid=scan.meta.frame_uid if scan is not None else "")
                         ref = mask_onto(read.volume, auto)
                     except CorelabError as error:
                         reasons.append(f"{REFERENCE_UNUSABLE}: {error}")
@@ -318,7 +301,6 @@ def automated_rows(table: pd.DataFrame, results: Path, reference_dir: Path, run_
                     out["reference_ml"] = _ml(native)
                     out["other_ml"] = listed if math.isfinite(listed) else _ml(auto)
                     out.update(_metric_columns(ref, auto.array))
-                    scan, why = _patient_scan(row, results, run_info, auto)
                     out["reference_mean_hu"], out["reference_class"] = _classify(
                         scan, ref.array, auto.array, empty=out["reference_ml"] == 0)
                     out["auto_class"] = _auto_class(row, scan, auto)
