@@ -1,6 +1,6 @@
 """How much each phantom family looks like a real head CT: measured side by side with the real head.
 
-    python benchmarks/realism.py --out benchmarks/realism-latest --n 3
+    python benchmarks/realism.py --out benchmarks/realism-latest --n 3 [--physics wide] [--scanner-noise-hu 0]
 
 Sources: the real normal head (InVesalius' Cranium.inv3, fetched by benchmarks/fetch_real_head.sh;
 left out with a note when absent), `--n` control phantoms of each phantom family (procedural and,
@@ -162,15 +162,32 @@ def _real_head() -> tuple[str, Volume] | None:
         return "real head", read_scan(nifti)
 
 
-def _phantoms(n: int, seed: int) -> list[tuple[str, Volume]]:
+def _phantoms(n: int, seed: int, physics: str = "default", scanner_noise_hu: float | None = None) -> list[tuple[str, Volume]]:
+    """``scanner_noise_hu``: every phantom's scanner noise SD at 5 mm fixed at this (0: none, to
+    measure the anatomy's own texture); None: drawn per site as `corelab synth` does."""
+    import dataclasses
+
     from corelab.errors import CorelabError
     from corelab.synth.phantom import make_patient
+    from corelab.synth.scanner import draw_scanner
 
-    out = [(f"procedural {i}", make_patient((seed, i), hypodensity="none").volume()) for i in range(n)]
+    tag = ", ".join(t for t in ("" if physics == "default" else physics,
+                                "" if scanner_noise_hu is None else f"scanner noise {scanner_noise_hu:g} HU") if t)
+    tag = f" ({tag})" if tag else ""
+
+    def scanner(i):
+        if scanner_noise_hu is None:
+            return None
+        drawn = draw_scanner(np.random.default_rng([seed, i]), "A")
+        return dataclasses.replace(drawn, noise_sd_hu=(scanner_noise_hu, scanner_noise_hu))
+
+    out = [(f"procedural {i}{tag}", make_patient((seed, i), hypodensity="none", physics=physics,
+                                                  scanner=scanner(i)).volume()) for i in range(n)]
     try:
         from corelab.synth.atlas import make_atlas_patient
 
-        out += [(f"atlas {i}", make_atlas_patient((seed, i), hypodensity="none").volume()) for i in range(n)]
+        out += [(f"atlas {i}{tag}", make_atlas_patient((seed, i), hypodensity="none", physics=physics,
+                                                        scanner=scanner(i)).volume()) for i in range(n)]
     except (ImportError, CorelabError) as error:
         print(f"atlas family left out: {error}")
     return out
@@ -181,9 +198,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/realism-latest"))
     parser.add_argument("--n", type=int, default=3, help="control phantoms per family")
     parser.add_argument("--seed", type=int, default=515151)
+    parser.add_argument("--physics", choices=("default", "wide"), default="default",
+                        help="the phantoms' scanner physics (`corelab synth --physics`)")
+    parser.add_argument("--scanner-noise-hu", type=float, default=None,
+                        help="fix every phantom's scanner noise SD (HU at 5 mm; 0 = none: the anatomy's own texture)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    sources = ([real] if (real := _real_head()) else []) + _phantoms(args.n, args.seed)
+    sources = ([real] if (real := _real_head()) else []) + _phantoms(args.n, args.seed, args.physics, args.scanner_noise_hu)
     rows, shown = [], []
     for name, volume in sources:
         row, hu, intracranial = measure(name, volume)
