@@ -137,8 +137,11 @@ def rasterise(contours: tuple[np.ndarray, ...], grid: Volume) -> Rasterised:
     planes: dict[tuple[int, int], np.ndarray] = {}  # (slice, the contour's own plane) -> even-odd fill
     off_slices = oblique = 0
     centres = np.stack(np.meshgrid(np.arange(nx), np.arange(ny)), axis=-1).reshape(-1, 2).astype(float)
+    # physical = origin + direction @ diag(spacing) @ index (SimpleITK's convention), for every point at once
+    to_index = np.linalg.inv(np.asarray(image.GetDirection(), float).reshape(3, 3) @ np.diag(image.GetSpacing()))
+    origin = np.asarray(image.GetOrigin(), float)
     for points in contours:
-        index = np.array([image.TransformPhysicalPointToContinuousIndex(tuple(p)) for p in points])
+        index = (np.asarray(points, float).reshape(-1, 3) - origin) @ to_index.T
         depth = float(index[:, 2].mean())
         if np.abs(index[:, 2] - depth).max() > 0.5:
             oblique += 1

@@ -380,3 +380,27 @@ def test_inter_reader_contours_are_not_drawn_onto_a_seg_and_reasons_are_counted_
     assert "fractional values" in by_id.loc["P2", "excluded_because"]
     flow = reason_counts(rows, "inter-reader").set_index("reason")["patients"]
     assert flow["read by reader A or B unusable"] == 2 and flow["mask missing or unreadable"] == 0
+
+
+def test_contours_on_a_rotated_and_anisotropic_grid_land_on_the_voxels_simpleitk_places_there():
+    # The contour's points go to voxel indices in one matrix product; SimpleITK's own index -> physical
+    # mapping of an oblique grid (rotated 20 degrees about x and 10 about z, uneven spacing) must
+    # come back to the same voxels.
+    from corelab.io import Volume
+    from corelab.io.rtstruct import rasterise
+
+    a, b = np.radians(20.0), np.radians(10.0)
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    rz = np.array([[np.cos(b), -np.sin(b), 0], [np.sin(b), np.cos(b), 0], [0, 0, 1]])
+    grid = Volume(array=np.zeros((6, 30, 40), np.uint8), spacing=(4.0, 0.7, 0.45), origin=(-12.0, 30.0, 7.5),
+                  direction=tuple((rz @ rx).ravel()))
+    image = sitk.Image(40, 30, 6, sitk.sitkUInt8)
+    image.SetSpacing((0.45, 0.7, 4.0))
+    image.SetOrigin(grid.origin)
+    image.SetDirection(grid.direction)
+    corners = [(10, 5), (25, 5), (25, 20), (10, 20)]  # (col, row) voxel centres on slice 3
+    points = np.array([image.TransformIndexToPhysicalPoint((c, r, 3)) for c, r in corners])
+    mask = rasterise((points,), grid).mask
+    expected = np.zeros(grid.array.shape, bool)
+    expected[3, 5:21, 10:26] = True
+    assert np.array_equal(mask, expected)
