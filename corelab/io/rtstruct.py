@@ -37,7 +37,7 @@ from matplotlib.path import Path as Polygon
 from pydicom.errors import InvalidDicomError
 
 from corelab.io.errors import ScanError
-from corelab.io.volume import Volume, to_sitk
+from corelab.io.volume import Volume
 
 __all__ = ["RTSTRUCT", "RTStructReadError", "RoiContours", "StructureSet", "Rasterised", "read_structure_set",
            "rasterise"]
@@ -131,15 +131,14 @@ def _on_edge(points: np.ndarray, polygon: np.ndarray, tol: float = 1e-6) -> np.n
 def rasterise(contours: tuple[np.ndarray, ...], grid: Volume) -> Rasterised:
     """A boolean mask on ``grid`` of the contours (module rule); a voxel centre on a contour's edge
     counts as inside that contour, whichever way the contour is drawn."""
-    image = to_sitk(Volume(array=np.zeros((1, 1, 1), np.uint8), spacing=grid.spacing, origin=grid.origin,
-                           direction=grid.direction))
     nz, ny, nx = grid.array.shape
     planes: dict[tuple[int, int], np.ndarray] = {}  # (slice, the contour's own plane) -> even-odd fill
     off_slices = oblique = 0
     centres = np.stack(np.meshgrid(np.arange(nx), np.arange(ny)), axis=-1).reshape(-1, 2).astype(float)
-    # physical = origin + direction @ diag(spacing) @ index (SimpleITK's convention), for every point at once
-    to_index = np.linalg.inv(np.asarray(image.GetDirection(), float).reshape(3, 3) @ np.diag(image.GetSpacing()))
-    origin = np.asarray(image.GetOrigin(), float)
+    # physical = origin + direction @ diag(spacing) @ index, SimpleITK's convention with (x, y, z) order
+    # (`Volume.spacing` is (z, y, x)), for every point at once
+    to_index = np.linalg.inv(np.asarray(grid.direction, float).reshape(3, 3) @ np.diag(grid.spacing[::-1]))
+    origin = np.asarray(grid.origin, float)
     for points in contours:
         index = (np.asarray(points, float).reshape(-1, 3) - origin) @ to_index.T
         depth = float(index[:, 2].mean())

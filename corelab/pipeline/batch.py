@@ -165,11 +165,12 @@ def _check_options(workers: int, threads: int | None, method: Method) -> None:
 def _prepare_output_folder(out: Path) -> None:
     """Create masks/, qc/, records/ and runs/ under ``out`` and remove what a killed run half wrote
     there and in ``out`` itself."""
-    for sub in ("masks", "qc", "records", runs.RUNS):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    subfolders = [out / sub for sub in ("masks", "qc", "records", runs.RUNS)]
+    for folder in subfolders:
+        folder.mkdir(parents=True, exist_ok=True)
     # Half-written files of a killed run, per scan and the batch tables (volumes.csv is rewritten as
     # scans finish, so a kill can land inside its write); the finished ones were moved into place.
-    for folder in (out, *(out / sub for sub in ("masks", "qc", "records", runs.RUNS))):
+    for folder in (out, *subfolders):
         for stale in folder.glob(".tmp-*"):
             stale.unlink(missing_ok=True)
 
