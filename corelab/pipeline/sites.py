@@ -11,7 +11,7 @@ without one, the sheet holds the all-scans row only.
 from __future__ import annotations
 
 import statistics
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import pandas as pd
 
@@ -76,11 +76,27 @@ def _medians(rows: Sequence[Mapping[str, Any]]) -> list[float]:
     return [m for m in ok if m is not None]
 
 
-def _apart(site: list[float], others: list[float]) -> float | None:
-    """The site's median brain HU minus the other sites' (None with too few scans either side)."""
-    if len(site) < SITE_APART_MIN_SCANS or len(others) < SITE_APART_MIN_SCANS:
-        return None
-    return statistics.median(site) - statistics.median(others)
+class _Apart(NamedTuple):
+    """A site's brain density against the other sites': its ok scans with a brain median, the median
+    of those, the median over every other site's, and the difference (site minus others)."""
+
+    scans: int
+    median: float
+    others: float
+    difference: float
+
+
+def _apart_by_site(by_site: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, _Apart]:
+    """Per site (of `_by_site`), its `_Apart`; sites with fewer than `SITE_APART_MIN_SCANS` such scans
+    on either side are left out."""
+    medians = {site: _medians(members) for site, members in by_site.items()}
+    out = {}
+    for site, own in medians.items():
+        others = [m for other, values in medians.items() if other != site for m in values]
+        if len(own) >= SITE_APART_MIN_SCANS and len(others) >= SITE_APART_MIN_SCANS:
+            mine, theirs = statistics.median(own), statistics.median(others)
+            out[site] = _Apart(len(own), mine, theirs, mine - theirs)
+    return out
 
 
 def _summary(site: str, rows: Sequence[Mapping[str, Any]], decimals: int, apart: float | None = None) -> list[Any]:
@@ -121,7 +137,8 @@ def site_rows(rows: Sequence[Mapping[str, Any]], column: str | None, *, decimals
     ['all scans', 3, 2, 1, 0, 1, 1, 35.5, 31.0, 40.0, None]
     """
     by_site = _by_site(rows, column)
-    return ([_summary(site, members, decimals, _apart(_medians(members), _other_medians(by_site, site)))
+    apart = _apart_by_site(by_site)
+    return ([_summary(site, members, decimals, apart[site].difference if site in apart else None)
              for site, members in by_site.items()]
             + [_summary(ALL_SITES, rows, decimals)])
 
@@ -132,10 +149,6 @@ def _by_site(rows: Sequence[Mapping[str, Any]], column: str | None) -> dict[str,
         for row in rows:
             by_site.setdefault(_site_name(row.get(column)) or NO_SITE, []).append(row)
     return {} if list(by_site) == [NO_SITE] else by_site
-
-
-def _other_medians(by_site: Mapping[str, Sequence[Mapping[str, Any]]], site: str) -> list[float]:
-    return [m for other, members in by_site.items() if other != site for m in _medians(members)]
 
 
 def sites_apart(rows: Sequence[Mapping[str, Any]], column: str | None) -> list[str]:
@@ -151,16 +164,10 @@ def sites_apart(rows: Sequence[Mapping[str, Any]], column: str | None) -> list[s
     >>> sites_apart(rows[:6], "site"), sites_apart(rows, None)
     ([], [])
     """
-    by_site = _by_site(rows, column)
-    notes = []
-    for site, members in by_site.items():
-        medians, others = _medians(members), _other_medians(by_site, site)
-        apart = _apart(medians, others)
-        if apart is None or abs(apart) <= SITE_APART_HU:
-            continue
-        notes.append(
-            f"Site {site}: its {len(medians)} scans' brain median is {statistics.median(medians):.1f} HU, "
-            f"{abs(apart):.1f} HU {'above' if apart > 0 else 'below'} the other sites' {statistics.median(others):.1f} HU "
-            f"(more than {SITE_APART_HU:g} HU is a scanner calibration or protocol difference, not patients): "
-            "check that site's scanner before its volumes are used.")
-    return notes
+    return [
+        f"Site {site}: its {a.scans} scans' brain median is {a.median:.1f} HU, {abs(a.difference):.1f} HU "
+        f"{'above' if a.difference > 0 else 'below'} the other sites' {a.others:.1f} HU (more than "
+        f"{SITE_APART_HU:g} HU is a scanner calibration or protocol difference, not patients): check that "
+        "site's scanner before its volumes are used."
+        for site, a in _apart_by_site(_by_site(rows, column)).items() if abs(a.difference) > SITE_APART_HU
+    ]
