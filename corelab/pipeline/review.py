@@ -2,8 +2,9 @@
 
 A row per manifest row, whatever its status, in manifest order: the QC image as a thumbnail (a click
 opens it full size), patient id, site, status and error sentence, the volumes per class in mL, the
-imaging window, flags and the needs-review mark with the kinds of flag that set it (why). Columns sort on a click on their header (volumes
-numerically); filters by status, site, flag or error text, needs review and a volume range hide rows.
+imaging window, flags and the needs-review mark with the kinds of flag that set it (why). Columns
+sort on a click on their header (volumes numerically); filters by status, site, flag or error text,
+needs review and a volume range hide rows.
 
 The page is self-contained: its CSS and JavaScript are inline (``templates/review.css`` and
 ``review.js``, rendered by ``review.html.j2`` with jinja2 autoescape), it loads nothing from the
@@ -54,8 +55,8 @@ class ReviewRow:
     (column, shown text, sort value as text; both texts "" when not measured). in_window: "yes", "no" or
     "unknown"; hours: hours since onset as text ("" when unknown). needs_review: "yes", "no" or ""
     (not segmented). why: for a row that needs review, the kinds of flag that set it, each with what
-    it means (`corelab.pipeline.outputs.review_kinds`). qc_href: the QC image relative to the results folder, URL-quoted; "" when the
-    row has none or the file is missing (then ``qc_note`` says which).
+    it means (`corelab.pipeline.outputs.review_kinds`). qc_href: the QC image relative to the results
+    folder, URL-quoted; "" when the row has none or the file is missing (then ``qc_note`` says which).
     """
 
     number: int
