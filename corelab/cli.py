@@ -235,6 +235,11 @@ def train(
         typer.Option("--reference-segment", metavar="NAME", help="Keep only the manual reads' segments / RTSTRUCT ROIs of this "
                      "name (repeatable; default: all, RTSTRUCT body outlines left out)."),
     ] = None,
+    recalibrate: Annotated[
+        bool, typer.Option("--recalibrate", help="Do not train: choose smoothing and cut-offs again for the networks "
+                           "already in OUT (and OUT/single) on every scan of COHORT_DIR, none of them trained on; "
+                           "rewrites the cards, not the weights.")
+    ] = False,
 ) -> None:
     """Train the four CNNs (severe, intermediate, subtle, hemorrhage) with the paper's recipe.
 
@@ -243,6 +248,7 @@ def train(
     \b
         corelab train cohort/ --out my-models/ --single
         corelab train cohort/ --out quick-models/ --patches-per-class 2000 --epochs 2
+        corelab train my-site-scans/ --out my-models/ --recalibrate --control-tolerance-ml 2
     """
     bound_onednn_cache()  # before torch's first convolution
     from dataclasses import replace
@@ -253,6 +259,21 @@ def train(
     given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads, "val_scans": val_scans,
              "architecture": architecture, "contrast_jitter": contrast_jitter, "noise_jitter_hu": noise_jitter_hu,
              "control_tolerance_ml": control_tolerance_ml, "contralateral_gate_hu": contralateral_gate_hu}
+    if recalibrate:
+        from corelab.train.recalibrate import recalibrate_models
+
+        training_only = sorted(f"--{name.replace('_', '-')}" for name, value in given.items()
+                               if value is not None and name not in ("threads", "control_tolerance_ml"))
+        training_only += [flag for flag, on in (("--single", single), ("--paper", paper), ("--seed", seed != 0)) if on]
+        if training_only:
+            raise typer.BadParameter(f"{', '.join(training_only)} only apply to training; --recalibrate keeps the "
+                                     "networks as they are.", param_hint="--recalibrate")
+        with _errors_as_exit():
+            calibration = recalibrate_models(cohort, out, control_tolerance_ml=control_tolerance_ml,
+                                             threads=threads or 1, resume=resume,
+                                             segments=tuple(reference_segment or ()) or None)
+        typer.echo(str(calibration))
+        return
     if architecture is not None and architecture not in ARCHITECTURES:
         raise typer.BadParameter(f"unknown architecture {architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}",
                                  param_hint="--architecture")

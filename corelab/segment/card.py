@@ -224,6 +224,13 @@ def _scores_markdown(scores: Mapping) -> list[str]:
     if scores.get("validation_dice"):
         lines.append(f"- Validation Dice ({scores.get('note', 'per network')}): "
                      + ", ".join(f"{k} {number(v)}" for k, v in scores["validation_dice"].items()) + ".")
+    calibration = scores.get("calibration")
+    if calibration:
+        lines.append(f"- Calibration (cut-offs chosen again on {calibration.get('n_scans', '-')} scans of "
+                     f"{calibration.get('cohort', '-')}, not trained on; not held out): mean union Dice "
+                     f"{number(calibration.get('mean_union_dice'))}; controls claimed median "
+                     f"{number(calibration.get('control_median_ml'), 1)} mL, max "
+                     f"{number(calibration.get('control_max_ml'), 1)} mL.")
     held = scores.get("held_out")
     if not held:
         return lines
