@@ -302,6 +302,7 @@ def _finish_provenance(out: Path, run: dict[str, Any], summary: BatchSummary,
         interrupted=summary.interrupted or None,
         counts={"rows": summary.n_rows, "ok": summary.n_ok, "failed": summary.n_failed,
                 "not_run": summary.n_not_run, "reused": summary.n_skipped},
+        sites_apart=list(summary.sites_apart),
         inputs=inputs,
     )
     runs.write_run(out, run)

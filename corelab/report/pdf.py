@@ -195,6 +195,8 @@ def build_report(
         "tables": context_tables,
         "figures": _figures(primary, by_class, labels),
         "qc": qc_paragraphs(per_patient, qc_folder) if mode == "automated" else [],
+        # `corelab run`'s sentences on sites whose brains read apart (a scanner, not patients).
+        "sites_apart": [str(s) for s in run_info.get("sites_apart") or []] if mode == "automated" else [],
         # Per-scan checksums are one row each: they go to the workbook's inputs sheet, not the appendix.
         "parameters": parameter_rows(run_info),
     }

@@ -95,6 +95,7 @@ def test_end_to_end_outputs_read_back_and_volumes_equal_mask_counts(tmp_path, mo
 
     run = json.loads((out / "run.json").read_text())
     assert run["finished"] and run["counts"] == {"rows": 5, "ok": 5, "failed": 0, "not_run": 0, "reused": 0}
+    assert run["sites_apart"] == []  # no site column, no site sentences
     assert run["models"]["checksums"] and run["versions"]["torch"] and run["host"]
     assert {"smoothing_mm", "brain_reference_hu"} <= set(run["models"])  # the methods page states both
     assert run["parameters"]["method"]["grid"]["pixel_mm"] == 1.5

@@ -5,6 +5,7 @@ manifest wrote it."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import openpyxl
 import pandas as pd
@@ -13,7 +14,7 @@ from openpyxl.utils import get_column_letter
 from pipeline_trial import QUIET_QUANTILES, SMALL_METHOD, make_trial, write_model_folder
 
 from corelab.config import COLUMN_MEANINGS, OUTPUT_COLUMNS
-from corelab.pipeline.batch import run_batch
+from corelab.pipeline.batch import _finish_provenance, run_batch
 from corelab.pipeline.outputs import write_tables
 from corelab.pipeline.scan import brain_shift_flag
 from corelab.pipeline.sites import ALL_SITES, NO_SITE, SITE_COLUMNS, sites_apart
@@ -158,6 +159,9 @@ def test_a_site_whose_brains_read_apart_from_the_others_is_named_in_the_sheet_an
     summary = BatchSummary(out_dir=tmp_path, n_rows=9, n_ok=9, n_failed=0, n_skipped=0, n_out_of_window=0,
                            n_window_unknown=9, seconds=1.0, sites_apart=tuple(notes))
     assert str(summary).splitlines()[1] == notes[0]
+    (tmp_path / "runs").mkdir()
+    _finish_provenance(tmp_path, {"run_id": "r.json"}, summary, [])  # and run.json keeps the sentence
+    assert json.loads((tmp_path / "run.json").read_text())["sites_apart"] == notes
     assert sites_apart([{**r, "brain_median_hu": r["brain_median_hu"] - 2.0} if r["site"] == "C" else r
                         for r in rows], "site") == []  # 4.75 HU apart: within what patients vary
 

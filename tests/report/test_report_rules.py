@@ -203,3 +203,19 @@ def test_figures_mark_small_panels_and_fit_their_axes():
     dice = plots.dice_plot(rows)
     assert "n = 2: no box" in dice and "n = 8: no box" not in dice
     assert plots._fit([-3.0, 4.0]) == pytest.approx((-3.84, 4.84))  # points and lines, 12% padding
+
+
+def test_the_run_s_site_sentences_are_printed_under_the_results(tmp_path):
+    rows = trial({"severe": 10})
+    rows["site"] = ["A"] * 5 + ["C"] * 5
+    sentence = ("Site C: its 5 scans' brain median is 41.0 HU, 6.8 HU above the other sites' 34.2 HU (more than "
+                "5 HU is a scanner calibration or protocol difference, not patients): check that site's scanner "
+                "before its volumes are used.")
+    report = build_report(rows, mode="automated", run_info={**RUN, "sites_apart": [sentence]}, model_card=CARD)
+    render(report.context, tmp_path / "a.html", tmp_path / "a.pdf")
+    text = " ".join(pdf_pages(tmp_path / "a.pdf"))
+    assert sentence in text and "Scanner check of corelab run" in text
+    assert text.index("Agreement by site") < text.index(sentence) < text.index("Appendix A")
+    quiet = build_report(rows, mode="automated", run_info=RUN, model_card=CARD)  # no sentences, no note
+    assert quiet.context["sites_apart"] == []
+
