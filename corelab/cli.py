@@ -150,7 +150,7 @@ def compare(
     reference_segment: Annotated[
         Optional[list[str]],
         typer.Option("--reference-segment", metavar="NAME", help="Keep only the reads' segments / RTSTRUCT ROIs of this name "
-                     "(repeatable; default: all, RTSTRUCT body outlines left out)."),
+                     "(repeatable; default: all but RTSTRUCT body outlines and outlines of normal anatomy such as \"Brain\")."),
     ] = None,
 ) -> None:
     """Agreement of RESULTS with manual reads: agreement.pdf, agreement.xlsx, agreement.html and
@@ -233,7 +233,7 @@ def train(
     reference_segment: Annotated[
         Optional[list[str]],
         typer.Option("--reference-segment", metavar="NAME", help="Keep only the manual reads' segments / RTSTRUCT ROIs of this "
-                     "name (repeatable; default: all, RTSTRUCT body outlines left out)."),
+                     "name (repeatable; default: all but RTSTRUCT body outlines and outlines of normal anatomy such as \"Brain\")."),
     ] = None,
     recalibrate: Annotated[
         bool, typer.Option("--recalibrate", help="Do not train: choose smoothing and cut-offs again for the networks "

@@ -20,8 +20,12 @@ Segments and ROIs from other tools become labels by name: a name containing "hem
 "haemorrhag" is hemorrhage (4: "Hemorrhage", "hemorrhagic transformation"), one of corelab's own segment labels ("Severe hypodense infarct",
 ...) its class (1-3), any other name infarct (1). ``segments`` (names, case-insensitive) keeps
 only the segments so named, and names the ones present when none matches; without it every segment
-is read, except RTSTRUCT ROIs whose RT ROI Interpreted Type is EXTERNAL (the body outline). Where
-segments overlap the higher label wins, as in corelab's own masks.
+is read, except RTSTRUCT ROIs whose RT ROI Interpreted Type is EXTERNAL (the body outline) and
+segments whose whole name is normal anatomy (`ANATOMY_NAMES`: "Brain", "Ventricles", "Skull", ...;
+contouring tools keep such outlines beside the lesion, and read as infarct they would turn a brain
+into one): the read's note names what was left out and why, and a read holding nothing else is an
+error that says to name the segment. Where segments overlap the higher label wins, as in corelab's
+own masks.
 
 A read on another grid than the scan is put on it by `corelab.io.mask_onto` (nearest neighbour,
 labels never blended); the caller does that, since the read's own volume is reported too.
@@ -29,6 +33,7 @@ labels never blended); the caller does that, since the read's own volume is repo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -57,6 +62,11 @@ __all__ = ["REFERENCE_SUFFIXES", "ReferenceReadError", "ContoursNeedScanError", 
 REFERENCE_SUFFIXES = (".seg.nrrd", ".seg.dcm", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 _HEMORRHAGE_WORDS = ("hemorrhag", "haemorrhag")
 _EXTERNAL = "EXTERNAL"
+# Whole segment names (case-insensitive; spaces, "_" and "-" alike) that are normal anatomy, not a lesion.
+ANATOMY_NAMES = re.compile(
+    r"(whole[ _-]?)?(brain|cerebrum|cerebellum|brainstem|brain[ _-]?stem|(lateral[ _-]?)?ventricles?|csf|skull|bone|"
+    r"body|head|external|outline|skin|scalp|midline|falx|intracranial|intracranial[ _-]?(space|region|volume))",
+    re.IGNORECASE)
 
 
 class ReferenceReadError(ScanError):
@@ -129,9 +139,15 @@ def label_for_name(name: str) -> int:
 
 
 def _chosen(names: dict[int, str], segments: tuple[str, ...] | None, path: Path, what: str) -> list[int]:
-    """Keys of ``names`` kept by ``segments`` (all when None); an error naming what is there when none is."""
+    """Keys of ``names`` kept by ``segments`` (when None: all but normal anatomy, `ANATOMY_NAMES`);
+    an error naming what is there when none is."""
     if not segments:
-        return list(names)
+        kept = [key for key, name in names.items() if not _is_anatomy(name)]
+        if names and not kept:
+            raise ReferenceReadError(
+                f"The read {path} holds only normal anatomy ({_listed(list(names.values()))}), no lesion {what}; "
+                f"if one of them is the infarct, name it with --reference-segment.")
+        return kept
     wanted = {s.strip().lower() for s in segments}
     kept = [key for key, name in names.items() if name.strip().lower() in wanted]
     if not kept:
@@ -144,6 +160,26 @@ def _chosen(names: dict[int, str], segments: tuple[str, ...] | None, path: Path,
 
 def _listed(names: list[str]) -> str:
     return ", ".join(f'"{n}"' if n else "unnamed" for n in names)
+
+
+def _is_anatomy(name: str) -> bool:
+    """True for a segment whose whole name is normal anatomy.
+
+    >>> [_is_anatomy(n) for n in ("Brain", "lateral_ventricles", "Whole brain", "Brain infarct", "Infarct")]
+    [True, True, True, False, False]
+    """
+    return ANATOMY_NAMES.fullmatch(name.strip()) is not None
+
+
+def _left_out(left: list[str], segments: tuple[str, ...] | None, *, outlines: tuple[str, ...] = ()) -> str:
+    """The note's words on segments not read: which, and for anatomy left out by default, why
+    (``outlines``: RTSTRUCT body outlines, left out by their type, not their name)."""
+    if not left:
+        return ""
+    anatomy = [name for name in left if not segments and name not in outlines and _is_anatomy(name)]
+    return (f"{_listed(left)} left out"
+            + (f" ({_listed(anatomy)}: normal anatomy, not read as infarct; --reference-segment names what to read)"
+               if anatomy else ""))
 
 
 # --- Slicer segmentations ------------------------------------------------------------------------------
@@ -194,7 +230,7 @@ def _read_slicer(reader: sitk.ImageFileReader, segments: dict[int, tuple[str, in
     note = (f"Slicer segmentation: segment{'s' if len(kept) > 1 else ''} "
             f"{_listed([segments[i][0] for i in kept])} read")
     left = [segments[i][0] for i in segments if i not in kept]
-    return ReferenceRead(orient_superior(volume), note + (f", {_listed(left)} left out." if left else "."))
+    return ReferenceRead(orient_superior(volume), note + (f", {_left_out(left, chosen)}." if left else "."))
 
 
 def _image_file(path: Path, segments: tuple[str, ...] | None) -> ReferenceRead:
@@ -238,7 +274,7 @@ def _read_seg_reference(path: Path, segments: tuple[str, ...] | None) -> Referen
     volume = read_seg(path, labels=labels)
     left = [name for number, name, _ in listed if number not in kept]
     note = f"DICOM SEG: segment{'s' if len(kept) > 1 else ''} {_listed([names[n] for n in kept])} read"
-    return ReferenceRead(volume, note + (f", {_listed(left)} left out." if left else "."))
+    return ReferenceRead(volume, note + (f", {_left_out(left, segments)}." if left else "."))
 
 
 def _read_rtstruct_reference(path: Path, grid: Volume | None, segments: tuple[str, ...] | None,
@@ -282,7 +318,8 @@ def _read_rtstruct_reference(path: Path, grid: Volume | None, segments: tuple[st
         note += f"; {outside} contours more than half a slice from every slice left out"
     if oblique:
         note += f"; {oblique} contours not parallel to the scan's slices left out"
-    return ReferenceRead(volume, note + (f"; {_listed(left)} left out." if left else "."),
+    outlines = tuple(roi.name for roi in rois if roi.interpreted_type.upper() == _EXTERNAL)
+    return ReferenceRead(volume, note + (f"; {_left_out(left, segments, outlines=outlines)}." if left else "."),
                          contours_left_out=outside + oblique)
 
 

@@ -174,6 +174,27 @@ def test_segments_are_chosen_by_name_and_an_absent_name_lists_those_present(read
         read_reference(folder / "P-slicer.seg.nrrd", segments=("Core",))
 
 
+def test_anatomy_outlines_beside_the_lesion_are_left_out_unless_named(reads, tmp_path):
+    # A contouring tool's read: the lesion plus the brain it was drawn in (read as infarct, the
+    # brain would become the lesion).
+    scan, labels = reads["scan"], reads["labels"]
+    layers = np.zeros((*labels.shape, 3), np.uint8)
+    layers[..., :2] = _slicer_layers(labels)
+    layers[1:-1, 3:37, 3:37, 2] = 1
+    path = tmp_path / "P.seg.nrrd"
+    write_slicer_seg(path, layers, scan, [("Infarct", 0, 1), ("Hemorrhage", 1, 1), ("Whole_Brain", 2, 1)])
+    read = read_reference(path)
+    assert np.array_equal(mask_onto(read.volume, scan).array, labels)
+    assert read.note == ('Slicer segmentation: segments "Infarct", "Hemorrhage" read, "Whole_Brain" left out '
+                         '("Whole_Brain": normal anatomy, not read as infarct; --reference-segment names what to read).')
+    named = read_reference(path, segments=("whole_brain",))
+    assert int((named.volume.array > 0).sum()) == int(layers[..., 2].sum())
+    only = tmp_path / "Q.seg.nrrd"
+    write_slicer_seg(only, layers[..., 2:], scan, [("Brain", 0, 1)])
+    with pytest.raises(ReferenceReadError, match=r'only normal anatomy \("Brain"\).*--reference-segment'):
+        read_reference(only)
+
+
 def test_contours_need_the_scan_and_contours_off_its_slices_are_counted(reads, tmp_path):
     with pytest.raises(ContoursNeedScanError, match="RT Structure Set"):
         read_reference(reads["folder"] / "P-rtstruct" / "RS.dcm")
