@@ -20,7 +20,7 @@ from typing import Any
 from corelab.audit import file_sha256, invocation, package_versions
 from corelab.io.manifest import Manifest
 from corelab.pipeline.outputs import atomic_write_text
-from corelab.segment.card import architecture_from_card
+from corelab.segment.card import architecture_from_card, cutoffs_chosen_on
 
 __all__ = ["new_run_id", "earlier_runs", "archive_unlisted_run_json", "provenance", "write_run", "inputs"]
 
@@ -82,7 +82,8 @@ def provenance(manifest: Manifest, models, params, *, device, workers, scheduler
         "manifest_sha256": file_sha256(manifest.path),
         "models": {"folder": str(models.folder), "version": models.version,
                    "architecture": architecture_from_card(models.card), "checksums": dict(models.checksums),
-                   "cutoffs": dict(models.cutoffs), "smoothing_mm": models.smoothing_mm,
+                   "cutoffs": dict(models.cutoffs), "cutoffs_chosen_on": cutoffs_chosen_on(models.card),
+                   "smoothing_mm": models.smoothing_mm,
                    "brain_reference_hu": models.norm.brain_reference_hu,
                    "contralateral_gate_hu": models.gate_hu},
         "parameters": {**params, "device": device, "workers": workers, "scheduler": scheduler, "threads": threads},

@@ -153,7 +153,7 @@ _NAMES = {
     "surface_mm": "surface band", "sulcus_depth_mm": "sulcus depth", "min_hours": "earliest scan after onset",
     "max_hours": "latest scan after onset", "precision": "arithmetic precision",
     "smoothing_mm": "probability smoothing (Gaussian sigma)", "brain_reference_hu": "brain median HU reference",
-    "cutoffs": "probability cut-offs",
+    "cutoffs": "probability cut-offs", "cutoffs_chosen_on": "cut-offs chosen on",
     "contralateral_gate_hu": "contralateral gate (hypodense part darker than its mirror by)",
 }
 _UNITS = (("_mm2", "mm²"), ("_hu", "HU"), ("_mm", "mm"))
@@ -191,7 +191,7 @@ def parameter_rows(run_info: dict) -> list[tuple[str, str, str, str]]:
     """
     rows = _rows("Method", dict(run_info.get("parameters") or {}), "parameters")
     models = {k: v for k, v in dict(run_info.get("models") or {}).items()
-              if k in ("cutoffs", "smoothing_mm", "brain_reference_hu")
+              if k in ("cutoffs", "cutoffs_chosen_on", "smoothing_mm", "brain_reference_hu")
               or (k == "contralateral_gate_hu" and v is not None)}
     return rows + _rows("Models", models, "models")
 

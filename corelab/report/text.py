@@ -105,6 +105,13 @@ def _architecture(flat: dict[str, object]) -> str:
     return f"architecture {name}, recorded in the model card; not the paper's"
 
 
+def _chosen_on(flat: dict[str, object]) -> str:
+    """Where the run's cut-offs were chosen (run.json models.cutoffs_chosen_on; older runs did not
+    say, and every model then had them from its validation scans)."""
+    value = lookup(flat, "cutoffs_chosen_on", within="models")
+    return "validation scans" if value == NOT_RECORDED else str(value)
+
+
 def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> list[str]:
     """The methods section as plain-text paragraphs (autoescaped by the template)."""
     flat = flatten(run_info)
@@ -139,7 +146,7 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
             f"CSF: region grown from voxels within {p('seed_radius_mm', unit='mm')} of the intracranial "
             f"centroid, thresholds {p('lower_hu', unit='HU')} to {p('upper_hu', unit='HU')}. Four CNNs of one architecture ({_architecture(flat)}) "
             f"segment severe, intermediate and subtle hypodense infarct and hemorrhage{_input_and_smoothing(flat)}, "
-            f"with cut-offs {_cutoffs(flat)} (probability cut-offs chosen on validation scans); their union "
+            f"with cut-offs {_cutoffs(flat)} (probability cut-offs chosen on {_chosen_on(flat)}); their union "
             "(hemorrhage included) is the automated infarct, as in Sales Barros et al. 2020. The automated volume "
             "is volumes.csv's infarct_ml."
         )
@@ -157,7 +164,8 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
         f"included). Reference volumes are counted on the mask's own grid; for overlap measures the "
         f"other mask is compared on {grid}, masks on a different grid resampled by nearest neighbour. "
         f"Reads are label images (NIfTI, NRRD, MHA), Slicer segmentations, DICOM SEG, RTSTRUCT or DICOM "
-        f"label series; segments are united (names containing 'hemorrhag' are hemorrhage), and RTSTRUCT "
+        f"label series; segments are united (names containing 'hemorrhag' are hemorrhage; outlines named as "
+        f"normal anatomy, such as Brain or Ventricles, left out), and RTSTRUCT "
         f"contours are filled on the nearest scan slice, a voxel inside when its centre is (even-odd rule "
         f"for holes); the per-patient note says how each read with segments or contours was read."
     )

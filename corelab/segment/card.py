@@ -37,6 +37,7 @@ __all__ = [
     "ChecksumError",
     "architecture_from_card",
     "card_smoothing_mm",
+    "cutoffs_chosen_on",
     "card_gate_hu",
     "norm_from_card",
     "version_string",
@@ -270,6 +271,24 @@ def architecture_from_card(card: Mapping) -> str:
     'barros2020-patch-cnn'
     """
     return str((card.get("architecture") or {}).get("name", PAPER_ARCHITECTURE))
+
+
+def cutoffs_chosen_on(card: Mapping) -> str:
+    """Where the card's cut-offs were chosen, in words for run.json and the report's methods.
+
+    >>> cutoffs_chosen_on({"training": {}})
+    'validation scans of the training cohort'
+    >>> cutoffs_chosen_on({"training": {"calibration": {"n_scans": 48, "cohort": "c", "controls": 5,
+    ...                                                 "control_tolerance_ml": 2.0}}})
+    '48 calibration scans of c (5 controls), not trained on; a control scored 2 / (2 + mL claimed)'
+    """
+    calibration = (card.get("training") or {}).get("calibration")
+    if not calibration:
+        return "validation scans of the training cohort"
+    tolerance = calibration.get("control_tolerance_ml")
+    return (f"{calibration.get('n_scans')} calibration scans of {calibration.get('cohort')} "
+            f"({calibration.get('controls')} controls), not trained on"
+            + (f"; a control scored {tolerance:g} / ({tolerance:g} + mL claimed)" if tolerance else ""))
 
 
 def card_smoothing_mm(card: Mapping) -> float:

@@ -98,6 +98,7 @@ def test_end_to_end_outputs_read_back_and_volumes_equal_mask_counts(tmp_path, mo
     assert run["sites_apart"] == []  # no site column, no site sentences
     assert run["models"]["checksums"] and run["versions"]["torch"] and run["host"]
     assert {"smoothing_mm", "brain_reference_hu"} <= set(run["models"])  # the methods page states both
+    assert run["models"]["cutoffs_chosen_on"] == "validation scans of the training cohort"
     assert run["parameters"]["method"]["grid"]["pixel_mm"] == 1.5
     records = sorted(p.name for p in (out / "records").iterdir())
     assert records == sorted(f"{pid}.json" for pid in table["patient_id"])

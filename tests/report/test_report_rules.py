@@ -219,3 +219,14 @@ def test_the_run_s_site_sentences_are_printed_under_the_results(tmp_path):
     quiet = build_report(rows, mode="automated", run_info=RUN, model_card=CARD)  # no sentences, no note
     assert quiet.context["sites_apart"] == []
 
+
+def test_methods_say_where_the_cut_offs_were_chosen():
+    rows = trial({"severe": 4})
+    where = "48 calibration scans of calib (5 controls), not trained on; a control scored 2 / (2 + mL claimed)"
+    calibrated = {**RUN, "models": {**RUN["models"], "cutoffs_chosen_on": where}}
+    methods = " ".join(build_report(rows, mode="automated", run_info=calibrated, model_card=CARD).context["methods"])
+    assert f"(probability cut-offs chosen on {where})" in methods
+    assert ("Models", "cut-offs chosen on", where, "models.cutoffs_chosen_on") in parameter_rows(calibrated)
+    older = " ".join(build_report(rows, mode="automated", run_info=RUN, model_card=CARD).context["methods"])
+    assert "(probability cut-offs chosen on validation scans)" in older  # run.json of an older corelab
+
