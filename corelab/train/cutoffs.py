@@ -188,17 +188,18 @@ def choose_smoothing_and_cutoffs(
     smoothing_grid_mm: tuple[float, ...] = SMOOTHING_GRID_MM,
     log: Callable[[str], None] = print,
     control_tolerance_ml: float | None = None,
+    scans: str = "validation",
 ) -> tuple[float, dict[str, float], list[ValidationSample]]:
     """The sigma (mm) of `smoothing_grid_mm` and the cut-offs of `names` with the highest mean union
     Dice over the validation scans; also returns the samples at that sigma (for further cut-offs).
-    Ties go to the smaller sigma."""
+    Ties go to the smaller sigma. scans: what the log calls the scans ("validation", "calibration")."""
     best = None
     for sigma_mm in smoothing_grid_mm:
         samples = [validation_sample(m, sigma_mm / pixel_mm) for m in maps]
         cutoffs = choose_cutoffs(samples, names, control_tolerance_ml=control_tolerance_ml)
         score = float(np.mean([union_dice(sample, cutoffs, control_tolerance_ml=control_tolerance_ml)
                                for sample in samples]))
-        log(f"smoothing {sigma_mm:g} mm: mean union Dice {score:.3f} on {len(samples)} validation scans; cut-offs "
+        log(f"smoothing {sigma_mm:g} mm: mean union Dice {score:.3f} on {len(samples)} {scans} scans; cut-offs "
             + ", ".join(f"{name} {value:.3f}" for name, value in cutoffs.items()))
         if best is None or score > best[0]:
             best = (score, sigma_mm, cutoffs, samples)

@@ -128,7 +128,7 @@ def recalibrate_models(
     grid_mm = (0.0,) if three.smoothing_mm == 0 else SMOOTHING_GRID_MM
     smoothing_mm, cutoffs, samples = choose_smoothing_and_cutoffs(
         maps, four, pixel_mm=three.grid.pixel_mm, smoothing_grid_mm=grid_mm, log=log,
-        control_tolerance_ml=control_tolerance_ml)
+        control_tolerance_ml=control_tolerance_ml, scans="calibration")
     approaches = {"three-cnn": four}
     if single is not None:
         cutoffs.update(choose_cutoffs(samples, [SINGLE_NAME], fixed={"hemorrhage": cutoffs["hemorrhage"]},

@@ -39,6 +39,7 @@ def weights(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.glob("*.pt"))}
 
 
+@pytest.mark.slow  # dense maps of four to five networks on every scan
 def test_recalibration_rewrites_the_cards_by_the_training_rule_and_keeps_the_weights(tmp_path):
     models = model_folder(tmp_path / "models")
     before, before_single = weights(models), weights(models / "single")
@@ -78,15 +79,16 @@ def test_recalibration_rewrites_the_cards_by_the_training_rule_and_keeps_the_wei
     assert any("calibration control P03" in line for line in lines)
 
 
+@pytest.mark.slow  # dense maps of four to five networks on every scan
 def test_an_interrupted_recalibration_resumes_from_its_saved_maps(tmp_path):
     cohort = make_cohort(tmp_path / "calibration", KINDS, seed=4)
-    whole = recalibrate_models(cohort, model_folder(tmp_path / "a"), log=lambda _: None)
+    whole = recalibrate_models(cohort, model_folder(tmp_path / "a", smoothing_mm=0.0), log=lambda _: None)
 
     def stop_after_two_maps(line):
         if line.startswith("calibration maps 2/"):
             raise KeyboardInterrupt
 
-    interrupted = model_folder(tmp_path / "b")
+    interrupted = model_folder(tmp_path / "b", smoothing_mm=0.0)
     with pytest.raises(KeyboardInterrupt):
         recalibrate_models(cohort, interrupted, log=stop_after_two_maps)
     assert len(list((interrupted / ".checkpoints").rglob("*.npz"))) == 2
@@ -96,6 +98,7 @@ def test_an_interrupted_recalibration_resumes_from_its_saved_maps(tmp_path):
     assert resumed.cutoffs == whole.cutoffs and resumed.smoothing_mm == whole.smoothing_mm
 
 
+@pytest.mark.slow  # dense maps of four to five networks on every scan
 def test_the_paper_folder_keeps_its_per_voxel_cut(tmp_path):
     cohort = make_cohort(tmp_path / "calibration", KINDS, seed=4)
     summary = recalibrate_models(cohort, model_folder(tmp_path / "m", smoothing_mm=0.0), log=lambda _: None)
