@@ -112,24 +112,72 @@ def region_boxes(region: np.ndarray) -> list[tuple[int, int, int, int, int]]:
     return boxes
 
 
-def region_tiles(region: np.ndarray, *, tile_voxels: int) -> Iterator[tuple[int, int, int, int, int]]:
+# What a tile costs, in second-convolution positions, for choosing the tiles (`region_tiles`): an h x w
+# output box runs `PatchCNN`'s second convolution (two thirds of the arithmetic) on (h + 2) x (w + 2)
+# positions and its first convolution and first pooling on the box plus the halo, measured at about
+# 0.15 of a position each; each tile adds about 300 positions' worth of calls and bookkeeping.
+_HALO_WEIGHT = 0.15
+_TILE_OVERHEAD = 300.0
+
+
+def region_tiles(region: np.ndarray, *, tile_voxels: int, halo: int = 15) -> Iterator[tuple[int, int, int, int, int]]:
     """The tiles that dense inference computes: (z, y0, y1, x0, x1) output boxes, end exclusive.
 
-    Per slice, the region's rows in runs of about `tile_voxels / box width` rows, each run cut to
-    the columns where the region lies in those rows. The convolutions cover each box plus a halo;
-    the region's holes (CSF) inside a box are computed too, which `benchmarks/speed.py` reports.
+    Per slice, the region's rows are cut into runs of consecutive rows, each run's box cut to the
+    columns where the region lies in those rows, and at most `tile_voxels` output voxels (rows x
+    box width) in one box unless one row is wider. Where to cut is chosen by dynamic programming
+    over the rows for the least arithmetic (`_HALO_WEIGHT`, `_TILE_OVERHEAD`; `halo`: the
+    architecture's `seen_size - 1`), so that the rows of one box have similar extents: a head's
+    rounded outline in a few wide boxes leaves their corners computed for nothing. Rows without region voxels belong to no tile. The
+    region's holes (CSF) inside a box are computed too; `benchmarks/speed.py` reports the positions
+    computed per region voxel. Every region voxel lies in exactly one tile.
 
     >>> r = np.zeros((1, 4, 6), bool); r[0, 0, 0] = r[0, 3, 5] = True
     >>> list(region_tiles(r, tile_voxels=12))
-    [(0, 0, 2, 0, 1), (0, 2, 4, 5, 6)]
+    [(0, 0, 1, 0, 1), (0, 3, 4, 5, 6)]
     """
-    for z, y0, y1, x0, x1 in region_boxes(region):
-        rows_per_tile = max(1, tile_voxels // (x1 - x0))
-        for t0 in range(y0, y1, rows_per_tile):
-            t1 = min(y1, t0 + rows_per_tile)
-            cols = np.flatnonzero(region[z, t0:t1].any(axis=0))
-            if cols.size:
-                yield z, t0, t1, int(cols[0]), int(cols[-1]) + 1
+    for z, y0, y1, _, _ in region_boxes(region):
+        for t0, t1 in _row_runs(region[z, y0:y1], tile_voxels=tile_voxels, halo=halo):
+            cols = np.flatnonzero(region[z, y0 + t0:y0 + t1].any(axis=0))
+            yield z, y0 + t0, y0 + t1, int(cols[0]), int(cols[-1]) + 1
+
+
+def _row_runs(rows: np.ndarray, *, tile_voxels: int, halo: int) -> list[tuple[int, int]]:
+    """(t0, t1) runs of rows of one slice's region box (`[h, w]` bool, first and last rows occupied)
+    that cover its occupied rows at the least cost (see `region_tiles`)."""
+    occupied = rows.any(axis=1)
+    n, width = rows.shape
+    first = np.where(occupied, rows.argmax(axis=1), width)
+    last = np.where(occupied, width - 1 - rows[:, ::-1].argmax(axis=1), -1)
+    longest = max(1, min(n, tile_voxels // max(1, int(last.max() - first.min() + 1))))
+    # cost[a, k]: one box over rows a .. a + k (inf past the end and where the box is too large)
+    cost = np.full((n, longest), np.inf)
+    lo, hi = first.copy(), last.copy()
+    for k in range(longest):
+        if k:
+            lo[:n - k] = np.minimum(lo[:n - k], first[k:])
+            hi[:n - k] = np.maximum(hi[:n - k], last[k:])
+        h, w = k + 1, np.maximum(hi[:n - k] - lo[:n - k] + 1, 1)
+        box = (h + 2) * (w + 2) + _HALO_WEIGHT * (h + halo) * (w + halo) + _TILE_OVERHEAD
+        cost[:n - k, k] = box if k == 0 else np.where(h * w <= tile_voxels, box, np.inf)  # one row: always
+    best = np.zeros(n + 1)
+    step = np.zeros(n + 1, dtype=np.int64)  # rows in the run ending before row b; 0: row b - 1 is empty
+    for b in range(1, n + 1):
+        if not occupied[b - 1]:
+            best[b], step[b] = best[b - 1], 0
+            continue
+        k = np.arange(min(longest, b))
+        candidates = best[b - 1 - k] + cost[b - 1 - k, k]
+        j = int(np.argmin(candidates))
+        best[b], step[b] = candidates[j], j + 1
+    runs, b = [], n
+    while b > 0:
+        if step[b] == 0:
+            b -= 1
+            continue
+        runs.append((b - int(step[b]), b))
+        b -= int(step[b])
+    return runs[::-1]
 
 
 def dense_probabilities(
@@ -150,7 +198,7 @@ def dense_probabilities(
     region: intracranial minus CSF). networks: name -> network, all of one architecture (see the
     module docstring), whose `inputs` say what it reads (`corelab.segment.inputs`; the mirror
     needs `spacing`, (z, y, x) mm, or `mirror_hu` computed before). Returns name -> float32 array shaped like `hu`.
-    With a whole-tile form only the region's extent is computed: per slice, row tiles of about `tile_voxels` output voxels
+    With a whole-tile form only the region's extent is computed: per slice, row tiles of at most `tile_voxels` output voxels (`region_tiles`)
     (memory stays bounded, about 3 kB per tile voxel for four networks), each cut to the columns
     where the region lies in those rows. precision: "float32" (default) or "bfloat16" (an opt-in
     approximation, see `corelab.config.Method`). On CUDA, float32 runs without TF32 (flags restored
@@ -208,7 +256,7 @@ def dense_probabilities_from_input(
             return probabilities
         padded = _padded_input(x, architecture, pad_value)
         halo = architecture.seen_size - 1
-        for z, t0, t1, c0, c1 in region_tiles(region, tile_voxels=tile_voxels):
+        for z, t0, t1, c0, c1 in region_tiles(region, tile_voxels=tile_voxels, halo=halo):
             inside = region[z, t0:t1, c0:c1]
             # Padded z index z + 1 is slice z. Output row v reads padded rows v .. v + seen_size - 1
             # only (the rest of its patch never reaches the output), so a tile needs `halo` extra rows.

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from corelab.segment.card import ChecksumError, ModelFolderError, save_models
-from corelab.segment.dense import PrecisionError, dense_probabilities, region_boxes
+from corelab.segment.dense import PrecisionError, dense_probabilities, region_boxes, region_tiles
 from corelab.segment.folder import CudaUnavailableError, load_models, resolve_device
 from corelab.segment.barros2020 import PATCH_CENTER, PatchCNN
 from corelab.segment.norm import InputNorm
@@ -212,6 +212,34 @@ def test_region_boxes_skips_empty_slices():
     region[0, 1, 2] = region[0, 4, 5] = True
     region[2, 0:6, 0] = True
     assert region_boxes(region) == [(0, 1, 5, 2, 6), (2, 0, 6, 0, 1)]
+
+
+def test_region_tiles_cover_each_region_voxel_once_and_follow_a_round_head():
+    zz, yy, xx = np.mgrid[0:3, 0:420, 0:360]  # an axial head outline on the 0.45 mm grid
+    region = (yy - 210) ** 2 / 200**2 + (xx - 180) ** 2 / 170**2 < 1
+    region &= (yy - 210) ** 2 + (xx - 180) ** 2 > 30**2  # ventricles: a hole inside the region
+    region[1] = False  # a slice without region voxels
+    region[2, 250:, :] = False
+    region[2, 10:14, 180] = False  # rows of the last slice only in part
+    tiles = list(region_tiles(region, tile_voxels=60_000))
+    covered = np.zeros(region.shape, int)
+    for z, y0, y1, x0, x1 in tiles:
+        assert (y1 - y0) * (x1 - x0) <= 60_000
+        assert region[z, y0, x0:x1].any() and region[z, y1 - 1, x0:x1].any()  # no empty edge rows
+        covered[z, y0:y1, x0:x1] += 1
+    assert (covered[region] == 1).all() and covered.max() == 1
+    assert {t[0] for t in tiles} == {0, 2}
+    # The boxes follow the outline: they compute under 10% more positions than the region's rows
+    # span (the least any boxes of whole rows can), where runs of rows of one height compute 21% more.
+    span = sum(int(np.ptp(np.flatnonzero(row))) + 1 for plane in region for row in plane if row.any())
+    shaped = sum((y1 - y0) * (x1 - x0) for _, y0, y1, x0, x1 in tiles)
+    assert span <= shaped < 1.10 * span
+    small = list(region_tiles(region, tile_voxels=300))  # memory bound: many small boxes, same cover
+    assert all((y1 - y0) * (x1 - x0) <= 300 or y1 - y0 == 1 for _, y0, y1, x0, x1 in small)
+    covered[:] = 0
+    for z, y0, y1, x0, x1 in small:
+        covered[z, y0:y1, x0:x1] += 1
+    assert (covered[region] == 1).all()
 
 
 def test_save_load_roundtrip_and_checksum(tmp_path):
