@@ -49,6 +49,7 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -202,6 +203,14 @@ class DenseNetworks:
             return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "relu", [], "")
         return F.linear(x, weight, bias).relu_()
 
+    @staticmethod
+    def _rows(features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        # The rows `rows` of `[n, c]` features, copied. On the CPU in float32 numpy's take copies
+        # them 3-4x faster than torch's index_select (measured: 51,128 of 68,400 rows of 128); same values.
+        if features.device.type == "cpu" and features.dtype == torch.float32:
+            return torch.from_numpy(np.take(features.numpy(), rows.numpy(), axis=0))
+        return features.index_select(0, rows)
+
     def __call__(self, tile: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
         x = tile[None].to(self.dtype).contiguous(memory_format=self.layout)
         maps = self._conv_relu(x, self.w1, self.b1, 1)
@@ -211,7 +220,7 @@ class DenseNetworks:
             pooled = self._max2x2(maps[:, self.c1 * k:self.c1 * (k + 1)], 1).contiguous(memory_format=self.layout)
             features = self._max2x2(self._conv_relu(pooled, w2, b2, 2), 2)
             # [1, 128, h, w] -> the region voxels' 128 features, one row per voxel
-            features = features[0].permute(1, 2, 0).reshape(-1, w2.shape[0]).index_select(0, rows)
+            features = self._rows(features[0].permute(1, 2, 0).reshape(-1, w2.shape[0]), rows)
             hidden = self._linear_relu(self._linear_relu(features, f1w, f1b), f2w, f2b)
             logits.append(torch.addmv(ob, hidden, ow))
         return torch.stack(logits).float()
