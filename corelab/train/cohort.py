@@ -167,9 +167,11 @@ def load_cohort(
     log: Callable[[str], None] = print,
     inputs: tuple[str, ...] = ("hu",),
     segments: tuple[str, ...] | None = None,
+    purpose: str = "training",
 ) -> list[PreparedScan]:
     """Read every manifest row's scan, manual mask and (when present) truth labels, preprocessed
-    into the input volumes `inputs` of the architecture to train (`corelab.segment.inputs`).
+    into the input volumes `inputs` of the architecture to train (`corelab.segment.inputs`);
+    `purpose` names the use in the error for a scan that cannot be used ("training", "calibration").
 
     Manual reads are found and read as `compare` reads them (`corelab.io.reference`: any format,
     ``segments`` the segment names to keep), reads and truth labels on another grid put on the
@@ -194,7 +196,7 @@ def load_cohort(
             manual = find_reference(cohort_dir / "manual", pid)
             truth_path = find_image(cohort_dir / "truth", pid)
         except CorelabError as error:
-            raise CohortScanError(f"Patient {pid} cannot be used for training: {error}") from error
+            raise CohortScanError(f"Patient {pid} cannot be used for {purpose}: {error}") from error
         if manual is None:
             raise MissingMaskError(f"Patient {pid} has no manual reference mask in {cohort_dir / 'manual'}.")
         try:
@@ -215,7 +217,7 @@ def load_cohort(
         except CohortError:
             raise
         except CorelabError as error:
-            raise CohortScanError(f"Patient {pid} cannot be used for training: {error}") from error
+            raise CohortScanError(f"Patient {pid} cannot be used for {purpose}: {error}") from error
         scan = prepare_scan(pid, analysis.array, analysis.spacing, regions.region, ref_a, hem_a,
                             norm=norm, hemorrhage_hu=hemorrhage_hu, inputs=inputs)
         log(f"read {number}/{len(manifest.rows)} {pid}: mean {scan.mean_hu:.1f} HU "

@@ -2,8 +2,7 @@
 they never saw, without training them again.
 
 The cut-offs decide how much of a probability map becomes infarct, and the training recipe chooses
-them on its few validation scans (the shipped cohort leaves 2-6 per network and 2 controls), so
-they rest on a handful of patients. Here every scan of a second annotated cohort is a calibration
+them on its few validation scans, so they rest on a handful of patients. Here every scan of a second annotated cohort is a calibration
 scan: the networks' dense maps on each, then the rule of `corelab.train.cutoffs` (smoothing and
 cut-offs chosen together for the mean per-scan Dice of the union; the single-CNN baseline's cut-off
 beside the same hemorrhage CNN), optionally with controls scored by the volume claimed on them
@@ -33,8 +32,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from corelab.config import CLASSES, HEMORRHAGE_HU, SYNTH_RECORD_FILE, GridParams, Method
-from corelab.errors import CorelabError
+from corelab.config import CLASSES, HEMORRHAGE_HU, SYNTH_RECORD_FILE, Method
+from corelab.errors import ModelError
 from corelab.io.manifest import find_manifest
 from corelab.segment.card import SINGLE_NAME, markdown_card, version_string
 from corelab.segment.folder import ModelSet, load_models
@@ -49,11 +48,16 @@ from corelab.train.cutoffs import (
     validation_maps,
 )
 
-__all__ = ["CalibrationSummary", "TrainingScansError", "recalibrate_models"]
+__all__ = ["CalibrationSummary", "TrainingScansError", "RecalibrationFolderError", "recalibrate_models"]
 
 
 class TrainingScansError(CohortError):
     """The calibration cohort holds the scans the networks were trained on."""
+
+
+class RecalibrationFolderError(ModelError):
+    """The model folder cannot be recalibrated as given (a single/ folder, or a single/ baseline
+    beside another hemorrhage CNN)."""
 
 
 @dataclass(frozen=True)
@@ -102,26 +106,28 @@ def recalibrate_models(
     A folder whose card smooths nothing (the paper's per-voxel cut, `models/barros2020/`) keeps
     smoothing 0; others choose it from `SMOOTHING_GRID_MM` as training does.
     Raises `TrainingScansError` for the training cohort itself, `CohortError` subclasses for an
-    unusable cohort, `ModelError` subclasses for an unreadable model folder.
+    unusable cohort, `ModelError` subclasses for an unreadable model folder (`RecalibrationFolderError`
+    for one that cannot be recalibrated as given).
     """
     started = time.time()
     cohort_dir, models_dir = Path(cohort_dir), Path(models_dir)
     three = load_models(models_dir)
     if three.is_single:
-        raise CorelabError(f"{models_dir} is a single-CNN folder; recalibrate the three-CNN folder above it "
+        raise RecalibrationFolderError(f"{models_dir} is a single-CNN folder; recalibrate the three-CNN folder above it "
                            "(its single/ baseline is recalibrated with it).")
     single = load_models(models_dir / SINGLE_NAME) if (models_dir / SINGLE_NAME / "card.json").is_file() else None
     _refuse_training_scans(cohort_dir, three.card)
     networks = dict(three.networks)
     if single is not None:
         if single.checksums.get("hemorrhage.pt") != three.checksums.get("hemorrhage.pt"):
-            raise CorelabError(f"{models_dir / SINGLE_NAME} has another hemorrhage CNN than {models_dir}; the "
+            raise RecalibrationFolderError(f"{models_dir / SINGLE_NAME} has another hemorrhage CNN than {models_dir}; the "
                                "single baseline is calibrated beside the three-CNN folder's own.")
         networks[SINGLE_NAME] = single.networks[SINGLE_NAME]
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        maps = _calibration_maps(cohort_dir, three, networks, resume=resume, segments=segments, log=log)
+        maps = _calibration_maps(cohort_dir, three, networks, single=single, resume=resume, segments=segments,
+                                 log=log)
     finally:
         torch.set_num_threads(previous_threads)
     four = [*CLASSES, "hemorrhage"]
@@ -149,7 +155,12 @@ def recalibrate_models(
         _rewrite_card(Path(model.folder), {name: cutoffs[name] for name in names}, smoothing_mm,
                       {**record, "mean_union_dice": round(dice[approach], 4),
                        "controls_claimed_ml": claims[approach]})
-    shutil.rmtree(_maps_dir(cohort_dir, three, networks).parent, ignore_errors=True)
+    folder = _maps_dir(cohort_dir, three, single, segments)
+    shutil.rmtree(folder, ignore_errors=True)
+    try:  # `corelab train` keeps its own checkpoints here too: the folder goes only when empty
+        folder.parent.rmdir()
+    except OSError:
+        pass
     return CalibrationSummary(
         folders=tuple(Path(model.folder) for model, _, _ in folders), n_scans=len(maps),
         n_controls=sum(not (m.kind > 0).any() for m in maps), smoothing_mm=smoothing_mm,
@@ -175,34 +186,39 @@ def _refuse_training_scans(cohort_dir: Path, card: dict) -> None:
             "on scans the networks never saw.")
 
 
-def _maps_dir(cohort_dir: Path, model: ModelSet, networks: dict) -> Path:
-    """`MODELS_DIR/.checkpoints/calibration-<key>`: the key fingerprints the cohort's manifest and the
-    networks' weights, so a resumed run never reuses another run's maps."""
+def _maps_dir(cohort_dir: Path, model: ModelSet, single: ModelSet | None, segments) -> Path:
+    """`MODELS_DIR/.checkpoints/calibration-<key>`: the key fingerprints the cohort (its manifest and
+    every file of its reads and truth labels), the segments read, and the weights of both folders, so a
+    resumed run never reuses another run's maps or references."""
     from corelab.audit import file_sha256
 
     manifest = find_manifest(cohort_dir)
-    key = repr((cohort_dir.resolve().name, file_sha256(manifest) if manifest else "", sorted(networks),
-                sorted(model.checksums.items()), model.card.get("hu_input")))
+    reads = sorted((str(path.relative_to(cohort_dir)), file_sha256(path))
+                   for sub in ("manual", "truth") if (cohort_dir / sub).is_dir()
+                   for path in (cohort_dir / sub).rglob("*") if path.is_file())
+    key = repr((cohort_dir.resolve().name, file_sha256(manifest) if manifest else "", reads,
+                sorted(segments) if segments else None, sorted(model.checksums.items()),
+                sorted(single.checksums.items()) if single is not None else None, model.card.get("hu_input")))
     return Path(model.folder) / ".checkpoints" / f"calibration-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def _calibration_maps(cohort_dir: Path, model: ModelSet, networks: dict, *, resume: bool, segments, log
-                      ) -> list[ValidationMaps]:
-    folder = _maps_dir(cohort_dir, model, networks)
+def _calibration_maps(cohort_dir: Path, model: ModelSet, networks: dict, *, single: ModelSet | None,
+                      resume: bool, segments, log) -> list[ValidationMaps]:
+    folder = _maps_dir(cohort_dir, model, single, segments)
     if not resume and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    method = Method(grid=GridParams(**{key: float(value) for key, value in model.card["analysis_grid"].items()}))
+    method = Method(grid=model.grid)
     inputs = _model_inputs(model)
     scans = load_cohort(cohort_dir, method=method, norm=model.norm, hemorrhage_hu=HEMORRHAGE_HU, log=log,
-                        inputs=inputs, segments=segments)
+                        inputs=inputs, segments=segments, purpose="calibration")
     log(f"choosing smoothing and cut-offs on the dense maps of {len(scans)} calibration scans "
-        f"({sum(not s.reference.any() for s in scans)} controls)")
+        f"({sum(not (s.reference & s.region).any() for s in scans)} controls)")
     maps = []
     for index, scan in enumerate(scans, 1):
         path = folder / f"{index:04d}.npz"
-        if path.is_file():
-            maps.append(_read_maps(path))
+        if path.is_file() and (kept := _read_maps(path)).patient_id == scan.patient_id:
+            maps.append(kept)
             log(f"calibration maps {index}/{len(scans)} {scan.patient_id}: kept from the interrupted run")
             continue
         begun = time.time()
@@ -255,13 +271,16 @@ def _calibration_record(cohort_dir: Path, maps: list[ValidationMaps], tolerance:
 
 def _rewrite_card(folder: Path, cutoffs: dict[str, float], smoothing_mm: float, calibration: dict) -> None:
     """New cut-offs, smoothing and their rule in card.json and MODEL_CARD.md; weights untouched.
-    Validation and held-out scores and the headline, measured at the old cut-offs, are dropped."""
+    Validation and held-out scores, measured at the old cut-offs, are dropped, and the headline says
+    so (it keeps the warning against measuring with weights not scored since)."""
     path = folder / "card.json"
     card = json.loads(path.read_text())
     old_version = version_string(card)
     card["cutoffs"] = {name: float(cutoffs[name]) for name in card["networks"]}
     card["postprocess"] = {**card["postprocess"], "smoothing_mm": float(smoothing_mm)}
     training = dict(card.get("training", {}))
+    training["smoothing_rule"] = (f"the in-plane Gaussian sigma re-chosen with the cut-offs on the calibration "
+                                  f"scans of {calibration['cohort']}: " + calibration["rule"])
     training["cutoff_rule"] = (f"re-chosen without retraining on {calibration['n_scans']} calibration scans of "
                                f"{calibration['cohort']} ({calibration['controls']} controls; "
                                f"`corelab train --recalibrate`): " + calibration["rule"])
@@ -274,7 +293,9 @@ def _rewrite_card(folder: Path, cutoffs: dict[str, float], smoothing_mm: float, 
         "cohort": calibration["cohort"],
         "control_median_ml": round(float(np.median(claims)), 2) if claims else None,
         "control_max_ml": round(float(max(claims)), 2) if claims else None}}
-    card.pop("headline", None)
+    card["headline"] = (f"**Cut-offs chosen again on {calibration['n_scans']} calibration scans** "
+                        f"(`corelab train --recalibrate`, replacing {old_version}); not scored on held-out "
+                        "scans since: do not use these weights to measure infarcts until they are.")
     partial = folder / ".tmp-card.json"
     partial.write_text(json.dumps(card, indent=2, default=str) + "\n")
     partial.replace(path)

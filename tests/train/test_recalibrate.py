@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -15,7 +14,7 @@ from corelab.segment.card import NETWORK_NAMES, save_models, version_string
 from corelab.segment.folder import load_models
 from corelab.train.cohort import load_cohort
 from corelab.train.cutoffs import choose_cutoffs, choose_smoothing_and_cutoffs, validation_maps
-from corelab.train.recalibrate import TrainingScansError, recalibrate_models
+from corelab.train.recalibrate import TrainingScansError, _maps_dir, recalibrate_models
 from train_cohort import make_cohort
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,6 +44,9 @@ def test_recalibration_rewrites_the_cards_by_the_training_rule_and_keeps_the_wei
     before, before_single = weights(models), weights(models / "single")
     old_version = version_string(json.loads((models / "card.json").read_text()))
     cohort = make_cohort(tmp_path / "calibration", KINDS, seed=4, hemorrhage=(0,))
+    training_run = models / ".checkpoints" / "train-interrupted"  # another run's checkpoints stay
+    training_run.mkdir(parents=True)
+    (training_run / "severe.ckpt").write_bytes(b"kept")
     lines = []
     summary = recalibrate_models(cohort, models, control_tolerance_ml=2.0, log=lines.append)
 
@@ -75,7 +77,11 @@ def test_recalibration_rewrites_the_cards_by_the_training_rule_and_keeps_the_wei
     assert "re-chosen without retraining on 5 calibration scans" in (models / "MODEL_CARD.md").read_text()
     assert "Calibration (cut-offs chosen again on 5 scans of calibration" in (models / "MODEL_CARD.md").read_text()
     assert three.version != old_version or summary.cutoffs == dict.fromkeys(summary.cutoffs, 0.5)
-    assert not (models / ".checkpoints").exists()
+    assert card["headline"].startswith("**Cut-offs chosen again on 5 calibration scans**")
+    assert "do not use these weights to measure infarcts" in card["headline"]  # the warning stays
+    assert "calibration scans of calibration" in card["training"]["smoothing_rule"]
+    assert [path.name for path in (models / ".checkpoints").iterdir()] == ["train-interrupted"]
+    assert (training_run / "severe.ckpt").read_bytes() == b"kept"
     assert any("calibration control P03" in line for line in lines)
 
 
@@ -103,6 +109,23 @@ def test_the_paper_folder_keeps_its_per_voxel_cut(tmp_path):
     cohort = make_cohort(tmp_path / "calibration", KINDS, seed=4)
     summary = recalibrate_models(cohort, model_folder(tmp_path / "m", smoothing_mm=0.0), log=lambda _: None)
     assert summary.smoothing_mm == 0.0
+
+
+def test_resumed_maps_belong_to_the_same_reads_segments_and_weights(tmp_path):
+    models = model_folder(tmp_path / "models")
+    cohort = make_cohort(tmp_path / "calibration", KINDS[:2], seed=4)
+    three, single = load_models(models), load_models(models / "single")
+    key = _maps_dir(cohort, three, single, None)
+    assert _maps_dir(cohort, three, single, None) == key  # the same run finds its maps again
+    assert _maps_dir(cohort, three, single, ("Infarct",)) != key  # other segments read
+    assert _maps_dir(cohort, three, None, None) != key  # without the single baseline
+    torch.manual_seed(9)  # the single CNN retrained: other weights, other maps
+    save_models(models / "single", {"single": PatchCNN().eval(), "hemorrhage": three.networks["hemorrhage"]},
+                {"single": 0.5, "hemorrhage": 0.5}, training={"cohort": "training-cohort"}, smoothing_mm=1.0)
+    assert _maps_dir(cohort, three, load_models(models / "single"), None) != key
+    read = next(path for path in sorted((cohort / "manual").rglob("*")) if path.is_file())
+    read.write_bytes(read.read_bytes() + b"\0")  # a read corrected
+    assert _maps_dir(cohort, three, single, None) != key
 
 
 def test_the_training_cohort_is_refused_and_the_cards_stay(tmp_path):
