@@ -128,7 +128,8 @@ def region_tiles(region: np.ndarray, *, tile_voxels: int, halo: int = 15) -> Ite
     box width) in one box unless one row is wider. Where to cut is chosen by dynamic programming
     over the rows for the least arithmetic (`_HALO_WEIGHT`, `_TILE_OVERHEAD`; `halo`: the
     architecture's `seen_size - 1`), so that the rows of one box have similar extents: a head's
-    rounded outline in a few wide boxes leaves their corners computed for nothing. Rows without region voxels belong to no tile. The
+    rounded outline in a few wide boxes leaves their corners computed for nothing. A box's first and
+    last rows hold region voxels (rows without any between them may lie inside it). The
     region's holes (CSF) inside a box are computed too; `benchmarks/speed.py` reports the positions
     computed per region voxel. Every region voxel lies in exactly one tile.
 
@@ -144,12 +145,14 @@ def region_tiles(region: np.ndarray, *, tile_voxels: int, halo: int = 15) -> Ite
 
 def _row_runs(rows: np.ndarray, *, tile_voxels: int, halo: int) -> list[tuple[int, int]]:
     """(t0, t1) runs of rows of one slice's region box (`[h, w]` bool, first and last rows occupied)
-    that cover its occupied rows at the least cost (see `region_tiles`)."""
+    that cover its occupied rows at the least cost (see `region_tiles`): each run's first and last
+    rows occupied, at most `tile_voxels` per box unless it is one row."""
     occupied = rows.any(axis=1)
     n, width = rows.shape
     first = np.where(occupied, rows.argmax(axis=1), width)
     last = np.where(occupied, width - 1 - rows[:, ::-1].argmax(axis=1), -1)
-    longest = max(1, min(n, tile_voxels // max(1, int(last.max() - first.min() + 1))))
+    narrowest = int((last - first + 1)[occupied].min())
+    longest = max(1, min(n, tile_voxels // narrowest))  # no box of more rows fits, however it lies
     # cost[a, k]: one box over rows a .. a + k (inf past the end and where the box is too large)
     cost = np.full((n, longest), np.inf)
     lo, hi = first.copy(), last.copy()

@@ -234,12 +234,58 @@ def test_region_tiles_cover_each_region_voxel_once_and_follow_a_round_head():
     span = sum(int(np.ptp(np.flatnonzero(row))) + 1 for plane in region for row in plane if row.any())
     shaped = sum((y1 - y0) * (x1 - x0) for _, y0, y1, x0, x1 in tiles)
     assert span <= shaped < 1.10 * span
-    small = list(region_tiles(region, tile_voxels=300))  # memory bound: many small boxes, same cover
-    assert all((y1 - y0) * (x1 - x0) <= 300 or y1 - y0 == 1 for _, y0, y1, x0, x1 in small)
+    small = list(region_tiles(region, tile_voxels=3000))  # memory bound: boxes of 8-20 rows, same cover
+    assert max(y1 - y0 for _, y0, y1, _, _ in small) > 1
+    assert all((y1 - y0) * (x1 - x0) <= 3000 for _, y0, y1, x0, x1 in small)
     covered[:] = 0
     for z, y0, y1, x0, x1 in small:
         covered[z, y0:y1, x0:x1] += 1
     assert (covered[region] == 1).all()
+
+
+def test_region_tiles_cut_rows_where_a_search_of_every_cut_finds_the_least_cost():
+    rng = np.random.default_rng(11)
+    for _ in range(40):
+        plane = np.zeros((9, 30), bool)
+        for y in range(9):
+            if rng.random() < 0.8:  # some rows empty, between occupied ones too
+                x0 = int(rng.integers(0, 25))
+                plane[y, x0:x0 + int(rng.integers(1, 30 - x0))] = True
+        if not plane.any():
+            continue
+        limit = int(rng.integers(20, 200))
+        tiles = [t[1:] for t in region_tiles(plane[None], tile_voxels=limit, halo=15)]
+        assert dense_tiles_cost(tiles) == pytest.approx(least_cost(plane, limit))
+
+
+def dense_tiles_cost(tiles) -> float:
+    """`region_tiles`' cost of these boxes (`_HALO_WEIGHT`, `_TILE_OVERHEAD`, halo 15)."""
+    return sum((y1 - y0 + 2) * (x1 - x0 + 2) + 0.15 * (y1 - y0 + 15) * (x1 - x0 + 15) + 300
+               for y0, y1, x0, x1 in tiles)
+
+
+def least_cost(plane: np.ndarray, limit: int) -> float:
+    """The least cost over every way of cutting the occupied rows into runs of consecutive rows that
+    begin and end on occupied rows, each box within `limit` voxels unless one row (exhaustive)."""
+    import functools
+
+    occupied = [y for y in range(plane.shape[0]) if plane[y].any()]
+
+    @functools.lru_cache(maxsize=None)
+    def best(i: int) -> float:  # occupied rows i.. still to cover
+        if i == len(occupied):
+            return 0.0
+        options = []
+        for j in range(i, len(occupied)):
+            y0, y1 = occupied[i], occupied[j] + 1
+            cols = np.flatnonzero(plane[y0:y1].any(axis=0))
+            box = (y0, y1, int(cols[0]), int(cols[-1]) + 1)
+            if j > i and (y1 - y0) * (box[3] - box[2]) > limit:
+                break  # rows only add: a longer run is larger still
+            options.append(dense_tiles_cost([box]) + best(j + 1))
+        return min(options)
+
+    return best(0)
 
 
 def test_save_load_roundtrip_and_checksum(tmp_path):
