@@ -55,17 +55,21 @@ from corelab.io.files import as_label_array, image_suffix
 from corelab.io.read import orient_superior, read_mask
 from corelab.io.volume import ScanMeta, Volume, from_sitk
 
-__all__ = ["REFERENCE_SUFFIXES", "ReferenceReadError", "ContoursNeedScanError", "ReferenceRead", "find_reference", "reference_ids",
-           "read_reference", "label_for_name"]
+__all__ = ["REFERENCE_SUFFIXES", "ANATOMY_NAMES", "ReferenceReadError", "ContoursNeedScanError", "ReferenceRead",
+           "find_reference", "reference_ids", "read_reference", "label_for_name"]
 
 # Longest first, so "P001.seg.nrrd" is found as P001's Slicer segmentation, not as patient "P001.seg".
 REFERENCE_SUFFIXES = (".seg.nrrd", ".seg.dcm", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 _HEMORRHAGE_WORDS = ("hemorrhag", "haemorrhag")
 _EXTERNAL = "EXTERNAL"
 # Whole segment names (case-insensitive; spaces, "_" and "-" alike) that are normal anatomy, not a lesion.
+# A side ("Left", "R"), an ordinal ("4th") or "whole" may come first, and "mask", "outline", "ROI" or
+# the like after: "Brain_Mask", "Left ventricle", "4th ventricle" are anatomy; "Brain infarct" is not.
 ANATOMY_NAMES = re.compile(
-    r"(whole[ _-]?)?(brain|cerebrum|cerebellum|brainstem|brain[ _-]?stem|(lateral[ _-]?)?ventricles?|csf|skull|bone|"
-    r"body|head|external|outline|skin|scalp|midline|falx|intracranial|intracranial[ _-]?(space|region|volume))",
+    r"((left|right|lt|rt|l|r)[ _-]?)?((3rd|4th|third|fourth)[ _-]?)?(whole[ _-]?)?"
+    r"(brain|cerebrum|cerebellum|brainstem|brain[ _-]?stem|(lateral[ _-]?)?ventricles?|csf|skull|bone|"
+    r"body|head|external|outline|skin|scalp|midline|falx|intracranial|intracranial[ _-]?(space|region|volume))"
+    r"([ _-]?(mask|outline|contour|region|roi|segmentation|seg|label))?",
     re.IGNORECASE)
 
 
@@ -146,7 +150,8 @@ def _chosen(names: dict[int, str], segments: tuple[str, ...] | None, path: Path,
         if names and not kept:
             raise ReferenceReadError(
                 f"The read {path} holds only normal anatomy ({_listed(list(names.values()))}), no lesion {what}; "
-                f"if one of them is the infarct, name it with --reference-segment.")
+                f"if one of them is the infarct, name it with --reference-segment; a control's read needs an empty "
+                f"lesion segment beside them, or no segment at all.")
         return kept
     wanted = {s.strip().lower() for s in segments}
     kept = [key for key, name in names.items() if name.strip().lower() in wanted]
@@ -165,8 +170,9 @@ def _listed(names: list[str]) -> str:
 def _is_anatomy(name: str) -> bool:
     """True for a segment whose whole name is normal anatomy.
 
-    >>> [_is_anatomy(n) for n in ("Brain", "lateral_ventricles", "Whole brain", "Brain infarct", "Infarct")]
-    [True, True, True, False, False]
+    >>> [_is_anatomy(n) for n in ("Brain", "lateral_ventricles", "Whole brain", "Brain_Mask", "Left ventricle",
+    ...                           "4th ventricle", "Brain infarct", "Infarct", "Lesion mask", "Left MCA infarct")]
+    [True, True, True, True, True, True, False, False, False, False]
     """
     return ANATOMY_NAMES.fullmatch(name.strip()) is not None
 
