@@ -201,11 +201,12 @@ def dense_probabilities(
     region: intracranial minus CSF). networks: name -> network, all of one architecture (see the
     module docstring), whose `inputs` say what it reads (`corelab.segment.inputs`; the mirror
     needs `spacing`, (z, y, x) mm, or `mirror_hu` computed before). Returns name -> float32 array shaped like `hu`.
-    With a whole-tile form only the region's extent is computed: per slice, row tiles of at most `tile_voxels` output voxels (`region_tiles`)
-    (memory stays bounded, about 3 kB per tile voxel for four networks), each cut to the columns
-    where the region lies in those rows. precision: "float32" (default) or "bfloat16" (an opt-in
-    approximation, see `corelab.config.Method`). On CUDA, float32 runs without TF32 (flags restored
-    on return), so CUDA and CPU probabilities agree to float32 rounding.
+    With a whole-tile form only the region's extent is computed: per slice, row tiles of at most
+    `tile_voxels` output voxels (`region_tiles`; memory stays bounded, about 3 kB per tile voxel for
+    four networks), each cut to the columns where the region lies in those rows. precision: "float32"
+    (default) or "bfloat16" (an opt-in approximation, see `corelab.config.Method`). On CUDA, float32
+    runs without TF32 (flags restored on return), so CUDA and CPU probabilities agree to float32
+    rounding.
 
     >>> from corelab.segment.networks import PatchCNN
     >>> hu = np.full((1, 6, 6), 30.0, np.float32); region = np.zeros((1, 6, 6), bool); region[0, 2, 3] = True

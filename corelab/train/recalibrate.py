@@ -2,21 +2,21 @@
 they never saw, without training them again.
 
 The cut-offs decide how much of a probability map becomes infarct, and the training recipe chooses
-them on its few validation scans, so they rest on a handful of patients. Here every scan of a second annotated cohort is a calibration
-scan: the networks' dense maps on each, then the rule of `corelab.train.cutoffs` (smoothing and
-cut-offs chosen together for the mean per-scan Dice of the union; the single-CNN baseline's cut-off
-beside the same hemorrhage CNN), optionally with controls scored by the volume claimed on them
-(`control_tolerance_ml`). The weights are not touched; the card's cut-offs, smoothing and rule
-change, so the model's version changes with them, and held-out scores measured at the old cut-offs
-are removed from the card (they no longer describe it).
+them on its few validation scans, so they rest on a handful of patients. Here every scan of a second
+annotated cohort is a calibration scan: the networks' dense maps on each, then the rule of
+`corelab.train.cutoffs` (smoothing and cut-offs chosen together for the mean per-scan Dice of the
+union; the single-CNN baseline's cut-off beside the same hemorrhage CNN), optionally with controls
+scored by the volume claimed on them (`control_tolerance_ml`). The weights are not touched; the
+card's cut-offs, smoothing and rule change, so the model's version changes with them, and held-out
+scores measured at the old cut-offs are removed from the card (they no longer describe it).
 
-A core lab can do this with its own scanners' annotated scans; corelab's shipped weights do it on
-phantoms of the training families drawn with seeds the training cohort did not use
-(`models/train.sh`). Scans the networks were trained on must not be used: a cohort made by
+A core lab can do this with its own scanners' annotated scans, or on phantoms drawn with a seed
+the training cohort did not use (the shipped weights keep their training-time cut-offs; README
+"Status" says why). Scans the networks were trained on must not be used: a cohort made by
 `corelab synth` with the training cohort's seed is refused.
 
-Maps are kept per scan in `MODELS_DIR/.checkpoints/` while the run lasts, so an interrupted run
-continues with `resume`; they are removed once the cards are written.
+Maps are kept per scan in `MODELS_DIR/.checkpoints/calibration-<key>/` while the run lasts, so an
+interrupted run continues with `resume`; they are removed once the cards are written.
 """
 
 from __future__ import annotations
@@ -113,21 +113,21 @@ def recalibrate_models(
     cohort_dir, models_dir = Path(cohort_dir), Path(models_dir)
     three = load_models(models_dir)
     if three.is_single:
-        raise RecalibrationFolderError(f"{models_dir} is a single-CNN folder; recalibrate the three-CNN folder above it "
-                           "(its single/ baseline is recalibrated with it).")
+        raise RecalibrationFolderError(f"{models_dir} is a single-CNN folder; recalibrate the three-CNN folder "
+                                       "above it (its single/ baseline is recalibrated with it).")
     single = load_models(models_dir / SINGLE_NAME) if (models_dir / SINGLE_NAME / "card.json").is_file() else None
     _refuse_training_scans(cohort_dir, three.card)
     networks = dict(three.networks)
     if single is not None:
         if single.checksums.get("hemorrhage.pt") != three.checksums.get("hemorrhage.pt"):
-            raise RecalibrationFolderError(f"{models_dir / SINGLE_NAME} has another hemorrhage CNN than {models_dir}; the "
-                               "single baseline is calibrated beside the three-CNN folder's own.")
+            raise RecalibrationFolderError(f"{models_dir / SINGLE_NAME} has another hemorrhage CNN than {models_dir}; "
+                                           "the single baseline is calibrated beside the three-CNN folder's own.")
         networks[SINGLE_NAME] = single.networks[SINGLE_NAME]
+    folder = _maps_dir(cohort_dir, three, single, segments)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        maps = _calibration_maps(cohort_dir, three, networks, single=single, resume=resume, segments=segments,
-                                 log=log)
+        maps = _calibration_maps(cohort_dir, three, networks, folder, resume=resume, segments=segments, log=log)
     finally:
         torch.set_num_threads(previous_threads)
     four = [*CLASSES, "hemorrhage"]
@@ -155,7 +155,6 @@ def recalibrate_models(
         _rewrite_card(Path(model.folder), {name: cutoffs[name] for name in names}, smoothing_mm,
                       {**record, "mean_union_dice": round(dice[approach], 4),
                        "controls_claimed_ml": claims[approach]})
-    folder = _maps_dir(cohort_dir, three, single, segments)
     shutil.rmtree(folder, ignore_errors=True)
     try:  # `corelab train` keeps its own checkpoints here too: the folder goes only when empty
         folder.parent.rmdir()
@@ -202,9 +201,9 @@ def _maps_dir(cohort_dir: Path, model: ModelSet, single: ModelSet | None, segmen
     return Path(model.folder) / ".checkpoints" / f"calibration-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def _calibration_maps(cohort_dir: Path, model: ModelSet, networks: dict, *, single: ModelSet | None,
-                      resume: bool, segments, log) -> list[ValidationMaps]:
-    folder = _maps_dir(cohort_dir, model, single, segments)
+def _calibration_maps(cohort_dir: Path, model: ModelSet, networks: dict, folder: Path, *, resume: bool, segments,
+                      log) -> list[ValidationMaps]:
+    """The dense maps of every cohort scan, kept per scan in `folder` (`_maps_dir`) for a resumed run."""
     if not resume and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
