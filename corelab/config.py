@@ -172,6 +172,7 @@ class CSFParams:
     upper_hu: float = 13.0
     surface_mm: float = 3.0  # sulcal seeds: in-range voxels this close to the intracranial region's surface
     sulcus_depth_mm: float = 20.0  # the grow from them stays this close to the surface
+    dark_floor_hu: float = -30.0  # voxels in [dark_floor_hu, lower_hu) joined to the CSF are CSF too (its noise tail)
 
 
 @dataclass(frozen=True)

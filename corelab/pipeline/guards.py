@@ -68,7 +68,7 @@ SYMMETRY_MIN_ML = 10.0
 # bounds are used; a caller with such a range passes it as ``median_range_hu``.
 BRAIN_MEDIAN_RANGE_HU = (20.0, 45.0)
 # Interquartile range of the region's HU: 6.6-13.6 HU on the generators (grey/white contrast plus
-# 3-6 HU noise). Above 25 HU the region holds bone, air, streaks or contrast, not only brain.
+# 2-6 HU noise). Above 25 HU the region holds bone, air, streaks or contrast, not only brain.
 BRAIN_IQR_MAX_HU = 25.0
 
 # Bone as the method defines it (DESIGN "Method": HU > 160); a claimed voxel within 3 mm in-plane

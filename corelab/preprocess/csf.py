@@ -7,6 +7,13 @@ subarachnoid space lies. That grow stays within a sulcus' depth of the surface a
 through voxels that are in range after a 1 mm in-plane smoothing too (then takes the sulcus' edges
 beside them): noise in brain or in a hypodense infarct, whose single voxels often read in range,
 averages out; a sulcus wide enough to see does not.
+
+Last, voxels darker than the range (down to ``dark_floor_hu``, -30 HU, above fat) that are
+face-connected through such voxels to that CSF join it: nothing darker than CSF is brain, and on a
+scanner whose CSF reads near 0 HU the noise puts many of its voxels below -5 HU. Left out, they stay
+in the analysis region as holes and rims of "tissue" inside the ventricles (18 mL of the real normal
+head Cranium.inv3, whose ventricles read 2 HU; 0.1-1.7 mL of a phantom), which read to a network as
+the darkest infarct.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ def csf_region(
     Seeds are the voxels within ``seed_radius_mm`` (mm) of the intracranial region's centroid that are in
     the HU range. The grow never leaves the intracranial region (it is the same as SimpleITK's
     ConnectedThreshold, face connectivity, on the image with everything outside the region set out of
-    range). The sulci are added by `sulcal_csf`. No seed gives an empty mask; `analysis_region` flags it.
+    range). The sulci are added by `sulcal_csf`, then the darker voxels joined to either (module
+    docstring). No seed gives an empty mask; `analysis_region` flags it.
 
     >>> hu = np.full((3, 21, 21), 30.0); hu[:, 9:12, 8:14] = 5.0; hu[:, 0, :] = 5.0
     >>> inside = np.zeros(hu.shape, bool); inside[:, 1:, :] = True
@@ -55,7 +63,16 @@ def csf_region(
     if seeds.any():
         labels, _ = label_components(in_range)
         csf |= np.isin(labels, np.unique(labels[seeds]))
-    return csf
+    return _with_dark(csf, hu, intracranial, params)
+
+
+def _with_dark(csf: np.ndarray, hu: np.ndarray, intracranial: np.ndarray, params: CSFParams) -> np.ndarray:
+    """``csf`` plus the voxels in [dark_floor_hu, lower_hu) face-connected to it through such voxels."""
+    dark = intracranial & (hu >= params.dark_floor_hu) & (hu < params.lower_hu)
+    if not csf.any() or not dark.any():
+        return csf
+    labels, _ = label_components(csf | dark)
+    return csf | np.isin(labels, np.setdiff1d(np.unique(labels[csf]), [0]))
 
 
 def csf_seeds(

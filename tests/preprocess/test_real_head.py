@@ -165,6 +165,28 @@ def test_sulci_at_the_surface_are_csf_and_hypodense_brain_is_not():
     assert (regions.csf & infarct).sum() < 0.01 * infarct.sum()
 
 
+
+def test_csf_darker_than_the_range_is_csf_and_dark_brain_alone_is_not():
+    """A ventricle reading 1 HU (as the real head's do) with 5 HU noise: its voxels below -5 HU are CSF too.
+
+    Left in the analysis region they were holes and rims of "tissue" darker than any infarct inside the
+    ventricle. A dark spot in brain that touches no CSF (here -10 HU, far from the ventricle) stays.
+    """
+    hu, brain = small_head()
+    z, y, x = _grid()
+    ventricle = brain & ((z - 95.0) ** 2 / 4.0 + (y - 5.0) ** 2 + (x - 8.0) ** 2 < 12.0**2)
+    spot = brain & ((z - 95.0) ** 2 + (y + 40.0) ** 2 + (x + 30.0) ** 2 < 3.0**2)
+    noise = np.random.default_rng(2).normal(0.0, 5.0, hu.shape).astype(np.float32)
+    hu = np.where(ventricle, 1.0 + noise, hu)
+    hu = np.where(spot, -10.0, hu).astype(np.float32)
+    assert (hu[ventricle] < -5.0).mean() > 0.05
+    regions = analysis_region(hu, SPACING)
+    assert regions.csf[ventricle & (hu <= 13.0)].all()  # the noise's bright tail (1%) is left as it was
+    assert (regions.region & ventricle).sum() < 0.02 * ventricle.sum()
+    assert not (regions.csf & spot).any() and regions.region[spot].all()
+    assert not (regions.csf & brain & ~ventricle & ~spot).any()
+
+
 # ---------------------------------------------------------------- the real head
 
 needs_real_head = pytest.mark.skipif(
@@ -227,3 +249,7 @@ def test_real_head_csf_covers_ventricles_and_sulci(real_head):
     assert (regions.csf & shallow).sum() * voxel_ml > 40.0
     top = np.flatnonzero(regions.intracranial.any(axis=(1, 2)))[-1]
     assert regions.csf[top - 4 : top].sum() * voxel_ml > 1.0
+    # Its ventricles read about 2 HU, so with this scanner's noise 18 mL of their voxels lie below the
+    # paper's -5 HU; they are CSF, not the darkest "brain" of the analysis region.
+    hu = real_head[0]
+    assert (regions.region & (hu < -5.0)).sum() * voxel_ml < 1.0
