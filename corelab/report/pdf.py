@@ -92,9 +92,12 @@ def _svg_uri(svg: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("utf-8")).decode("ascii")
 
 
-def _figures(primary: pd.DataFrame, by_class: pd.DataFrame, labels: tuple[str, str]) -> list[dict]:
+def _figures(primary: pd.DataFrame, by_class: pd.DataFrame, labels: tuple[str, str],
+             by_site: pd.DataFrame | None = None) -> list[dict]:
+    """The report's figures; with ``by_site`` (the agreement by site, two sites or more) a Bland-Altman
+    panel per site last."""
     # The small Dice figure second: it fits below the scatter plots, the Bland-Altman grid on the next page.
-    return [
+    figures = [
         {"title": f"{labels[1].capitalize()} against {labels[0]} volume, with the identity line (primary population)",
          "src": _svg_uri(plots.scatter_grid(primary, reference_label=labels[0], other_label=labels[1])),
          "css": "scatter"},
@@ -107,6 +110,15 @@ def _figures(primary: pd.DataFrame, by_class: pd.DataFrame, labels: tuple[str, s
          "src": _svg_uri(plots.bland_altman_grid(primary, by_class, reference_label=labels[0], other_label=labels[1])),
          "css": "bland-altman"},
     ]
+    if by_site is not None and (~by_site["group"].astype(str).isin(["All", ""])).sum() >= 2:
+        figures.append({
+            "title": "Bland-Altman plots by site (mL, all infarcts of the primary population): each site's own "
+                     "bias and 95% limits, drawn as in the figure above; a shifted bias or wider limits at one "
+                     "site points to its scanner or its readers",
+            "src": _svg_uri(plots.bland_altman_by_site(primary, by_site, reference_label=labels[0],
+                                                       other_label=labels[1])),
+            "css": "bland-altman-site"})
+    return figures
 
 
 def _shown(computed: pd.DataFrame, name: str, tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
@@ -157,6 +169,7 @@ def build_report(
     by_class = _shown(agreement_table(primary, **keys, by="reference_class", order=list(CLASSES)), "overall", tables)
     context_tables = statistics_tables(by_class, labels, "by reference class (primary population)")
     has_site = "site" in per_patient and (per_patient["site"].fillna("") != "").any()
+    by_site = None
     if has_site:
         by_site = _shown(agreement_table(primary, **keys, by="site"), "by_site", tables)
         context_tables["site"] = short_table("Agreement by site (primary population)", by_site)
@@ -193,7 +206,7 @@ def build_report(
         "methods": methods_paragraphs(run_info, mode=mode, counts=counts),
         "definitions": DEFINITIONS,
         "tables": context_tables,
-        "figures": _figures(primary, by_class, labels),
+        "figures": _figures(primary, by_class, labels, by_site),
         "qc": qc_paragraphs(per_patient, qc_folder) if mode == "automated" else [],
         # `corelab run`'s sentences on sites whose brains read apart (a scanner, not patients).
         "sites_apart": [str(s) for s in run_info.get("sites_apart") or []] if mode == "automated" else [],

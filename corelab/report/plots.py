@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 from corelab.agreement import MIN_N_INTERVAL
 from corelab.config import CLASSES
 
-__all__ = ["CLASS_COLORS", "scatter_grid", "bland_altman_grid", "dice_plot"]
+__all__ = ["CLASS_COLORS", "scatter_grid", "bland_altman_grid", "bland_altman_by_site", "dice_plot"]
 
 # The paper's Figure 3 colours: red severe, orange intermediate, yellow (darkened to print) subtle.
 CLASS_COLORS = {"severe": "#d62728", "intermediate": "#ff7f0e", "subtle": "#bfa100",
@@ -141,6 +141,33 @@ def _fit(values: list[float], *, pad: float = 0.12, include_zero: bool = True) -
     return low - pad * span, high + pad * span
 
 
+def _bland_altman_panel(axis: Axes, rows: pd.DataFrame, s: pd.Series, title: str, *, reference_label: str,
+                        other_label: str) -> None:
+    """One Bland-Altman panel: ``rows``' points coloured by class, ``s``'s bias and limits (an
+    `agreement_table` row), axes fitted to both."""
+    mean = (rows["reference_ml"] + rows["other_ml"]) / 2
+    diff = rows["other_ml"] - rows["reference_ml"]
+    axis.scatter(mean, diff, s=14, c=_colors(rows), edgecolors="black", linewidths=0.3, zorder=3)
+    right = max(float(mean.max()), 1.0) * 1.08
+    drawn = _limit_lines(axis, s, right)
+    if int(s["ba_n"]) < MIN_N_INTERVAL:
+        _too_few(axis, int(s["ba_n"]), "no limits")
+    axis.axhline(0, color="black", linewidth=0.5)
+    axis.set_xlim(0, right)
+    axis.set_ylim(*_fit([float(v) for v in diff] + drawn, pad=0.25 if len(drawn) < 3 else 0.12))
+    axis.set_title(f"{title} (n = {len(rows)})")
+    axis.set_xlabel(f"mean of {reference_label} and {other_label} (mL)")
+    axis.set_ylabel(f"{other_label} - {reference_label} (mL)")
+
+
+def _bland_altman_legend(figure: Figure, rows: pd.DataFrame) -> None:
+    lines = [Line2D([], [], color=_LINE, linestyle="-", linewidth=0.9, label="bias"),
+             Patch(color=_LINE, alpha=0.12, linewidth=0, label="95% CI of the bias"),
+             Line2D([], [], color=_LINE, linestyle="--", linewidth=0.9, label="95% limits"),
+             Line2D([], [], color=_LINE, linestyle=":", linewidth=0.6, label="95% CI of a limit")]
+    _legend(figure, rows, lines)
+
+
 @_styled
 def bland_altman_grid(
     per_patient: pd.DataFrame, stats: pd.DataFrame, *, reference_label: str, other_label: str
@@ -159,26 +186,40 @@ def bland_altman_grid(
         if rows.empty or panel not in by_group.index:
             _empty(axis, panel)
             continue
-        s = by_group.loc[panel]
-        mean = (rows["reference_ml"] + rows["other_ml"]) / 2
-        diff = rows["other_ml"] - rows["reference_ml"]
-        axis.scatter(mean, diff, s=14, c=_colors(rows), edgecolors="black", linewidths=0.3, zorder=3)
-        right = max(float(mean.max()), 1.0) * 1.08
-        drawn = _limit_lines(axis, s, right)
-        if int(s["ba_n"]) < MIN_N_INTERVAL:
-            _too_few(axis, int(s["ba_n"]), "no limits")
-        axis.axhline(0, color="black", linewidth=0.5)
-        axis.set_xlim(0, right)
-        axis.set_ylim(*_fit([float(v) for v in diff] + drawn, pad=0.25 if len(drawn) < 3 else 0.12))
-        axis.set_title(f"{panel} (n = {len(rows)})")
-        axis.set_xlabel(f"mean of {reference_label} and {other_label} (mL)")
-        axis.set_ylabel(f"{other_label} - {reference_label} (mL)")
-    lines = [Line2D([], [], color=_LINE, linestyle="-", linewidth=0.9, label="bias"),
-             Patch(color=_LINE, alpha=0.12, linewidth=0, label="95% CI of the bias"),
-             Line2D([], [], color=_LINE, linestyle="--", linewidth=0.9, label="95% limits"),
-             Line2D([], [], color=_LINE, linestyle=":", linewidth=0.6, label="95% CI of a limit")]
-    _legend(figure, _panel_rows(per_patient, "All"), lines)
+        _bland_altman_panel(axis, rows, by_group.loc[panel], panel, reference_label=reference_label,
+                            other_label=other_label)
+    _bland_altman_legend(figure, _panel_rows(per_patient, "All"))
     figure.tight_layout(rect=(0, 0, 1, 0.95))
+    return _svg(figure)
+
+
+SITE_COLUMNS = 3  # panels per row of the by-site figure
+
+
+@_styled
+def bland_altman_by_site(
+    per_patient: pd.DataFrame, stats: pd.DataFrame, *, reference_label: str, other_label: str
+) -> str:
+    """Bland-Altman plots of all infarcts, one panel per site (column ``site``), each with its own site's
+    bias and limits: a site whose scanner or readers differ shows as a shifted bias or wider limits.
+
+    stats: `corelab.agreement.agreement_table` by site (its "All" row is not drawn here: the class
+    figure holds it). A site below the minimum n shows its points without limits and says so.
+    """
+    by_group = stats.set_index("group")
+    rows = per_patient.dropna(subset=["reference_ml", "other_ml"])
+    sites = [str(g) for g in stats["group"] if str(g) not in ("All", "") and (rows["site"].astype(str) == str(g)).any()]
+    columns = max(1, min(SITE_COLUMNS, len(sites)))
+    lines = max(1, math.ceil(len(sites) / columns))
+    figure = Figure(figsize=(2.25 * columns, 2.35 * lines + 0.35))
+    axes = np.atleast_1d(figure.subplots(lines, columns, squeeze=False).ravel())
+    for axis, site in zip(axes, sites):
+        _bland_altman_panel(axis, rows[rows["site"].astype(str) == site], by_group.loc[site], site,
+                            reference_label=reference_label, other_label=other_label)
+    for axis in axes[len(sites):]:
+        axis.set_visible(False)
+    _bland_altman_legend(figure, rows)
+    figure.tight_layout(rect=(0, 0, 1, 1.0 - 0.35 / (2.35 * lines + 0.35)))
     return _svg(figure)
 
 

@@ -2,6 +2,7 @@
 for people, the weights' validation on every page, a readable provenance table. Checked in the HTML
 context and in the text of the rendered PDF (weasyprint, read back with pdftotext)."""
 
+import base64
 import json
 import re
 import shutil
@@ -218,6 +219,30 @@ def test_the_run_s_site_sentences_are_printed_under_the_results(tmp_path):
     assert text.index("Agreement by site") < text.index(sentence) < text.index("Appendix A")
     quiet = build_report(rows, mode="automated", run_info=RUN, model_card=CARD)  # no sentences, no note
     assert quiet.context["sites_apart"] == []
+
+
+
+def test_bland_altman_by_site_draws_each_site_s_own_bias_and_limits(tmp_path):
+    rows = trial({"severe": 8, "intermediate": 6})
+    rows["site"] = ["A"] * 6 + ["B"] * 6 + ["C"] * 2
+    noise = np.random.default_rng(0).normal(0.0, 3.0, len(rows))
+    rows["other_ml"] = rows["reference_ml"] + noise + np.where(rows["site"] == "B", 40.0, 0.0)  # B runs high
+    report = build_report(rows, mode="automated", run_info=RUN, model_card=CARD)
+    figure = next(f for f in report.context["figures"] if f["css"] == "bland-altman-site")
+    svg = base64.b64decode(figure["src"].split(",", 1)[1]).decode()
+    by_site = agreement_table(rows, reference="reference_ml", other="other_ml", by="site").set_index("group")
+    assert ">A (n = 6)<" in svg and ">B (n = 6)<" in svg and ">C (n = 2)<" in svg
+    for site in ("A", "B"):  # each panel writes its own site's bias and limits, as the table prints them
+        for key in ("ba_bias", "ba_loa_low", "ba_loa_high"):
+            assert f" {by_site.loc[site, key]:.1f}<" in svg
+    assert by_site.loc["B", "ba_bias"] > by_site.loc["A", "ba_bias"] + 30.0
+    assert "n = 2: no limits (fewer than 5)" in svg and f" {by_site.loc['C', 'ba_bias']:.1f}<" in svg
+    render(report.context, tmp_path / "a.html", tmp_path / "a.pdf")
+    text = " ".join(pdf_pages(tmp_path / "a.pdf"))
+    assert "Bland-Altman plots by site" in text
+    one_site = rows.assign(site="A")
+    assert all(f["css"] != "bland-altman-site"
+               for f in build_report(one_site, mode="automated", run_info=RUN, model_card=CARD).context["figures"])
 
 
 def test_methods_say_where_the_cut_offs_were_chosen():
