@@ -3,7 +3,8 @@
 # scan's mid-sagittal mirror as three more channels (barros2020-mirror-cnn), chosen over the paper's
 # own network by the left-out benchmark (benchmarks/leftout.sh: trained on the procedural and atlas
 # families, scored on the real-CT family it never saw and on a real normal head; README "Status").
-# Cohort: 60 phantoms, procedural and atlas alternating (`corelab synth --family mixed --seed 2000`,
+# Cohort: 60 phantoms, procedural and atlas alternating (`corelab synth --family mixed --seed 2000`; regenerated
+# 2026-12-07 after the CSF dark tail and the 2-6 HU scanner noise, and both folders retrained from it,
 # 11-17 s per patient; regenerated 2026-12-03 when the atlas family's grey-white contrast changed,
 # and the weights retrained from it); recipe: 20,000 lesion patches per network (as many background), 6
 # epochs keeping the one with the lowest validation-patch loss, 8 validation scans per network,

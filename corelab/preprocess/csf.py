@@ -11,9 +11,9 @@ averages out; a sulcus wide enough to see does not.
 Last, voxels darker than the range (down to ``dark_floor_hu``, -30 HU, above fat) that are
 face-connected through such voxels to that CSF join it: nothing darker than CSF is brain, and on a
 scanner whose CSF reads near 0 HU the noise puts many of its voxels below -5 HU. Left out, they stay
-in the analysis region as holes and rims of "tissue" inside the ventricles (18 mL of the real normal
-head Cranium.inv3, whose ventricles read 2 HU; 0.1-1.7 mL of a phantom), which read to a network as
-the darkest infarct.
+in the analysis region as holes and rims of "tissue" in the ventricles, and as a thin partial-volume
+rim along the anterior skull base and the inner table, which read to a network as the darkest
+infarct (README "The method, as implemented").
 """
 
 from __future__ import annotations

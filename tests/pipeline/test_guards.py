@@ -88,7 +88,7 @@ def test_a_real_one_sided_infarct_of_300_ml_trips_no_guard(head):
 
 def test_a_claim_over_most_of_the_brain_is_an_implausible_volume(head):
     flag = implausible_volume_flag(_labels(head.region), head.region, head.spacing)
-    assert flag.startswith(f"{VOLUME_KIND} 1262 mL of infarct claimed, 100% of the 1262 mL brain (guard: above 40%)")
+    assert flag.startswith(f"{VOLUME_KIND} 1261 mL of infarct claimed, 100% of the 1261 mL brain (guard: above 40%)")
     assert flag in _flags(head, _labels(head.region)) and needs_review([flag])
     # hemorrhage alone is not counted as claimed infarct
     assert implausible_volume_flag(_labels(head.region, 4), head.region, head.spacing) is None
