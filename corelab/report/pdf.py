@@ -94,8 +94,8 @@ def _svg_uri(svg: str) -> str:
 
 def _figures(primary: pd.DataFrame, by_class: pd.DataFrame, labels: tuple[str, str],
              by_site: pd.DataFrame | None = None) -> list[dict]:
-    """The report's figures; with ``by_site`` (the agreement by site, two sites or more) a Bland-Altman
-    panel per site last."""
+    """The report's figures; with ``by_site`` (the agreement by site) and two sites or more to draw
+    (`plots.site_panels`), a Bland-Altman panel per site last, at most `plots.SITES_PER_FIGURE` per figure."""
     # The small Dice figure second: it fits below the scatter plots, the Bland-Altman grid on the next page.
     figures = [
         {"title": f"{labels[1].capitalize()} against {labels[0]} volume, with the identity line (primary population)",
@@ -110,14 +110,18 @@ def _figures(primary: pd.DataFrame, by_class: pd.DataFrame, labels: tuple[str, s
          "src": _svg_uri(plots.bland_altman_grid(primary, by_class, reference_label=labels[0], other_label=labels[1])),
          "css": "bland-altman"},
     ]
-    if by_site is not None and (~by_site["group"].astype(str).isin(["All", ""])).sum() >= 2:
-        figures.append({
-            "title": "Bland-Altman plots by site (mL, all infarcts of the primary population): each site's own "
-                     "bias and 95% limits, drawn as in the figure above; a shifted bias or wider limits at one "
-                     "site points to its scanner or its readers",
-            "src": _svg_uri(plots.bland_altman_by_site(primary, by_site, reference_label=labels[0],
-                                                       other_label=labels[1])),
-            "css": "bland-altman-site"})
+    sites = plots.site_panels(primary, by_site) if by_site is not None else []
+    if len(sites) >= 2:
+        parts = [sites[i : i + plots.SITES_PER_FIGURE] for i in range(0, len(sites), plots.SITES_PER_FIGURE)]
+        for k, part in enumerate(parts, 1):
+            figures.append({
+                "title": "Bland-Altman plots by site (mL, every patient of the primary population with both "
+                         "volumes): each site's own bias and 95% limits, drawn as in the figure above; a shifted "
+                         "bias or wider limits at one site points to its scanner or its readers"
+                         + (f" (sites {part[0]} to {part[-1]}, part {k} of {len(parts)})" if len(parts) > 1 else ""),
+                "src": _svg_uri(plots.bland_altman_by_site(primary, by_site, part, reference_label=labels[0],
+                                                           other_label=labels[1])),
+                "css": "bland-altman by-site"})
     return figures
 
 

@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 from corelab.agreement import MIN_N_INTERVAL
 from corelab.config import CLASSES
 
-__all__ = ["CLASS_COLORS", "scatter_grid", "bland_altman_grid", "bland_altman_by_site", "dice_plot"]
+__all__ = ["CLASS_COLORS", "scatter_grid", "bland_altman_grid", "bland_altman_by_site", "site_panels", "dice_plot"]
 
 # The paper's Figure 3 colours: red severe, orange intermediate, yellow (darkened to print) subtle.
 CLASS_COLORS = {"severe": "#d62728", "intermediate": "#ff7f0e", "subtle": "#bfa100",
@@ -193,22 +193,31 @@ def bland_altman_grid(
     return _svg(figure)
 
 
-SITE_COLUMNS = 3  # panels per row of the by-site figure
+SITE_COLUMNS = 3  # panels per row of a by-site figure
+SITES_PER_FIGURE = 12  # four rows of three: what fits an A4 page at the report's 150 mm width
+
+
+def site_panels(per_patient: pd.DataFrame, stats: pd.DataFrame) -> list[str]:
+    """The sites of an `agreement_table` by site that a by-site figure draws: each site (not the "All"
+    row, not an empty site) with at least one patient holding both volumes, in the table's order."""
+    rows = per_patient.dropna(subset=["reference_ml", "other_ml"])
+    present = set(rows["site"].astype(str))
+    return [str(g) for g in stats["group"] if str(g) not in ("All", "") and str(g) in present]
 
 
 @_styled
 def bland_altman_by_site(
-    per_patient: pd.DataFrame, stats: pd.DataFrame, *, reference_label: str, other_label: str
+    per_patient: pd.DataFrame, stats: pd.DataFrame, sites: list[str], *, reference_label: str, other_label: str
 ) -> str:
-    """Bland-Altman plots of all infarcts, one panel per site (column ``site``), each with its own site's
-    bias and limits: a site whose scanner or readers differ shows as a shifted bias or wider limits.
+    """Bland-Altman plots of all patients with both volumes, one panel per site of ``sites`` (from
+    `site_panels`), each with its own site's bias and limits: a site whose scanner or readers differ
+    shows as a shifted bias or wider limits.
 
     stats: `corelab.agreement.agreement_table` by site (its "All" row is not drawn here: the class
     figure holds it). A site below the minimum n shows its points without limits and says so.
     """
     by_group = stats.set_index("group")
     rows = per_patient.dropna(subset=["reference_ml", "other_ml"])
-    sites = [str(g) for g in stats["group"] if str(g) not in ("All", "") and (rows["site"].astype(str) == str(g)).any()]
     columns = max(1, min(SITE_COLUMNS, len(sites)))
     lines = max(1, math.ceil(len(sites) / columns))
     figure = Figure(figsize=(2.25 * columns, 2.35 * lines + 0.35))
@@ -218,7 +227,7 @@ def bland_altman_by_site(
                             reference_label=reference_label, other_label=other_label)
     for axis in axes[len(sites):]:
         axis.set_visible(False)
-    _bland_altman_legend(figure, rows)
+    _bland_altman_legend(figure, rows[rows["site"].astype(str).isin(sites)])
     figure.tight_layout(rect=(0, 0, 1, 1.0 - 0.35 / (2.35 * lines + 0.35)))
     return _svg(figure)
 

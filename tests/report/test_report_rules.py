@@ -228,7 +228,7 @@ def test_bland_altman_by_site_draws_each_site_s_own_bias_and_limits(tmp_path):
     noise = np.random.default_rng(0).normal(0.0, 3.0, len(rows))
     rows["other_ml"] = rows["reference_ml"] + noise + np.where(rows["site"] == "B", 40.0, 0.0)  # B runs high
     report = build_report(rows, mode="automated", run_info=RUN, model_card=CARD)
-    figure = next(f for f in report.context["figures"] if f["css"] == "bland-altman-site")
+    figure = next(f for f in report.context["figures"] if f["css"] == "bland-altman by-site")
     svg = base64.b64decode(figure["src"].split(",", 1)[1]).decode()
     by_site = agreement_table(rows, reference="reference_ml", other="other_ml", by="site").set_index("group")
     assert ">A (n = 6)<" in svg and ">B (n = 6)<" in svg and ">C (n = 2)<" in svg
@@ -241,8 +241,27 @@ def test_bland_altman_by_site_draws_each_site_s_own_bias_and_limits(tmp_path):
     text = " ".join(pdf_pages(tmp_path / "a.pdf"))
     assert "Bland-Altman plots by site" in text
     one_site = rows.assign(site="A")
-    assert all(f["css"] != "bland-altman-site"
+    assert all(f["css"] != "bland-altman by-site"
                for f in build_report(one_site, mode="automated", run_info=RUN, model_card=CARD).context["figures"])
+
+
+def test_many_sites_are_split_over_figures_that_fit_a_page_and_an_undrawable_site_counts_for_none(tmp_path):
+    rows = trial({"severe": 30, "intermediate": 10})
+    rows["site"] = [f"S{i:02d}" for i in range(20) for _ in range(2)]
+    report = build_report(rows, mode="automated", run_info=RUN, model_card=CARD)
+    site_figures = [f for f in report.context["figures"] if f["css"] == "bland-altman by-site"]
+    assert len(site_figures) == 2 and "part 2 of 2" in site_figures[1]["title"]
+    svgs = [base64.b64decode(f["src"].split(",", 1)[1]).decode() for f in site_figures]
+    assert sum(f">S{i:02d} (n = 2)<" in svg for i in range(20) for svg in svgs) == 20
+    render(report.context, tmp_path / "a.html", tmp_path / "a.pdf")
+    pages = pdf_pages(tmp_path / "a.pdf")
+    assert sum("Bland-Altman plots by site" in page for page in pages) == 2  # each figure on a page of its own
+    # Two sites, one of which has no patient with both volumes: one site to draw, so no by-site figure.
+    two = trial({"severe": 6})
+    two["site"] = ["A"] * 3 + ["B"] * 3
+    two.loc[two["site"] == "B", "other_ml"] = np.nan
+    figures = build_report(two, mode="automated", run_info=RUN, model_card=CARD).context["figures"]
+    assert all(f["css"] != "bland-altman by-site" for f in figures)
 
 
 def test_methods_say_where_the_cut_offs_were_chosen():
