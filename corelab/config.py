@@ -165,7 +165,7 @@ class IntracranialParams:
 @dataclass(frozen=True)
 class CSFParams:
     """CSF segmentation by region growing from seeds near the intracranial centroid (the paper), plus
-    sulci grown from the surface of the intracranial region (corelab's: the last two)."""
+    sulci grown from the surface of the intracranial region and its dark tail (corelab's: the last three)."""
 
     seed_radius_mm: float = 15.0
     lower_hu: float = -5.0

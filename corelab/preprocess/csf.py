@@ -35,7 +35,8 @@ _IN_PLANE[1] = ndi.generate_binary_structure(2, 1)
 def csf_region(
     hu: np.ndarray, spacing: tuple[float, float, float], intracranial: np.ndarray, params: CSFParams = CSFParams()
 ) -> np.ndarray:
-    """CSF mask (bool [z, y, x]): voxels in [lower_hu, upper_hu] HU face-connected to a seed, inside ``intracranial``.
+    """CSF mask (bool [z, y, x]): voxels in [lower_hu, upper_hu] HU face-connected to a seed or a sulcal seed,
+    and the darker ones joined to them, inside ``intracranial``.
 
     Seeds are the voxels within ``seed_radius_mm`` (mm) of the intracranial region's centroid that are in
     the HU range. The grow never leaves the intracranial region (it is the same as SimpleITK's

@@ -112,6 +112,15 @@ def _chosen_on(flat: dict[str, object]) -> str:
     return "validation scans" if value == NOT_RECORDED else str(value)
 
 
+def _csf_additions(flat: dict, p) -> str:
+    """corelab's additions to the paper's CSF grow, as run.json records them ("" for a run from before them)."""
+    if lookup(flat, "dark_floor_hu") == NOT_RECORDED:
+        return ""
+    return (f"; plus the sulci, grown in range from the intracranial region's surface (at most "
+            f"{p('sulcus_depth_mm', unit='mm')} deep), and the voxels from {p('dark_floor_hu', unit='HU')} to "
+            f"{p('lower_hu', unit='HU')} joined to that CSF (CSF's noise tail, not brain)")
+
+
 def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> list[str]:
     """The methods section as plain-text paragraphs (autoescaped by the template)."""
     flat = flatten(run_info)
@@ -144,7 +153,8 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
             f"skull from the bone's centre of gravity, dilated again; everything below the foramen magnum (first "
             f"slice under the largest one with an area below {p('foramen_area_mm2', unit='mm²')}) removed. "
             f"CSF: region grown from voxels within {p('seed_radius_mm', unit='mm')} of the intracranial "
-            f"centroid, thresholds {p('lower_hu', unit='HU')} to {p('upper_hu', unit='HU')}. Four CNNs of one architecture ({_architecture(flat)}) "
+            f"centroid, thresholds {p('lower_hu', unit='HU')} to {p('upper_hu', unit='HU')}{_csf_additions(flat, p)}. "
+            f"Four CNNs of one architecture ({_architecture(flat)}) "
             f"segment severe, intermediate and subtle hypodense infarct and hemorrhage{_input_and_smoothing(flat)}, "
             f"with cut-offs {_cutoffs(flat)} (probability cut-offs chosen on {_chosen_on(flat)}); their union "
             "(hemorrhage included) is the automated infarct, as in Sales Barros et al. 2020. The automated volume "

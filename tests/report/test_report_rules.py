@@ -274,3 +274,14 @@ def test_methods_say_where_the_cut_offs_were_chosen():
     older = " ".join(build_report(rows, mode="automated", run_info=RUN, model_card=CARD).context["methods"])
     assert "(probability cut-offs chosen on validation scans)" in older  # run.json of an older corelab
 
+
+
+def test_methods_name_corelab_s_additions_to_the_paper_s_csf_when_the_run_records_them():
+    rows = trial({"severe": 4})
+    method = {**RUN["parameters"]["method"], "csf": {"seed_radius_mm": 15.0, "lower_hu": -5.0, "upper_hu": 13.0,
+                                                      "sulcus_depth_mm": 20.0, "dark_floor_hu": -30.0}}
+    run = {**RUN, "parameters": {**RUN["parameters"], "method": method}}
+    text = " ".join(build_report(rows, mode="automated", run_info=run, model_card=CARD).context["methods"])
+    assert "thresholds -5 HU to 13 HU; plus the sulci" in text and "voxels from -30 HU to -5 HU joined" in text
+    older = " ".join(build_report(rows, mode="automated", run_info=RUN, model_card=CARD).context["methods"])
+    assert "plus the sulci" not in older and "darkest" not in older  # a run from before them says only the paper's
