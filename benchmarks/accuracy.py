@@ -25,6 +25,13 @@ label voxels x voxel volume (mL); Dice per patient; ICC(A,1) (two-way random, ab
 single measure) of automated vs reference volumes (pingouin's ICC(A,1) row). Every table also scores
 the mirror rule (`benchmarks/mirror_rule.py`), the untrained floor a model must clear by far. Several
 folders on the same patients give paired per-patient Dice differences (`--paired A B`).
+
+`--unscored MASK` (a mask on the background's and the normal head's grid) leaves out of every figure
+a finding the background scan already holds: its voxels are neither reference nor claim, and what
+each approach claims inside it is reported apart ("<key>_unscored_ml"). The real head,
+Cranium.inv3, has a right frontal lesion (tests/helpers/real_head.py `known_lesion`); benchmarks/
+leftout.sh passes its mask. The per-network claim columns ("<key>:<network>_claim_ml", on the
+analysis grid) count it in.
 """
 
 from __future__ import annotations
@@ -39,11 +46,12 @@ import pandas as pd
 import torch
 from mirror_rule import mirror_rule  # benchmarks/ is the script's folder, on sys.path
 
-from corelab.config import CLASSES, hypodensity_class
+from corelab.config import CLASSES, LABELS, hypodensity_class
 from corelab.segment.dense import dense_probabilities
 from corelab.segment.folder import load_models
 from corelab.segment.contralateral import contralateral_gate, mirror_views
 from corelab.segment.labels import labels_from_probabilities, smooth_probabilities
+from corelab.segment.norm import brain_median
 
 # The targets of the generalization issue, on every held-out family, three-CNN approach: overall
 # ICC(A,1) and Dice, subtle Dice, control scans' claimed volume (median, max), the real normal head.
@@ -129,8 +137,14 @@ def approaches_of(folders: list[Path]) -> dict[str, tuple]:
 
 
 def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approaches: dict, *, min_component_ml=(),
-               gate_hu=()) -> dict:
+               gate_hu=(), unscored: np.ndarray | None = None, hemorrhage_floor_hu=()) -> dict:
     """Add each approach's volume, Dice and per-network claims, and the mirror rule's, to ``row``.
+
+    ``unscored`` (bool, the scan's grid): voxels left out of volumes, Dice and false volume (the
+    caller leaves them out of ``reference`` too); each approach's claim there is "<key>_unscored_ml".
+    ``hemorrhage_floor_hu`` (experiment): per value f, the approach's labels with the hemorrhage
+    network's claim kept only where the scan, shifted as the networks saw it, reads >= f HU (the
+    next network in precedence takes the voxel), under the key "<key>+hfloor<f>".
 
     An approach whose card sets a contralateral gate is scored gated, as `corelab.segment.segment`
     does; ``gate_hu`` adds, per value g, the approach's ungated labels gated at g HU under the key
@@ -149,8 +163,14 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
     if gate_hu or any(models.gate_hu is not None for models in approaches.values()):
         views = mirror_views(grid.array, regions.region, grid.spacing)
 
+    def scored(auto: np.ndarray, key: str) -> np.ndarray:
+        if unscored is None:
+            return auto
+        row[f"{key}_unscored_ml"] = (auto & unscored).sum() * voxel_ml
+        return auto & ~unscored
+
     def put(key: str, labels: np.ndarray) -> None:
-        auto = labels_to_input_grid(labels, grid, volume) > 0
+        auto = scored(labels_to_input_grid(labels, grid, volume) > 0, key)
         row[f"{key}_ml"], row[f"{key}_dice"] = auto.sum() * voxel_ml, dice(auto, reference)
         row[f"{key}_false_ml"] = (auto & ~reference).sum() * voxel_ml
 
@@ -167,31 +187,48 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
         put(key, labels)
         for g in gate_hu:
             put(f"{key}+gate{g:g}", contralateral_gate(ungated, grid.array, views.hu, views.region_across, g))
+        if hemorrhage_floor_hu and "hemorrhage" in models.cutoffs:
+            reference_hu = models.norm.brain_reference_hu
+            median = brain_median(grid.array, regions.region) if reference_hu is not None else None
+            seen = grid.array + (reference_hu - median if median is not None else 0.0)
+            without = labels_from_probabilities(probs, {**models.cutoffs, "hemorrhage": math.inf}, regions.region,
+                                                hu=grid.array, smoothing_px=models.smoothing_px)
+            if models.gate_hu is not None:
+                without = contralateral_gate(without, grid.array, views.hu, views.region_across, models.gate_hu)
+            for f in hemorrhage_floor_hu:
+                put(f"{key}+hfloor{f:g}", np.where((labels == LABELS["hemorrhage"]) & (seen < f), without, labels))
         for ml in min_component_ml:  # experiment: drop connected parts smaller than ml
             kept = _without_small_parts(labels > 0, ml / grid_ml)
-            auto = labels_to_input_grid(kept.astype(np.uint8), grid, volume) > 0
+            auto = scored(labels_to_input_grid(kept.astype(np.uint8), grid, volume) > 0, f"{key}_cc{ml:g}")
             row[f"{key}_cc{ml:g}_ml"], row[f"{key}_cc{ml:g}_dice"] = auto.sum() * voxel_ml, dice(auto, reference)
-    floor = labels_to_input_grid(mirror_rule(grid.array, grid.spacing, regions.region).astype(np.uint8), grid, volume) > 0
+    floor = scored(labels_to_input_grid(mirror_rule(grid.array, grid.spacing, regions.region).astype(np.uint8), grid,
+                                        volume) > 0, "mirror")
     row["mirror_ml"], row["mirror_dice"] = floor.sum() * voxel_ml, dice(floor, reference)
     row["mirror_false_ml"] = (floor & ~reference).sum() * voxel_ml
     return row
 
 
-def scored_keys(approaches: dict, gate_hu=()) -> list[str]:
+def scored_keys(approaches: dict, gate_hu=(), hemorrhage_floor_hu=()) -> list[str]:
     """The keys `score_scan` writes for ``approaches``: each approach, then its gated variants."""
-    return [*approaches, *(f"{key}+gate{g:g}" for key in approaches for g in gate_hu)]
+    return [*approaches, *(f"{key}+gate{g:g}" for key in approaches for g in gate_hu),
+            *(f"{key}+hfloor{f:g}" for key in approaches for f in hemorrhage_floor_hu
+              if "hemorrhage" in approaches[key].cutoffs)]
 
 
 def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, min_component_ml=(), gate_hu=(), hypodensity=None,
-             family: str = "procedural", schedule: str = "mix", background=None, log=print) -> pd.DataFrame:
+             family: str = "procedural", schedule: str = "mix", background=None, unscored=None,
+             hemorrhage_floor_hu=(), log=print) -> pd.DataFrame:
     """One row per test patient (the family's maker at key (test_seed, i) for first <= i < first +
-    n_test): family, class, mimics, reference and automated volumes (mL) and Dice per approach."""
+    n_test): family, class, mimics, reference and automated volumes (mL) and Dice per approach.
+    ``unscored`` (bool, the background's grid; background family only): left out of every figure."""
     make = _maker(family, background)
     rows = []
     for i in range(first, first + n_test):
         started = time.time()
         phantom = make((test_seed, i), patient_class(schedule, i, hypodensity))
         reference = phantom.labels > 0
+        if unscored is not None:
+            reference = reference & ~_on_grid(unscored, reference.shape)
         infarct_only = reference & (phantom.labels != 4)
         mean_hu = float(phantom.hu[infarct_only].mean()) if infarct_only.any() else math.nan
         row = {"patient": f"{family[0].upper()}{test_seed}-{i:03d}", "family": family,
@@ -199,28 +236,49 @@ def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, m
                "mimics": ";".join(getattr(phantom.truth, "mimics", ()) or ()),
                "reference_ml": reference.sum() * phantom.voxel_ml}
         score_scan(row, phantom.volume(), reference, phantom.voxel_ml, approaches, min_component_ml=min_component_ml,
-                   gate_hu=gate_hu)
+                   gate_hu=gate_hu, unscored=None if unscored is None else _on_grid(unscored, reference.shape),
+                   hemorrhage_floor_hu=hemorrhage_floor_hu)
         rows.append(row)
         log(f"{row['patient']} {row['class']:<12} ref {row['reference_ml']:7.1f} mL  "
             + "  ".join(f"{key} {row[f'{key}_ml']:.1f} mL (Dice {row[f'{key}_dice']:.2f})"
-                        for key in scored_keys(approaches, gate_hu))
+                        for key in scored_keys(approaches, gate_hu, hemorrhage_floor_hu))
             + f"  mirror rule {row['mirror_ml']:.1f} mL (Dice {row['mirror_dice']:.2f})  {time.time() - started:.0f} s")
     return pd.DataFrame(rows)
 
 
-def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=()) -> pd.DataFrame:
-    """The real normal head CT (nothing to find): what each approach claims on it, one row."""
+def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=(), unscored=None,
+                         hemorrhage_floor_hu=()) -> pd.DataFrame:
+    """The real normal head CT (nothing to find): what each approach claims on it, one row; outside
+    ``unscored`` (bool, its grid: a finding it holds), with the claim inside that apart."""
     from corelab.io.read import read_scan
 
     volume = read_scan(path)
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     row = score_scan({"patient": path.name, "family": "real normal head", "class": "none", "mimics": "",
                       "reference_ml": 0.0}, volume, np.zeros(volume.array.shape, bool), voxel_ml, approaches,
-                     gate_hu=gate_hu)
-    log(f"real normal head {path.name}: " + ", ".join(f"{key} {row[f'{key}_ml']:.1f} mL"
-                                                      for key in scored_keys(approaches, gate_hu))
-        + f", mirror rule {row['mirror_ml']:.1f} mL")
+                     gate_hu=gate_hu, unscored=None if unscored is None else _on_grid(unscored, volume.array.shape),
+                     hemorrhage_floor_hu=hemorrhage_floor_hu)
+    keys = (*scored_keys(approaches, gate_hu, hemorrhage_floor_hu), "mirror")
+    inside = {key: row.get(f"{key}_unscored_ml") for key in keys}
+    log(f"real normal head {path.name}: " + ", ".join(
+        f"{key} {row[f'{key}_ml']:.1f} mL" + ("" if inside[key] is None else f" (+{inside[key]:.1f} in the unscored finding)")
+        for key in keys))
     return pd.DataFrame([row])
+
+
+def read_unscored(path: Path | None) -> np.ndarray | None:
+    """The --unscored mask (nonzero = left out) as a bool array (index [z, y, x]), or None."""
+    if path is None:
+        return None
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
+
+
+def _on_grid(mask: np.ndarray, shape: tuple) -> np.ndarray:
+    if mask.shape != tuple(shape):
+        raise SystemExit(f"--unscored mask is {mask.shape}, the scan {tuple(shape)}: give a mask on the background's grid")
+    return mask
 
 
 def approach_keys(results: pd.DataFrame) -> list[str]:
@@ -249,7 +307,8 @@ def table1(results: pd.DataFrame) -> pd.DataFrame:
 
 def false_volumes(results: pd.DataFrame) -> pd.DataFrame:
     """Per approach: control scans' claimed volume (median, max, n), the false volume (claimed outside
-    the reference) on scans with mimics (median, n), and the real normal head's claim."""
+    the reference) on scans with mimics (median, n), and the real normal head's claim (outside an
+    --unscored finding; the claim inside it apart, NaN without one)."""
     phantoms = results[results["family"] != "real normal head"] if "family" in results else results
     controls = phantoms[phantoms["class"] == "none"]
     mimics = phantoms[phantoms["mimics"].fillna("").astype(str) != ""] if "mimics" in phantoms else phantoms.iloc[:0]
@@ -263,6 +322,8 @@ def false_volumes(results: pd.DataFrame) -> pd.DataFrame:
             "controls": len(controls),
             "false mL with mimics (median)": mimics[false].median(), "scans with mimics": len(mimics),
             "real normal head mL": real[f"{key}_ml"].iloc[0] if len(real) else math.nan,
+            "real head unscored mL": (real[f"{key}_unscored_ml"].iloc[0]
+                                      if len(real) and f"{key}_unscored_ml" in real else math.nan),
         })
     return pd.DataFrame(out)
 
@@ -307,6 +368,12 @@ def main() -> None:
                         help="stratified: severe, intermediate, subtle, control in turn (24 = 6 each)")
     parser.add_argument("--normal-head", type=Path, default=None,
                         help="also score this real normal head CT (nothing to find)")
+    parser.add_argument("--hemorrhage-floor-hu", type=float, nargs="*", default=[],
+                        help="experiment: also score each approach with its hemorrhage claim kept only where the "
+                             "scan (as the networks saw it) reads at least these HU")
+    parser.add_argument("--unscored", type=Path, default=None,
+                        help="mask on the background's (and normal head's) grid left out of every figure: a "
+                             "finding the real scan already holds (its claim reported apart)")
     parser.add_argument("--hypodensity", choices=CLASSES, default=None,
                         help="every test patient of this class (default: the schedule)")
     parser.add_argument("--csv", type=Path, default=None, help="write per-patient results here")
@@ -347,12 +414,15 @@ def main() -> None:
     approaches = approaches_of(folders)
     print(f"approaches: {', '.join(f'{k} ({m.version})' for k, m in approaches.items())}; test cohort: "
           f"{args.n_test} {args.family} phantoms, seed {args.test_seed}, schedule {args.schedule}")
+    unscored = read_unscored(args.unscored)
     parts = [evaluate(approaches, n_test=args.n_test, test_seed=args.test_seed, first=args.first,
                       min_component_ml=args.min_component_ml, gate_hu=args.gate_hu, hypodensity=args.hypodensity,
-                      family=args.family,
-                      schedule=args.schedule, background=args.background)] if args.n_test else []
+                      family=args.family, schedule=args.schedule, background=args.background,
+                      unscored=unscored if args.family == "background" else None,
+                      hemorrhage_floor_hu=args.hemorrhage_floor_hu)] if args.n_test else []
     if args.normal_head:
-        parts.append(evaluate_normal_head(approaches, args.normal_head, gate_hu=args.gate_hu))
+        parts.append(evaluate_normal_head(approaches, args.normal_head, gate_hu=args.gate_hu, unscored=unscored,
+                                          hemorrhage_floor_hu=args.hemorrhage_floor_hu))
     results = pd.concat(parts, ignore_index=True)
     if args.csv:
         results.to_csv(args.csv, index=False)
@@ -388,9 +458,14 @@ def print_table(results: pd.DataFrame) -> None:
     print(f"{'':{width}}{'':18}{'ICC(A,1)':>9}  {'Dice':>11}  {'n':>4}")
     for row in table.itertuples(index=False):
         print(f"{row.approach:<{width}}{row[1]:<18}{row[2]:9.2f}  {row[3]:5.2f}±{row[4]:<5.2f}  {row.n:4d}")
-    print(f"\n{'':{width}}{'controls median':>16}{'max':>8}{'n':>4}{'mimic false':>13}{'n':>4}{'real head':>11}")
+    inside = false["real head unscored mL"].notna().any()
+    print(f"\n{'':{width}}{'controls median':>16}{'max':>8}{'n':>4}{'mimic false':>13}{'n':>4}{'real head':>11}"
+          + (f"{'+ in finding':>14}" if inside else ""))
     for row in false.itertuples(index=False):
-        print(f"{row[0]:<{width}}{row[1]:13.1f} mL{row[2]:8.1f}{row[3]:4d}{row[4]:10.1f} mL{row[5]:4d}{row[6]:8.1f} mL")
+        print(f"{row[0]:<{width}}{row[1]:13.1f} mL{row[2]:8.1f}{row[3]:4d}{row[4]:10.1f} mL{row[5]:4d}{row[6]:8.1f} mL"
+              + (f"{row[7]:11.1f} mL" if inside else ""))
+    if inside:
+        print("(real head: claimed outside the --unscored finding; + in finding: claimed inside it)")
 
 
 def held_out_record(results: pd.DataFrame, *, test_seed: int, trained_on: str = "") -> dict:
@@ -415,6 +490,9 @@ def held_out_record(results: pd.DataFrame, *, test_seed: int, trained_on: str = 
             part[name] = {"icc_a1": number(row[2]), "dice_mean": number(row[3]), "dice_sd": number(row[4]), "n": int(row.n)}
         part["control_median_ml"], part["control_max_ml"] = number(false.loc[label, "control median mL"]), number(false.loc[label, "control max mL"])
         part["real_normal_head_ml"] = number(false.loc[label, "real normal head mL"])
+        if not math.isnan(false.loc[label, "real head unscored mL"]):
+            # Outside the finding that head holds (the --unscored mask); the claim inside it beside.
+            part["real_normal_head_in_finding_ml"] = number(false.loc[label, "real head unscored mL"])
         record["mirror_rule (floor)" if key == "mirror" else key] = part
     return record
 

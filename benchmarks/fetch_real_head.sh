@@ -1,14 +1,26 @@
 #!/bin/sh
 # Fetch the real normal head CT used by tests/preprocess/test_real_head.py and the benchmarks:
 # InVesalius' Cranium.inv3 from the Debian package invesalius-examples, into benchmarks/data/real/
-# (gitignored). Needs apt-get and dpkg (Debian or Ubuntu with the universe component).
+# (gitignored). Needs apt-get and dpkg (Debian or Ubuntu with the universe component). Then (each
+# time, a few seconds) writes what the benchmarks read: cranium.nii.gz (tests/helpers/real_head.py
+# `read_inv3`, axial) and cranium-lesion.nii.gz (`known_lesion`: the right frontal lesion this head
+# holds, left out of the benchmarks' figures with `accuracy.py --unscored`).
 set -eu
-dest="$(cd "$(dirname "$0")" && pwd)/data/real"
+bench="$(cd "$(dirname "$0")" && pwd)"
+dest="$bench/data/real"
 mkdir -p "$dest"
-[ -f "$dest/Cranium.inv3" ] && { echo "$dest/Cranium.inv3"; exit 0; }
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-(cd "$work" && apt-get download invesalius-examples >/dev/null)
-dpkg -x "$work"/invesalius-examples_*.deb "$work/x"
-cp "$work/x/usr/share/doc/invesalius-examples/examples/Cranium.inv3" "$dest/"
+if [ ! -f "$dest/Cranium.inv3" ]; then
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+  (cd "$work" && apt-get download invesalius-examples >/dev/null)
+  dpkg -x "$work"/invesalius-examples_*.deb "$work/x"
+  cp "$work/x/usr/share/doc/invesalius-examples/examples/Cranium.inv3" "$dest/"
+fi
+python="$bench/../.venv/bin/python"
+[ -x "$python" ] || python=python3
+PYTHONPATH="$bench/../tests/helpers" "$python" -c "
+import SimpleITK as sitk; from real_head import known_lesion, read_inv3
+image = read_inv3('$dest/Cranium.inv3')
+sitk.WriteImage(image, '$dest/cranium.nii.gz', useCompression=True)
+sitk.WriteImage(known_lesion(image), '$dest/cranium-lesion.nii.gz', useCompression=True)"
 echo "$dest/Cranium.inv3"

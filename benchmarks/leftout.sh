@@ -19,9 +19,7 @@ cohort=${CORELAB_COHORT:-build/mixed-s2000-n60}
 mkdir -p "$out"
 bash benchmarks/fetch_real_head.sh >/dev/null
 head=benchmarks/data/real/cranium.nii.gz
-[ -f "$head" ] || PYTHONPATH=tests/helpers python -c "
-import SimpleITK as sitk; from real_head import read_inv3
-sitk.WriteImage(read_inv3('benchmarks/data/real/Cranium.inv3'), '$head')"
+lesion=benchmarks/data/real/cranium-lesion.nii.gz  # its own right frontal lesion, left out of every figure
 [ -f "$cohort/manifest.xlsx" ] || corelab synth "$cohort" --n 60 --seed 2000 --family mixed
 for arch in barros2020-patch-cnn barros2020-mirror-cnn; do
   [ -f "$out/$arch/card.json" ] || corelab train "$cohort" --out "$out/$arch" --single --seed 0 \
@@ -31,11 +29,11 @@ wait
 # Test patients split over two processes (one thread each); the tables join them.
 for part in 0 12; do
   python benchmarks/accuracy.py --models "$out/barros2020-patch-cnn" "$out/barros2020-mirror-cnn" --family background \
-      --background "$head" --schedule stratified --n-test 12 --first "$part" --threads 1 \
+      --background "$head" --unscored "$lesion" --schedule stratified --n-test 12 --first "$part" --threads 1 \
       --csv "$out/background-$part.csv" > "$out/test-background-$part.log" 2>&1 &
 done
 python benchmarks/accuracy.py --models "$out/barros2020-patch-cnn" "$out/barros2020-mirror-cnn" --n-test 0 \
-    --normal-head "$head" --threads 1 --csv "$out/normal-head.csv" > "$out/test-normal-head.log" 2>&1
+    --normal-head "$head" --unscored "$lesion" --threads 1 --csv "$out/normal-head.csv" > "$out/test-normal-head.log" 2>&1
 wait
 python benchmarks/accuracy.py --from-csv "$out"/background-*.csv "$out/normal-head.csv" \
     --paired barros2020-mirror-cnn barros2020-patch-cnn \

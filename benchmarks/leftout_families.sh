@@ -31,9 +31,7 @@ families=${LEFTOUT_FAMILIES:-procedural atlas}
 read -r -a extra <<< "${LEFTOUT_TRAIN_ARGS:-}"
 bash benchmarks/fetch_real_head.sh >/dev/null
 head=benchmarks/data/real/cranium.nii.gz
-[ -f "$head" ] || PYTHONPATH=tests/helpers python -c "
-import SimpleITK as sitk; from real_head import read_inv3
-sitk.WriteImage(read_inv3('benchmarks/data/real/Cranium.inv3'), '$head')"
+lesion=benchmarks/data/real/cranium-lesion.nii.gz  # its own right frontal lesion, left out of every figure
 [ -f "$out/procedural/manifest.xlsx" ] || corelab synth "$out/procedural" --n 30 --seed 2100 --family procedural > "$out/synth-procedural.log" 2>&1 &
 [ -f "$out/atlas/manifest.xlsx" ] || corelab synth "$out/atlas" --n 30 --seed 2200 --family atlas > "$out/synth-atlas.log" 2>&1 &
 [ -f "$out/background/manifest.xlsx" ] || corelab synth "$out/background" --n 30 --seed 2300 --background "$head" > "$out/synth-background.log" 2>&1 &
@@ -50,7 +48,7 @@ done
 wait
 for left in $families; do
   python benchmarks/accuracy.py --models "$out/models-${tag}without-$left" --family "$left" --schedule stratified \
-      --n-test 24 --normal-head "$head" --threads 1 --csv "$out/$left${tag:+-${tag%-}}.csv" > "$out/test-$tag$left.log" 2>&1 &
+      --n-test 24 --normal-head "$head" --unscored "$lesion" --threads 1 --csv "$out/$left${tag:+-${tag%-}}.csv" > "$out/test-$tag$left.log" 2>&1 &
 done
 wait
 for left in $families; do

@@ -246,7 +246,9 @@ def _scores_markdown(scores: Mapping) -> list[str]:
         for label, a in approaches:
             cells = " | ".join(f"{number(a.get(cls, {}).get('icc_a1'))} | {dice(a.get(cls, {}))}" for cls in (*CLASSES, "all"))
             lines.append(f"| {label} | {cells} | {a['all'].get('n', '-')} | {number(a.get('control_median_ml'), 1)} / "
-                         f"{number(a.get('control_max_ml'), 1)} | {number(a.get('real_normal_head_ml'), 1)} |")
+                         f"{number(a.get('control_max_ml'), 1)} | {number(a.get('real_normal_head_ml'), 1)}"
+                         + (f" (+ {number(a['real_normal_head_in_finding_ml'], 1)} in its own lesion)"
+                            if a.get("real_normal_head_in_finding_ml") is not None else "") + " |")
         return lines
     lines.append("| class | " + " | ".join(f"{label} ICC(A,1) | {label} Dice | n" for label, _ in approaches) + " |")
     lines.append("|---|" + "---|---|---|" * len(approaches))

@@ -1,5 +1,6 @@
 """The left-out benchmark's tables (benchmarks/accuracy.py) on hand-made per-patient results."""
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -8,7 +9,9 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from accuracy import approach_keys, false_volumes, joined_results, paired, patient_class, table1  # noqa: E402
+from accuracy import (  # noqa: E402
+    approach_keys, false_volumes, held_out_record, joined_results, paired, patient_class, read_unscored, table1,
+)
 
 
 def _results() -> pd.DataFrame:
@@ -64,3 +67,61 @@ def test_files_of_one_test_cohort_join_per_patient_and_refuse_to_disagree():
     rescored = a.assign(a_dice=a["a_dice"] - 0.1)  # the same approach scored again, otherwise
     with pytest.raises(SystemExit, match="a_dice"):
         joined_results([a, rescored])
+
+
+def test_a_finding_of_the_real_head_is_reported_apart_from_its_false_volume():
+    results = _results()
+    false = false_volumes(results).set_index("approach")
+    assert np.isnan(false.loc["a", "real head unscored mL"])  # no --unscored: no column, no number
+    assert "real_normal_head_in_finding_ml" not in held_out_record(results, test_seed=1)["a"]
+    head = results["family"] == "real normal head"
+    results.loc[head, "a_unscored_ml"], results.loc[head, "mirror_unscored_ml"] = 5.2, 3.4
+    false = false_volumes(results).set_index("approach")
+    assert false.loc["a", "real normal head mL"] == 3.0 and false.loc["a", "real head unscored mL"] == 5.2
+    assert np.isnan(false.loc["b", "real head unscored mL"])
+    record = held_out_record(results, test_seed=1)
+    assert record["a"]["real_normal_head_ml"] == 3.0 and record["a"]["real_normal_head_in_finding_ml"] == 5.2
+    assert record["mirror_rule (floor)"]["real_normal_head_in_finding_ml"] == 3.4
+
+
+def test_the_unscored_mask_is_read_from_its_file(tmp_path):
+    import SimpleITK as sitk
+
+    mask = np.zeros((3, 4, 5), np.uint8)
+    mask[1, 2, 3] = 1
+    sitk.WriteImage(sitk.GetImageFromArray(mask), str(tmp_path / "m.nii.gz"))
+    read = read_unscored(tmp_path / "m.nii.gz")
+    assert read.dtype == bool and read.shape == (3, 4, 5) and read.sum() == 1 and read[1, 2, 3]
+    assert read_unscored(None) is None
+
+
+@pytest.mark.slow
+def test_a_scan_scored_with_an_unscored_region_splits_each_claim_in_two(one_torch_thread):
+    # The shipped weights on one small procedural phantom: every claim is either scored or in the
+    # unscored region (here the right half of the head), and the reference is left out there too.
+    from accuracy import approaches_of, score_scan, scored_keys
+
+    from corelab.segment.folder import default_models_dir
+    from corelab.synth.phantom import make_patient
+
+    approaches = approaches_of([default_models_dir()])
+    phantom = make_patient(5, matrix=256, hypodensity="severe")
+    # Six slices through the infarct keep the networks' work small.
+    middle = int(np.median(np.nonzero(phantom.labels)[0]))
+    keep = slice(max(middle - 3, 0), middle + 3)
+    volume = phantom.volume()
+    volume = dataclasses.replace(volume, array=volume.array[keep])
+    reference = phantom.labels[keep] > 0
+    unscored = np.zeros(reference.shape, bool)
+    unscored[..., : reference.shape[2] // 2] = True
+    whole = score_scan({}, volume, reference, phantom.voxel_ml, approaches, hemorrhage_floor_hu=(44.0,))
+    split = score_scan({}, volume, reference & ~unscored, phantom.voxel_ml, approaches, unscored=unscored,
+                       hemorrhage_floor_hu=(44.0,))
+    keys = [*scored_keys(approaches, (), (44.0,)), "mirror"]
+    assert len(keys) == 5  # three CNNs, the single CNN, each with the hemorrhage floor, and the mirror rule
+    for key in keys:
+        assert split[f"{key}_ml"] + split[f"{key}_unscored_ml"] == pytest.approx(whole[f"{key}_ml"])
+        assert split[f"{key}_false_ml"] <= whole[f"{key}_false_ml"] + 1e-9
+    assert whole["mirror_ml"] > 0 and split["mirror_unscored_ml"] > 0  # the split is not empty on both sides
+    # The floor only takes hemorrhage claims away, to the network next in precedence.
+    assert whole[f"{keys[0]}+hfloor44_ml"] <= whole[f"{keys[0]}_ml"] + 1e-9
