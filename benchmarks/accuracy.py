@@ -26,12 +26,15 @@ single measure) of automated vs reference volumes (pingouin's ICC(A,1) row). Eve
 the mirror rule (`benchmarks/mirror_rule.py`), the untrained floor a model must clear by far. Several
 folders on the same patients give paired per-patient Dice differences (`--paired A B`).
 
-`--unscored MASK` (a mask on the background's and the normal head's grid) leaves out of every figure
-a finding the background scan already holds: its voxels are neither reference nor claim, and what
-each approach claims inside it is reported apart ("<key>_unscored_ml"). The real head,
-Cranium.inv3, has a right frontal lesion (tests/helpers/real_head.py `known_lesion`); benchmarks/
-leftout.sh passes its mask. The per-network claim columns ("<key>:<network>_claim_ml", on the
-analysis grid) count it in.
+`--unscored MASK` (a mask on the background's and the normal head's grid; used only for those two)
+leaves a finding the background scan already holds out of the reference, the volumes, Dice, false
+volumes and classes: its voxels are neither reference nor claim, what each approach claims inside it
+is reported apart ("<key>_unscored_ml"), the reference it took "reference_unscored_ml", and a
+patient whose drawn infarct lies wholly inside it is class "unscored" (neither in Table 1 nor a
+control). The real head, Cranium.inv3, has a right frontal lesion (tests/helpers/real_head.py
+`known_lesion`); benchmarks/leftout.sh passes its mask. Every row names the mask ("unscored"), and
+files scored with different masks are refused together. The per-network claim columns
+("<key>:<network>_claim_ml", on the analysis grid) count it in.
 """
 
 from __future__ import annotations
@@ -51,7 +54,6 @@ from corelab.segment.dense import dense_probabilities
 from corelab.segment.folder import load_models
 from corelab.segment.contralateral import contralateral_gate, mirror_views
 from corelab.segment.labels import labels_from_probabilities, smooth_probabilities
-from corelab.segment.norm import brain_median
 
 # The targets of the generalization issue, on every held-out family, three-CNN approach: overall
 # ICC(A,1) and Dice, subtle Dice, control scans' claimed volume (median, max), the real normal head.
@@ -188,15 +190,13 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
         for g in gate_hu:
             put(f"{key}+gate{g:g}", contralateral_gate(ungated, grid.array, views.hu, views.region_across, g))
         if hemorrhage_floor_hu and "hemorrhage" in models.cutoffs:
-            reference_hu = models.norm.brain_reference_hu
-            median = brain_median(grid.array, regions.region) if reference_hu is not None else None
-            seen = grid.array + (reference_hu - median if median is not None else 0.0)
+            seen = grid.array + np.float32(models.norm.brain_shift(grid.array, regions.region))
             without = labels_from_probabilities(probs, {**models.cutoffs, "hemorrhage": math.inf}, regions.region,
                                                 hu=grid.array, smoothing_px=models.smoothing_px)
-            if models.gate_hu is not None:
-                without = contralateral_gate(without, grid.array, views.hu, views.region_across, models.gate_hu)
             for f in hemorrhage_floor_hu:
-                put(f"{key}+hfloor{f:g}", np.where((labels == LABELS["hemorrhage"]) & (seen < f), without, labels))
+                floored = hemorrhage_floored(ungated, without, seen, f)
+                put(f"{key}+hfloor{f:g}", floored if models.gate_hu is None else
+                    contralateral_gate(floored, grid.array, views.hu, views.region_across, models.gate_hu))
         for ml in min_component_ml:  # experiment: drop connected parts smaller than ml
             kept = _without_small_parts(labels > 0, ml / grid_ml)
             auto = scored(labels_to_input_grid(kept.astype(np.uint8), grid, volume) > 0, f"{key}_cc{ml:g}")
@@ -208,33 +208,67 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
     return row
 
 
+def hemorrhage_floored(labels: np.ndarray, without: np.ndarray, seen_hu: np.ndarray, floor_hu: float) -> np.ndarray:
+    """``labels`` whose hemorrhage voxels reading under ``floor_hu`` (``seen_hu``: the scan as the
+    networks saw it) take the label of ``without`` (the same maps labelled with no hemorrhage
+    network: the next network in precedence, or background). Both ungated.
+
+    >>> labels = np.array([4, 4, 1, 0]); without = np.array([2, 0, 1, 0]); seen = np.array([30.0, 60.0, 20.0, 30.0])
+    >>> hemorrhage_floored(labels, without, seen, 44.0).tolist()
+    [2, 4, 1, 0]
+    """
+    return np.where((labels == LABELS["hemorrhage"]) & (seen_hu < floor_hu), without, labels).astype(labels.dtype)
+
+
 def scored_keys(approaches: dict, gate_hu=(), hemorrhage_floor_hu=()) -> list[str]:
-    """The keys `score_scan` writes for ``approaches``: each approach, then its gated variants."""
+    """The keys `score_scan` writes for ``approaches``: each approach, its gated ("+gate<g>") and
+    hemorrhage-floored ("+hfloor<f>", approaches with a hemorrhage network) variants; not the
+    "_cc<ml>" variants or the mirror rule ("mirror")."""
     return [*approaches, *(f"{key}+gate{g:g}" for key in approaches for g in gate_hu),
             *(f"{key}+hfloor{f:g}" for key in approaches for f in hemorrhage_floor_hu
               if "hemorrhage" in approaches[key].cutoffs)]
 
 
+def reference_class(labels: np.ndarray, hu: np.ndarray, reference: np.ndarray) -> str:
+    """The Table 1 class of a test patient's scored reference: the hypodensity class of its mean HU
+    without hemorrhage voxels; "unclassified" when that mean is outside every class or the scored
+    reference is hemorrhage only; "unscored" when an --unscored mask took all of a drawn infarct (in
+    neither Table 1 nor the controls); "none" for a control.
+
+    >>> labels = np.array([0, 1, 1, 4]); hu = np.array([30.0, 18.0, 20.0, 70.0])
+    >>> [reference_class(labels, hu, labels > 0), reference_class(labels, hu, labels == 4),
+    ...  reference_class(labels, hu, np.zeros(4, bool)), reference_class(labels * 0, hu, np.zeros(4, bool))]
+    ['severe', 'unclassified', 'unscored', 'none']
+    """
+    infarct = reference & (labels != LABELS["hemorrhage"])
+    if infarct.any():
+        return hypodensity_class(float(hu[infarct].mean())) or "unclassified"
+    if reference.any():
+        return "unclassified"
+    return "unscored" if (labels > 0).any() else "none"
+
+
 def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, min_component_ml=(), gate_hu=(), hypodensity=None,
-             family: str = "procedural", schedule: str = "mix", background=None, unscored=None,
+             family: str = "procedural", schedule: str = "mix", background=None, unscored=None, unscored_name="",
              hemorrhage_floor_hu=(), log=print) -> pd.DataFrame:
     """One row per test patient (the family's maker at key (test_seed, i) for first <= i < first +
     n_test): family, class, mimics, reference and automated volumes (mL) and Dice per approach.
-    ``unscored`` (bool, the background's grid; background family only): left out of every figure."""
+    ``unscored`` (bool, the background's grid; background family only): left out of the reference,
+    the volumes, Dice and false volumes (its reference there is "reference_unscored_ml");
+    ``unscored_name`` goes into each row's "unscored" column."""
     make = _maker(family, background)
     rows = []
     for i in range(first, first + n_test):
         started = time.time()
         phantom = make((test_seed, i), patient_class(schedule, i, hypodensity))
-        reference = phantom.labels > 0
-        if unscored is not None:
-            reference = reference & ~_on_grid(unscored, reference.shape)
-        infarct_only = reference & (phantom.labels != 4)
-        mean_hu = float(phantom.hu[infarct_only].mean()) if infarct_only.any() else math.nan
+        drawn = phantom.labels > 0
+        reference = drawn if unscored is None else drawn & ~_on_grid(unscored, drawn.shape)
         row = {"patient": f"{family[0].upper()}{test_seed}-{i:03d}", "family": family,
-               "class": hypodensity_class(mean_hu) or ("unclassified" if infarct_only.any() else "none"),
+               "class": reference_class(phantom.labels, phantom.hu, reference),
                "mimics": ";".join(getattr(phantom.truth, "mimics", ()) or ()),
-               "reference_ml": reference.sum() * phantom.voxel_ml}
+               "reference_ml": reference.sum() * phantom.voxel_ml,
+               "reference_unscored_ml": (drawn & ~reference).sum() * phantom.voxel_ml,
+               "unscored": unscored_name}
         score_scan(row, phantom.volume(), reference, phantom.voxel_ml, approaches, min_component_ml=min_component_ml,
                    gate_hu=gate_hu, unscored=None if unscored is None else _on_grid(unscored, reference.shape),
                    hemorrhage_floor_hu=hemorrhage_floor_hu)
@@ -246,7 +280,7 @@ def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, m
     return pd.DataFrame(rows)
 
 
-def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=(), unscored=None,
+def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=(), unscored=None, unscored_name="",
                          hemorrhage_floor_hu=()) -> pd.DataFrame:
     """The real normal head CT (nothing to find): what each approach claims on it, one row; outside
     ``unscored`` (bool, its grid: a finding it holds), with the claim inside that apart."""
@@ -255,7 +289,7 @@ def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=(), un
     volume = read_scan(path)
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     row = score_scan({"patient": path.name, "family": "real normal head", "class": "none", "mimics": "",
-                      "reference_ml": 0.0}, volume, np.zeros(volume.array.shape, bool), voxel_ml, approaches,
+                      "reference_ml": 0.0, "unscored": unscored_name}, volume, np.zeros(volume.array.shape, bool), voxel_ml, approaches,
                      gate_hu=gate_hu, unscored=None if unscored is None else _on_grid(unscored, volume.array.shape),
                      hemorrhage_floor_hu=hemorrhage_floor_hu)
     keys = (*scored_keys(approaches, gate_hu, hemorrhage_floor_hu), "mirror")
@@ -266,13 +300,17 @@ def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=(), un
     return pd.DataFrame([row])
 
 
-def read_unscored(path: Path | None) -> np.ndarray | None:
-    """The --unscored mask (nonzero = left out) as a bool array (index [z, y, x]), or None."""
+def read_unscored(path: Path | None, like: Path | None = None) -> tuple[np.ndarray | None, str]:
+    """The --unscored mask (nonzero = left out) as a bool array on the grid of the scan ``like`` (as
+    `corelab.io.read.read_mask` places a reference: same orientation, refused when it cannot be
+    placed), and its name for the rows ("<file> sha256:<12 hex>"); (None, "") without one."""
     if path is None:
-        return None
-    import SimpleITK as sitk
+        return None, ""
+    from corelab.io.read import read_mask, read_scan
+    from corelab.audit import scan_sha256
 
-    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))) > 0
+    mask = read_mask(path, like=None if like is None else read_scan(like))
+    return mask.array > 0, f"{Path(path).name} sha256:{scan_sha256(path)[:12]}"
 
 
 def _on_grid(mask: np.ndarray, shape: tuple) -> np.ndarray:
@@ -414,14 +452,18 @@ def main() -> None:
     approaches = approaches_of(folders)
     print(f"approaches: {', '.join(f'{k} ({m.version})' for k, m in approaches.items())}; test cohort: "
           f"{args.n_test} {args.family} phantoms, seed {args.test_seed}, schedule {args.schedule}")
-    unscored = read_unscored(args.unscored)
+    if args.unscored and not (args.background or args.normal_head):
+        parser.error("--unscored is a mask on the background's or the normal head's grid: give --background or --normal-head")
+    unscored, unscored_name = read_unscored(args.unscored, like=args.background or args.normal_head)
     parts = [evaluate(approaches, n_test=args.n_test, test_seed=args.test_seed, first=args.first,
                       min_component_ml=args.min_component_ml, gate_hu=args.gate_hu, hypodensity=args.hypodensity,
                       family=args.family, schedule=args.schedule, background=args.background,
                       unscored=unscored if args.family == "background" else None,
+                      unscored_name=unscored_name if args.family == "background" else "",
                       hemorrhage_floor_hu=args.hemorrhage_floor_hu)] if args.n_test else []
     if args.normal_head:
         parts.append(evaluate_normal_head(approaches, args.normal_head, gate_hu=args.gate_hu, unscored=unscored,
+                                          unscored_name=unscored_name,
                                           hemorrhage_floor_hu=args.hemorrhage_floor_hu))
     results = pd.concat(parts, ignore_index=True)
     if args.csv:
@@ -446,6 +488,9 @@ def joined_results(frames: list[pd.DataFrame]) -> pd.DataFrame:
     if conflicts:
         raise SystemExit(f"the files disagree on {', '.join(conflicts[:5])} for the same patients; "
                          "score each approach once, or name its folder differently")
+    if "unscored" in stacked and stacked["unscored"].fillna("").nunique() > 1:
+        raise SystemExit("the files were scored with different --unscored masks (or some with none): "
+                         f"{sorted(set(stacked['unscored'].fillna('(none)')))}; score them alike")
     return grouped.first().reset_index()
 
 
@@ -462,7 +507,8 @@ def print_table(results: pd.DataFrame) -> None:
     print(f"\n{'':{width}}{'controls median':>16}{'max':>8}{'n':>4}{'mimic false':>13}{'n':>4}{'real head':>11}"
           + (f"{'+ in finding':>14}" if inside else ""))
     for row in false.itertuples(index=False):
-        print(f"{row[0]:<{width}}{row[1]:13.1f} mL{row[2]:8.1f}{row[3]:4d}{row[4]:10.1f} mL{row[5]:4d}{row[6]:8.1f} mL"
+        head = "       -   " if math.isnan(row[6]) else f"{row[6]:8.1f} mL"
+        print(f"{row[0]:<{width}}{row[1]:13.1f} mL{row[2]:8.1f}{row[3]:4d}{row[4]:10.1f} mL{row[5]:4d}{head}"
               + (f"{row[7]:11.1f} mL" if inside else ""))
     if inside:
         print("(real head: claimed outside the --unscored finding; + in finding: claimed inside it)")
@@ -520,6 +566,8 @@ def record_in_cards(folder: Path, results: pd.DataFrame, *, test_seed: int, trai
                 f"n = {three['all']['n']}; control scans median {three['control_median_ml']} mL, max "
                 f"{three['control_max_ml']} mL"
                 + (f"; the real normal head {three['real_normal_head_ml']} mL" if three["real_normal_head_ml"] is not None else "")
+                + (f" outside its own lesion (+ {three['real_normal_head_in_finding_ml']} mL in it)"
+                   if three.get("real_normal_head_in_finding_ml") is not None else "")
                 + ")" + ("." if met else ": do not use these weights to measure infarcts.")
                 + " Retrain with `corelab train` on your own reads.")
     for sub in (folder, folder / "single"):

@@ -32,6 +32,14 @@ read -r -a extra <<< "${LEFTOUT_TRAIN_ARGS:-}"
 bash benchmarks/fetch_real_head.sh >/dev/null
 head=benchmarks/data/real/cranium.nii.gz
 lesion=benchmarks/data/real/cranium-lesion.nii.gz  # its own right frontal lesion, left out of every figure
+# A real-CT cohort drawn into another copy of the head (before 2026-12-07 the reader laid it on its
+# face) is refused, with the models trained on it: delete them to draw and train again.
+if [ -f "$out/background/synth.json" ] && ! python -c "
+import json, sys; from corelab.audit import scan_sha256
+sys.exit(json.load(open(sys.argv[1]))['background']['sha256'] != scan_sha256(sys.argv[2]))" "$out/background/synth.json" "$head"; then
+  echo "$out/background was drawn into another $head (older reader?): remove $out/background, $out/train-without-* and $out/models-* and run again" >&2
+  exit 2
+fi
 [ -f "$out/procedural/manifest.xlsx" ] || corelab synth "$out/procedural" --n 30 --seed 2100 --family procedural > "$out/synth-procedural.log" 2>&1 &
 [ -f "$out/atlas/manifest.xlsx" ] || corelab synth "$out/atlas" --n 30 --seed 2200 --family atlas > "$out/synth-atlas.log" 2>&1 &
 [ -f "$out/background/manifest.xlsx" ] || corelab synth "$out/background" --n 30 --seed 2300 --background "$head" > "$out/synth-background.log" 2>&1 &

@@ -10,7 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from accuracy import (  # noqa: E402
-    approach_keys, false_volumes, held_out_record, joined_results, paired, patient_class, read_unscored, table1,
+    approach_keys, false_volumes, held_out_record, hemorrhage_floored, joined_results, paired, patient_class,
+    read_unscored, reference_class, table1,
 )
 
 
@@ -84,44 +85,86 @@ def test_a_finding_of_the_real_head_is_reported_apart_from_its_false_volume():
     assert record["mirror_rule (floor)"]["real_normal_head_in_finding_ml"] == 3.4
 
 
-def test_the_unscored_mask_is_read_from_its_file(tmp_path):
+def test_the_unscored_mask_is_placed_on_the_scan_it_belongs_to(tmp_path):
     import SimpleITK as sitk
 
+    hu = np.full((3, 4, 5), 30, np.int16)
+    hu[:, 0, :] = -1000  # air, so the file reads as HU
+    scan = sitk.GetImageFromArray(hu)
+    scan.SetSpacing((0.5, 0.5, 5.0))
+    sitk.WriteImage(scan, str(tmp_path / "scan.nii.gz"))
     mask = np.zeros((3, 4, 5), np.uint8)
     mask[1, 2, 3] = 1
-    sitk.WriteImage(sitk.GetImageFromArray(mask), str(tmp_path / "m.nii.gz"))
-    read = read_unscored(tmp_path / "m.nii.gz")
+    image = sitk.GetImageFromArray(mask)
+    image.CopyInformation(scan)
+    sitk.WriteImage(image, str(tmp_path / "m.nii.gz"))
+    read, name = read_unscored(tmp_path / "m.nii.gz", like=tmp_path / "scan.nii.gz")
     assert read.dtype == bool and read.shape == (3, 4, 5) and read.sum() == 1 and read[1, 2, 3]
-    assert read_unscored(None) is None
+    assert name.startswith("m.nii.gz sha256:") and len(name) == len("m.nii.gz sha256:") + 12
+    assert read_unscored(None) == (None, "")
+    bare = sitk.GetImageFromArray(mask)  # the scan's voxel counts, 1 mm voxels: saved without its geometry
+    sitk.WriteImage(bare, str(tmp_path / "bare.nii.gz"))
+    with pytest.raises(Exception, match="geometry"):
+        read_unscored(tmp_path / "bare.nii.gz", like=tmp_path / "scan.nii.gz")
+
+
+def test_hemorrhage_under_the_floor_goes_to_the_next_network():
+    labels = np.array([4, 4, 4, 1, 0], np.uint8)
+    without = np.array([2, 0, 3, 1, 0], np.uint8)  # the same maps with no hemorrhage network
+    seen = np.array([30.0, 30.0, 60.0, 20.0, 10.0])
+    assert hemorrhage_floored(labels, without, seen, 44.0).tolist() == [2, 0, 4, 1, 0]
+    assert hemorrhage_floored(labels, without, seen, 20.0).tolist() == labels.tolist()
+
+
+def test_a_patient_whose_infarct_lies_in_the_unscored_finding_is_neither_in_table_1_nor_a_control():
+    labels = np.array([0, 2, 2, 4], np.uint8)
+    hu = np.array([30.0, 25.0, 27.0, 70.0])
+    assert reference_class(labels, hu, labels > 0) == "intermediate"
+    assert reference_class(labels, hu, labels == 4) == "unclassified"  # only its blood is scored
+    assert reference_class(labels, hu, np.zeros(4, bool)) == "unscored"
+    assert reference_class(np.zeros(4, np.uint8), hu, np.zeros(4, bool)) == "none"
+    results = _results()
+    results.loc[0, "class"] = "unscored"
+    table, false = table1(results).set_index(["approach", "class"]), false_volumes(results).set_index("approach")
+    assert table.loc[("a", "All infarctions"), "n"] == 5 and false.loc["a", "controls"] == 2
+
+
+def test_files_scored_with_different_unscored_masks_are_refused_together():
+    results = _results().assign(unscored="lesion.nii.gz sha256:0123456789ab")
+    first, second = results.iloc[:4], results.iloc[4:].assign(unscored="")
+    with pytest.raises(SystemExit, match="different --unscored"):
+        joined_results([first, second])
+    assert len(joined_results([results.iloc[:4], results.iloc[4:]])) == len(results)
 
 
 @pytest.mark.slow
-def test_a_scan_scored_with_an_unscored_region_splits_each_claim_in_two(one_torch_thread):
-    # The shipped weights on one small procedural phantom: every claim is either scored or in the
-    # unscored region (here the right half of the head), and the reference is left out there too.
-    from accuracy import approaches_of, score_scan, scored_keys
+def test_a_finding_left_unscored_leaves_the_reference_and_every_claim(one_torch_thread, monkeypatch):
+    # The shipped weights on six slices of one procedural phantom, scored twice by `evaluate`: with
+    # the right half of the grid unscored, each claim and the reference split into a scored and an
+    # unscored part that add up to the whole, and the class is that of the scored part.
+    import accuracy
 
     from corelab.segment.folder import default_models_dir
     from corelab.synth.phantom import make_patient
 
-    approaches = approaches_of([default_models_dir()])
     phantom = make_patient(5, matrix=256, hypodensity="severe")
-    # Six slices through the infarct keep the networks' work small.
     middle = int(np.median(np.nonzero(phantom.labels)[0]))
     keep = slice(max(middle - 3, 0), middle + 3)
-    volume = phantom.volume()
-    volume = dataclasses.replace(volume, array=volume.array[keep])
-    reference = phantom.labels[keep] > 0
-    unscored = np.zeros(reference.shape, bool)
-    unscored[..., : reference.shape[2] // 2] = True
-    whole = score_scan({}, volume, reference, phantom.voxel_ml, approaches, hemorrhage_floor_hu=(44.0,))
-    split = score_scan({}, volume, reference & ~unscored, phantom.voxel_ml, approaches, unscored=unscored,
-                       hemorrhage_floor_hu=(44.0,))
-    keys = [*scored_keys(approaches, (), (44.0,)), "mirror"]
+    phantom = dataclasses.replace(phantom, hu=phantom.hu[keep], labels=phantom.labels[keep], tissue=phantom.tissue[keep])
+    monkeypatch.setattr(accuracy, "_maker", lambda family, background: lambda key, hypodensity: phantom)
+    approaches = accuracy.approaches_of([default_models_dir()])
+    unscored = np.zeros(phantom.labels.shape, bool)
+    unscored[..., : unscored.shape[2] // 2] = True
+    kwargs = {"n_test": 1, "test_seed": 1, "family": "background", "hemorrhage_floor_hu": (44.0,), "log": lambda line: None}
+    whole = accuracy.evaluate(approaches, **kwargs).iloc[0]
+    split = accuracy.evaluate(approaches, unscored=unscored, unscored_name="half", **kwargs).iloc[0]
+    drawn_ml = (phantom.labels > 0).sum() * phantom.voxel_ml
+    assert whole["reference_ml"] == pytest.approx(drawn_ml) and whole["unscored"] == ""
+    assert split["reference_ml"] + split["reference_unscored_ml"] == pytest.approx(drawn_ml)
+    assert 0 < split["reference_ml"] < drawn_ml and split["unscored"] == "half"  # the infarct crosses the line
+    keys = [*accuracy.scored_keys(approaches, (), (44.0,)), "mirror"]
     assert len(keys) == 5  # three CNNs, the single CNN, each with the hemorrhage floor, and the mirror rule
     for key in keys:
         assert split[f"{key}_ml"] + split[f"{key}_unscored_ml"] == pytest.approx(whole[f"{key}_ml"])
         assert split[f"{key}_false_ml"] <= whole[f"{key}_false_ml"] + 1e-9
-    assert whole["mirror_ml"] > 0 and split["mirror_unscored_ml"] > 0  # the split is not empty on both sides
-    # The floor only takes hemorrhage claims away, to the network next in precedence.
-    assert whole[f"{keys[0]}+hfloor44_ml"] <= whole[f"{keys[0]}_ml"] + 1e-9
+    assert whole["mirror_ml"] > 0 and split["mirror_unscored_ml"] > 0
