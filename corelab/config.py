@@ -160,6 +160,9 @@ class IntracranialParams:
     foramen_area_mm2: float = 900.0  # first slice below the largest whose area is smaller
     fat_hu: float = -30.0  # below: fat or air, never intracranial; inside the skull's outline a wall like bone
     open_gap_mm: float = 15.0  # the skull is open (craniectomy) where a gap in its bone is wider than twice this
+    # An upright cavity is longer front to back than it is tall (adults about 1.1-1.4 times); one that
+    # is not is flagged "Orientation:" (a header that lays the head on its face, back or side).
+    min_length_to_height: float = 1.0
 
 
 @dataclass(frozen=True)

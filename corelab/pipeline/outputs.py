@@ -134,6 +134,7 @@ REVIEW_FLAG_KINDS: dict[str, str] = {
     "Missing slices:": "a gap of the series was filled by interpolation (invented slices)",
     "Uneven slice spacing:": "uneven slice gaps were resampled onto an even grid",
     "Partial coverage:": "the field of view or the scan's top cuts the skull",
+    "Orientation:": "the cranial cavity is not longer than tall: the head may not lie upright in the scan",
     BRAIN_SHIFT: "the brain's median HU lies far from the models' reference",
     **GUARD_FLAG_KINDS,
 }
@@ -147,6 +148,7 @@ def needs_review(flags) -> bool:
     - ``Missing slices:`` a gap of the series was filled by interpolation, so slices were invented;
     - ``Uneven slice spacing:`` uneven gaps were resampled, so every analysed slice is interpolated;
     - ``Partial coverage:`` the field of view or the scan's top cuts the skull;
+    - ``Orientation:`` the cranial cavity is not longer than tall (a header that lays the head down);
     - ``Brain shift:`` the brain's median HU lies far from the models' reference (calibration);
     - the guards' kinds (`corelab.pipeline.guards.GUARD_FLAG_KINDS`): ``Implausible volume:``,
       ``Symmetric claim:``, ``Brain HU out of range:``, ``Claim at the skull:``.

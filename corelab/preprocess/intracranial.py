@@ -41,6 +41,12 @@ What this module adds, because real heads break the recipe:
   skull, e.g. one that ends in the face), a grow reaching the top slice (scan stops below the vertex)
   and a head with no foramen magnum in view are flagged as partial coverage, not errors. Brain cut
   by the image border opens nothing: only air on the border marks the space around the head.
+- Orientation (corelab's): an upright cranial cavity is longer front to back (y) than it is tall
+  (z, foramen magnum to vertex): about 1.1-1.4 times in adults and in both phantom families. A
+  region whose length is not `min_length_to_height` times its height is flagged "Orientation:"
+  (a scan whose direction cosines lay the head on its face or back: its 5 mm axial slabs would be
+  coronal, and every rule and network here expects axial ones). Where the field of view cuts the
+  cavity front or back its length is a lower bound, and the flag says so.
 
 Axis convention: z index increases toward the top of the head (`to_analysis_grid` guarantees it).
 """
@@ -128,6 +134,7 @@ def intracranial_region(
     if not region.any():
         raise EmptyRegionError("The intracranial region came out empty.")
     flags.extend(_coverage_flags(region, grown))
+    flags.extend(_orientation_flags(region, spacing, params))
     volume_ml = region.sum() * voxel_ml
     if volume_ml < 500.0:
         flags.append(f"The intracranial volume is only {volume_ml:.0f} mL; check that the scan covers the whole head.")
@@ -348,6 +355,27 @@ def _opening_flag(wide: bool, closure: str, params: IntracranialParams) -> str:
         f"The skull has a gap under {2 * params.open_gap_mm:g} mm wide where its bone reads below {params.bone_hu:g} HU "
         f"(thin bone or a burr hole, not an open skull): {how}."
     )
+
+
+def _orientation_flags(region: np.ndarray, spacing: tuple[float, float, float], params: IntracranialParams) -> list[str]:
+    """Orientation: a cavity that is not longer front to back than it is tall (module docstring).
+
+    >>> cavity = np.zeros((30, 40, 40), bool); cavity[5:25, 5:35, 5:35] = True  # 100 mm tall, 90 mm long
+    >>> _orientation_flags(cavity, (5.0, 3.0, 3.0), IntracranialParams())[0][:45]
+    'Orientation: the cranial cavity is 100 mm tal'
+    >>> _orientation_flags(cavity, (4.0, 3.0, 3.0), IntracranialParams())  # 80 mm tall
+    []
+    """
+    height, length = ((np.ptp(np.flatnonzero(region.any(axis=other))) + 1) * spacing[axis]
+                      for axis, other in ((0, (1, 2)), (1, (0, 2))))
+    if length >= params.min_length_to_height * height:
+        return []
+    cut = " (the field of view cuts it front or back, so it may be longer)" if region[:, [0, -1], :].any() else ""
+    return [
+        f"Orientation: the cranial cavity is {height:.0f} mm tall and only {length:.0f} mm long front to back{cut} "
+        "(an upright head is longer than tall), so the scan's direction cosines may lay the head on its face, back "
+        "or side and its axial slabs would not be axial: check the scan's orientation before using this volume."
+    ]
 
 
 def _coverage_flags(region: np.ndarray, grown: np.ndarray) -> list[str]:

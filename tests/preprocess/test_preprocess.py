@@ -34,6 +34,7 @@ from corelab.preprocess import (
     to_analysis_grid,
 )
 from corelab.preprocess.intracranial import _grow_inside
+from corelab.pipeline.outputs import needs_review
 from corelab.preprocess.morphology import dilate_mm
 
 # ---------------------------------------------------------------- phantom
@@ -222,6 +223,16 @@ def test_skull_cut_by_the_field_of_view_is_flagged(phantom):
     truth = np.isin(tissue[:, :, keep], [BRAIN, CSF]).sum() * VOXEL_ML
     assert ic.mask.sum() * VOXEL_ML == pytest.approx(truth, rel=0.05)
     assert not (ic.mask & not_intracranial(tissue[:, :, keep])).any()
+
+
+def test_a_head_laid_on_its_face_by_its_header_is_flagged_and_an_upright_one_is_not(regions, phantom):
+    hu, _ = phantom
+    assert not any(flag.startswith("Orientation:") for flag in regions.flags)
+    # The same voxels with the slice axis taken for front-to-back: the cavity 170 mm "tall", 120 "long".
+    laid = np.ascontiguousarray(hu.transpose(1, 0, 2))
+    ic = intracranial_region(laid, (SPACING[1], SPACING[0], SPACING[2]))
+    assert [flag for flag in ic.flags if flag.startswith("Orientation:")]
+    assert needs_review(ic.flags)
 
 
 def test_scan_stopping_below_the_vertex_is_flagged(phantom):

@@ -235,6 +235,20 @@ def test_real_head_cavity_is_longer_front_to_back_than_it_is_tall(real_head):
     extent = [np.ptp(np.flatnonzero(regions.intracranial.any(axis=tuple(a for a in range(3) if a != k)))) * spacing[k]
               for k in range(3)]
     assert extent[1] > 1.05 * extent[0] and 150.0 < extent[1] < 190.0  # y (back) longer than z (up)
+    assert not any(flag.startswith("Orientation:") for flag in regions.flags)
+
+
+@pytest.mark.slow
+@needs_real_head
+def test_the_real_head_as_the_old_reader_laid_it_on_its_face_is_flagged():
+    # Until 2026-12-07 read_inv3 put the slices along y: the same voxels, [y, z, x] taken for [z, y, x].
+    image = read_inv3(real_head_path())
+    hu = sitk.GetArrayFromImage(image).astype(np.float32).transpose(1, 0, 2)
+    sz, sy, _ = image.GetSpacing()[::-1]
+    face_down = Volume(array=np.ascontiguousarray(hu), spacing=(sy, sz, image.GetSpacing()[0]))
+    grid = to_analysis_grid(face_down)
+    regions = analysis_region(grid.array, grid.spacing)
+    assert [flag for flag in regions.flags if flag.startswith("Orientation:")]
 
 
 @needs_real_head
