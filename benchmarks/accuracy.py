@@ -53,7 +53,7 @@ from corelab.config import CLASSES, LABELS, hypodensity_class
 from corelab.segment.dense import dense_probabilities
 from corelab.segment.folder import load_models
 from corelab.segment.contralateral import contralateral_gate, mirror_views
-from corelab.segment.labels import labels_from_probabilities, smooth_probabilities
+from corelab.segment.labels import hemorrhage_beside, labels_from_probabilities, model_labels, smooth_probabilities
 
 # The targets of the generalization issue, on every held-out family, three-CNN approach: overall
 # ICC(A,1) and Dice, subtle Dice, control scans' claimed volume (median, max), the real normal head.
@@ -139,7 +139,7 @@ def approaches_of(folders: list[Path]) -> dict[str, tuple]:
 
 
 def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approaches: dict, *, min_component_ml=(),
-               gate_hu=(), unscored: np.ndarray | None = None, hemorrhage_floor_hu=()) -> dict:
+               gate_hu=(), unscored: np.ndarray | None = None, hemorrhage_floor_hu=(), hemorrhage_beside_mm=()) -> dict:
     """Add each approach's volume, Dice and per-network claims, and the mirror rule's, to ``row``.
 
     ``unscored`` (bool, the scan's grid): voxels left out of volumes, Dice and false volume (the
@@ -147,6 +147,9 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
     ``hemorrhage_floor_hu`` (experiment): per value f, the approach's labels with the hemorrhage
     network's claim kept only where the scan, shifted as the networks saw it, reads >= f HU (the
     next network in precedence takes the voxel), under the key "<key>+hfloor<f>".
+    ``hemorrhage_beside_mm`` (experiment): per value d, the approach's labels with each connected
+    hemorrhage claim kept only when a hypodense claim lies within d mm of it (the reference's rule:
+    hemorrhage within or beside the infarct), under the key "<key>+hbeside<d>".
 
     An approach whose card sets a contralateral gate is scored gated, as `corelab.segment.segment`
     does; ``gate_hu`` adds, per value g, the approach's ungated labels gated at g HU under the key
@@ -183,16 +186,22 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
                                     mirror_hu=views.hu if views is not None else None)
         for name, prob in smooth_probabilities(probs, regions.region, models.smoothing_px).items():
             row[f"{key}:{name}_claim_ml"] = float((regions.region & (prob >= models.cutoffs[name])).sum()) * grid_ml
+        # As `segment` labels them (the card's hemorrhage rule and gate included); the experiments'
+        # variants below start from the plain union ("ungated").
         ungated = labels_from_probabilities(probs, dict(models.cutoffs), regions.region, hu=grid.array,
                                             smoothing_px=models.smoothing_px)
-        labels = ungated if models.gate_hu is None else contralateral_gate(ungated, grid.array, views.hu, views.region_across, models.gate_hu)
+        labels = model_labels(probs, models, regions.region, grid.array, grid.spacing, views)
         put(key, labels)
         for g in gate_hu:
             put(f"{key}+gate{g:g}", contralateral_gate(ungated, grid.array, views.hu, views.region_across, g))
-        if hemorrhage_floor_hu and "hemorrhage" in models.cutoffs:
+        if (hemorrhage_floor_hu or hemorrhage_beside_mm) and "hemorrhage" in models.cutoffs:
             seen = grid.array + np.float32(models.norm.brain_shift(grid.array, regions.region))
             without = labels_from_probabilities(probs, {**models.cutoffs, "hemorrhage": math.inf}, regions.region,
                                                 hu=grid.array, smoothing_px=models.smoothing_px)
+            for d in hemorrhage_beside_mm:
+                beside = hemorrhage_beside(ungated, without, grid.spacing, d)
+                put(f"{key}+hbeside{d:g}", beside if models.gate_hu is None else
+                    contralateral_gate(beside, grid.array, views.hu, views.region_across, models.gate_hu))
             for f in hemorrhage_floor_hu:
                 floored = hemorrhage_floored(ungated, without, seen, f)
                 put(f"{key}+hfloor{f:g}", floored if models.gate_hu is None else
@@ -220,12 +229,14 @@ def hemorrhage_floored(labels: np.ndarray, without: np.ndarray, seen_hu: np.ndar
     return np.where((labels == LABELS["hemorrhage"]) & (seen_hu < floor_hu), without, labels).astype(labels.dtype)
 
 
-def scored_keys(approaches: dict, gate_hu=(), hemorrhage_floor_hu=()) -> list[str]:
+def scored_keys(approaches: dict, gate_hu=(), hemorrhage_floor_hu=(), hemorrhage_beside_mm=()) -> list[str]:
     """The keys `score_scan` writes for ``approaches``: each approach, its gated ("+gate<g>") and
     hemorrhage-floored ("+hfloor<f>", approaches with a hemorrhage network) variants; not the
     "_cc<ml>" variants or the mirror rule ("mirror")."""
     return [*approaches, *(f"{key}+gate{g:g}" for key in approaches for g in gate_hu),
             *(f"{key}+hfloor{f:g}" for key in approaches for f in hemorrhage_floor_hu
+              if "hemorrhage" in approaches[key].cutoffs),
+            *(f"{key}+hbeside{d:g}" for key in approaches for d in hemorrhage_beside_mm
               if "hemorrhage" in approaches[key].cutoffs)]
 
 
@@ -250,7 +261,7 @@ def reference_class(labels: np.ndarray, hu: np.ndarray, reference: np.ndarray) -
 
 def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, min_component_ml=(), gate_hu=(), hypodensity=None,
              family: str = "procedural", schedule: str = "mix", background=None, unscored=None, unscored_name="",
-             hemorrhage_floor_hu=(), log=print) -> pd.DataFrame:
+             hemorrhage_floor_hu=(), hemorrhage_beside_mm=(), log=print) -> pd.DataFrame:
     """One row per test patient (the family's maker at key (test_seed, i) for first <= i < first +
     n_test): family, class, mimics, reference and automated volumes (mL) and Dice per approach.
     ``unscored`` (bool, the background's grid; background family only): left out of the reference,
@@ -271,17 +282,17 @@ def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, m
                "unscored": unscored_name}
         score_scan(row, phantom.volume(), reference, phantom.voxel_ml, approaches, min_component_ml=min_component_ml,
                    gate_hu=gate_hu, unscored=None if unscored is None else _on_grid(unscored, reference.shape),
-                   hemorrhage_floor_hu=hemorrhage_floor_hu)
+                   hemorrhage_floor_hu=hemorrhage_floor_hu, hemorrhage_beside_mm=hemorrhage_beside_mm)
         rows.append(row)
         log(f"{row['patient']} {row['class']:<12} ref {row['reference_ml']:7.1f} mL  "
             + "  ".join(f"{key} {row[f'{key}_ml']:.1f} mL (Dice {row[f'{key}_dice']:.2f})"
-                        for key in scored_keys(approaches, gate_hu, hemorrhage_floor_hu))
+                        for key in scored_keys(approaches, gate_hu, hemorrhage_floor_hu, hemorrhage_beside_mm))
             + f"  mirror rule {row['mirror_ml']:.1f} mL (Dice {row['mirror_dice']:.2f})  {time.time() - started:.0f} s")
     return pd.DataFrame(rows)
 
 
 def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=(), unscored=None, unscored_name="",
-                         hemorrhage_floor_hu=()) -> pd.DataFrame:
+                         hemorrhage_floor_hu=(), hemorrhage_beside_mm=()) -> pd.DataFrame:
     """The real normal head CT (nothing to find): what each approach claims on it, one row; outside
     ``unscored`` (bool, its grid: a finding it holds), with the claim inside that apart."""
     from corelab.io.read import read_scan
@@ -291,8 +302,8 @@ def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=(), un
     row = score_scan({"patient": path.name, "family": "real normal head", "class": "none", "mimics": "",
                       "reference_ml": 0.0, "unscored": unscored_name}, volume, np.zeros(volume.array.shape, bool), voxel_ml, approaches,
                      gate_hu=gate_hu, unscored=None if unscored is None else _on_grid(unscored, volume.array.shape),
-                     hemorrhage_floor_hu=hemorrhage_floor_hu)
-    keys = (*scored_keys(approaches, gate_hu, hemorrhage_floor_hu), "mirror")
+                     hemorrhage_floor_hu=hemorrhage_floor_hu, hemorrhage_beside_mm=hemorrhage_beside_mm)
+    keys = (*scored_keys(approaches, gate_hu, hemorrhage_floor_hu, hemorrhage_beside_mm), "mirror")
     inside = {key: row.get(f"{key}_unscored_ml") for key in keys}
     log(f"real normal head {path.name}: " + ", ".join(
         f"{key} {row[f'{key}_ml']:.1f} mL" + ("" if inside[key] is None else f" (+{inside[key]:.1f} in the unscored finding)")
@@ -409,6 +420,9 @@ def main() -> None:
     parser.add_argument("--hemorrhage-floor-hu", type=float, nargs="*", default=[],
                         help="experiment: also score each approach with its hemorrhage claim kept only where the "
                              "scan (as the networks saw it) reads at least these HU")
+    parser.add_argument("--hemorrhage-beside-mm", type=float, nargs="*", default=[],
+                        help="experiment: also score each approach with each connected hemorrhage claim kept only "
+                             "when a hypodense claim lies within these mm of it")
     parser.add_argument("--unscored", type=Path, default=None,
                         help="mask on the background's (and normal head's) grid left out of every figure: a "
                              "finding the real scan already holds (its claim reported apart)")
@@ -460,11 +474,13 @@ def main() -> None:
                       family=args.family, schedule=args.schedule, background=args.background,
                       unscored=unscored if args.family == "background" else None,
                       unscored_name=unscored_name if args.family == "background" else "",
-                      hemorrhage_floor_hu=args.hemorrhage_floor_hu)] if args.n_test else []
+                      hemorrhage_floor_hu=args.hemorrhage_floor_hu,
+                      hemorrhage_beside_mm=args.hemorrhage_beside_mm)] if args.n_test else []
     if args.normal_head:
         parts.append(evaluate_normal_head(approaches, args.normal_head, gate_hu=args.gate_hu, unscored=unscored,
                                           unscored_name=unscored_name,
-                                          hemorrhage_floor_hu=args.hemorrhage_floor_hu))
+                                          hemorrhage_floor_hu=args.hemorrhage_floor_hu,
+                                          hemorrhage_beside_mm=args.hemorrhage_beside_mm))
     results = pd.concat(parts, ignore_index=True)
     if args.csv:
         results.to_csv(args.csv, index=False)

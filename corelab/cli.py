@@ -226,6 +226,11 @@ def train(
         typer.Option("--contralateral-gate-hu", help="Record in the card: in use, drop hypodense claimed parts not "
                      "at least this many HU darker than their mirror across the midline (default: off, as the paper)."),
     ] = None,
+    hemorrhage_beside_mm: Annotated[
+        Optional[float],
+        typer.Option("--hemorrhage-beside-mm", min=0.0, help="Record in the card: in use, keep a connected hemorrhage "
+                     "claim only when a hypodense claim lies within this many mm of it (default: off, as the paper)."),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run (same cohort, options, seed) from its "
                            "checkpoints in OUT/.checkpoints/; same result as an uninterrupted run.")
@@ -258,7 +263,8 @@ def train(
 
     given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads, "val_scans": val_scans,
              "architecture": architecture, "contrast_jitter": contrast_jitter, "noise_jitter_hu": noise_jitter_hu,
-             "control_tolerance_ml": control_tolerance_ml, "contralateral_gate_hu": contralateral_gate_hu}
+             "control_tolerance_ml": control_tolerance_ml, "contralateral_gate_hu": contralateral_gate_hu,
+             "hemorrhage_beside_mm": hemorrhage_beside_mm}
     if recalibrate:
         from corelab.train.recalibrate import recalibrate_models
 

@@ -156,6 +156,7 @@ _NAMES = {
     "smoothing_mm": "probability smoothing (Gaussian sigma)", "brain_reference_hu": "brain median HU reference",
     "cutoffs": "probability cut-offs", "cutoffs_chosen_on": "cut-offs chosen on",
     "contralateral_gate_hu": "contralateral gate (hypodense part darker than its mirror by)",
+    "hemorrhage_beside_mm": "hemorrhage kept within this distance of a hypodense claim",
 }
 _UNITS = (("_mm2", "mm²"), ("_hu", "HU"), ("_mm", "mm"))
 # Shown in the provenance table already (or internal to the record format).
@@ -193,7 +194,7 @@ def parameter_rows(run_info: dict) -> list[tuple[str, str, str, str]]:
     rows = _rows("Method", dict(run_info.get("parameters") or {}), "parameters")
     models = {k: v for k, v in dict(run_info.get("models") or {}).items()
               if k in ("cutoffs", "cutoffs_chosen_on", "smoothing_mm", "brain_reference_hu")
-              or (k == "contralateral_gate_hu" and v is not None)}
+              or (k in ("contralateral_gate_hu", "hemorrhage_beside_mm") and v is not None)}
     return rows + _rows("Models", models, "models")
 
 

@@ -70,9 +70,12 @@ def _input_and_smoothing(flat: dict[str, object]) -> str:
     ''
     >>> _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0, "models.contralateral_gate_hu": 2.0})
     '; each connected part of the hypodense claim was kept only when its median HU was at least 2 HU below its mirror across the midline (not in the paper)'
+    >>> _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0, "models.hemorrhage_beside_mm": 5.0})
+    '; each connected part of the hemorrhage claim was kept only when a hypodense claim lay within 5 mm of it (not in the paper)'
     """
     reference, sigma = lookup(flat, "brain_reference_hu"), lookup(flat, "smoothing_mm")
     gate = lookup(flat, "contralateral_gate_hu")
+    beside = lookup(flat, "hemorrhage_beside_mm")
     steps = []
     if reference is not None:
         steps.append(f"each scan was shifted so that the median HU of its analysis region is {quantity(reference, 'HU')}"
@@ -85,6 +88,9 @@ def _input_and_smoothing(flat: dict[str, object]) -> str:
     if gate not in (None, NOT_RECORDED):  # None when off, absent from older run.json files: the paper's method
         steps.append(f"each connected part of the hypodense claim was kept only when its median HU was at least "
                      f"{quantity(gate, 'HU')} below its mirror across the midline")
+    if beside not in (None, NOT_RECORDED):  # likewise
+        steps.append(f"each connected part of the hemorrhage claim was kept only when a hypodense claim lay within "
+                     f"{quantity(beside, 'mm')} of it")
     return "; " + ", and ".join(steps) + " (not in the paper)" if steps else ""
 
 

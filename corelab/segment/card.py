@@ -39,6 +39,7 @@ __all__ = [
     "card_smoothing_mm",
     "cutoffs_chosen_on",
     "card_gate_hu",
+    "card_hemorrhage_beside_mm",
     "norm_from_card",
     "version_string",
     "save_models",
@@ -61,13 +62,15 @@ class ChecksumError(ModelError):
 
 def version_string(card: Mapping) -> str:
     """Card version + 8 hex digits over the weights' checksums, the cut-offs, the smoothing and the
-    contralateral gate when set: the same weights cut, smoothed or gated otherwise give other
-    volumes, so they are another version."""
+    contralateral gate and the hemorrhage rule when set: the same weights cut, smoothed, gated or
+    kept otherwise give other volumes, so they are another version."""
     checksums = card["weights_sha256"]
     joined = "".join(f"{name}:{checksums[name]}" for name in sorted(checksums))
     post = {"cutoffs": card["cutoffs"], "smoothing_mm": card_smoothing_mm(card)}
     if card_gate_hu(card) is not None:  # cards without the gate keep the version they always had
         post["contralateral_gate_hu"] = card_gate_hu(card)
+    if card_hemorrhage_beside_mm(card) is not None:  # likewise
+        post["hemorrhage_beside_mm"] = card_hemorrhage_beside_mm(card)
     joined += json.dumps(post, sort_keys=True)
     return f"{card['version']}+{hashlib.sha256(joined.encode()).hexdigest()[:8]}"
 
@@ -84,6 +87,7 @@ def save_models(
     version: str | None = None,
     smoothing_mm: float = 0.0,
     contralateral_gate_hu: float | None = None,
+    hemorrhage_beside_mm: float | None = None,
 ) -> Path:
     """Write `<name>.pt` weights, card.json and MODEL_CARD.md into `folder`; returns card.json's path.
 
@@ -91,6 +95,8 @@ def save_models(
         (the cut-offs were chosen with it; see `corelab.segment.labels.smooth_probabilities`).
     contralateral_gate_hu: drop hypodense claimed parts not at least this many HU darker than their
         mirror across the midline (`corelab.segment.contralateral`); None = off, as the paper.
+    hemorrhage_beside_mm: keep a connected hemorrhage claim only when a hypodense claim lies within
+        this many mm of it (`corelab.segment.labels.hemorrhage_beside`); None = off, as the paper.
     grid: the analysis grid, e.g. {"slice_mm": 5.0, "pixel_mm": 0.45}.
     training: what the networks were trained on (cohort, synthetic or not, seed, sizes, options).
     scores: held-out or validation scores to record, e.g. {"validation_dice": {...}}.
@@ -123,7 +129,9 @@ def save_models(
         "cutoffs": {name: float(cutoffs[name]) for name in networks},
         "postprocess": {"smoothing_mm": float(smoothing_mm), "rule": _SMOOTHING_RULE,
                         **({} if contralateral_gate_hu is None else
-                           {"contralateral_gate_hu": float(contralateral_gate_hu), "gate_rule": _GATE_RULE})},
+                           {"contralateral_gate_hu": float(contralateral_gate_hu), "gate_rule": _GATE_RULE}),
+                        **({} if hemorrhage_beside_mm is None else
+                           {"hemorrhage_beside_mm": float(hemorrhage_beside_mm), "hemorrhage_rule": _HEMORRHAGE_RULE})},
         "labels": dict(LABELS),
         "precedence": " > ".join(reversed(LABELS)),
         "training": dict(training or {}),
@@ -181,6 +189,9 @@ def markdown_card(card: Mapping, version: str) -> str:
         *([f"- Contralateral gate (not in the paper): each connected part of the hypodense claim is kept only "
            f"when its median HU is at least {card_gate_hu(card):g} HU below its mirror across the midline."]
           if card_gate_hu(card) is not None else []),
+        *([f"- Hemorrhage within or beside the infarct (not in the paper): each connected part of the hemorrhage "
+           f"claim is kept only when a hypodense claim lies within {card_hemorrhage_beside_mm(card):g} mm of it."]
+          if card_hemorrhage_beside_mm(card) is not None else []),
         f"- Cut-offs ({training.get('cutoff_rule', 'chosen on validation scans to maximize Dice')}): "
         + ", ".join(f"{name} {value:.3f}" for name, value in card["cutoffs"].items()) + ".",
         "- Training data: "
@@ -303,6 +314,16 @@ def card_gate_hu(card: Mapping) -> float | None:
     return None if value is None else float(value)
 
 
+def card_hemorrhage_beside_mm(card: Mapping) -> float | None:
+    """The card's hemorrhage rule in mm (`corelab.segment.labels.hemorrhage_beside`); None (off) when absent."""
+    value = (card.get("postprocess") or {}).get("hemorrhage_beside_mm")
+    return None if value is None else float(value)
+
+
+_HEMORRHAGE_RULE = ("after the cut-offs and precedence, each connected part of the hemorrhage claim (label 4, face "
+                    "connected) is kept only when a hypodense claim of the other networks (labels 1-3, before "
+                    "precedence) lies within hemorrhage_beside_mm of it; otherwise its voxels take the label the other "
+                    "networks give them (the reference's rule: hemorrhage within or beside the infarct)")
 _GATE_RULE = ("after the cut-offs, each connected part of the hypodense claim (labels 1-3; in-plane 8-connected, "
               "slices face to face) is dropped unless the median over its voxels of (mirror HU - HU) is at least "
               "contralateral_gate_hu, counting voxels whose mirror across the head's midline is brain; parts with "

@@ -26,6 +26,7 @@ from corelab.segment.card import (
     ModelFolderError,
     architecture_from_card,
     card_gate_hu,
+    card_hemorrhage_beside_mm,
     card_smoothing_mm,
     norm_from_card,
     version_string,
@@ -84,6 +85,11 @@ class ModelSet:
     def gate_hu(self) -> float | None:
         """The contralateral gate in HU (card "postprocess", `corelab.segment.contralateral`); None = off."""
         return card_gate_hu(self.card)
+
+    @property
+    def hemorrhage_beside_mm(self) -> float | None:
+        """The hemorrhage rule in mm (card "postprocess", `corelab.segment.labels.hemorrhage_beside`); None = off."""
+        return card_hemorrhage_beside_mm(self.card)
 
     @property
     def is_single(self) -> bool:

@@ -5,8 +5,11 @@ recorded in the model card, chosen with the cut-offs on validation scans; not in
 patch's decision is noisy at 0.45 mm pixels, and a lesion is a region, so its neighbours' votes count),
 then dichotomized at its cut-off (a voxel is foreground when its
 probability >= cut-off) inside the analysis region; the union of the four is the automated infarct.
-A model whose card sets a contralateral gate then drops the hypodense parts that are not darker
-than their mirror across the midline (`corelab.segment.contralateral`; not in the paper).
+A model whose card sets the hemorrhage rule keeps a connected hemorrhage claim only when a hypodense
+claim lies within that many mm of it (`hemorrhage_beside`; not in the paper, but the reference's
+definition: hemorrhage within or beside the infarct); one whose card sets a contralateral gate then
+drops the hypodense parts that are not darker than their mirror across the midline
+(`corelab.segment.contralateral`; not in the paper).
 Labels (DESIGN): 1 severe, 2 intermediate, 3 subtle, 4 hemorrhage; where several networks claim a
 voxel, hemorrhage > subtle > intermediate > severe (the paper's Figure 3 rendering order).
 
@@ -28,7 +31,8 @@ from corelab.segment.folder import ModelSet
 from corelab.segment.inputs import needs_mirror
 from corelab.segment.networks import architecture_inputs, architecture_of
 
-__all__ = ["segment", "labels_from_probabilities", "smooth_probabilities", "uses_mirror", "SegmentInputError"]
+__all__ = ["segment", "labels_from_probabilities", "smooth_probabilities", "hemorrhage_beside", "model_labels",
+           "uses_mirror", "SegmentInputError"]
 
 # Later entries overwrite earlier ones: this order is the precedence rule (the label values' order).
 PRECEDENCE = tuple(LABELS)
@@ -104,6 +108,46 @@ def labels_from_probabilities(
     return labels
 
 
+def hemorrhage_beside(labels: np.ndarray, others: np.ndarray, spacing: tuple[float, float, float],
+                      within_mm: float) -> np.ndarray:
+    """``labels`` without the connected hemorrhage claims (label 4, face-connected) that have no
+    hypodense claim of ``others`` (the same maps labelled with no hemorrhage network) within
+    ``within_mm`` mm; their voxels take ``others``' label. A new array.
+
+    >>> labels = np.array([[[4, 4, 0, 0, 0, 4]]], np.uint8); others = np.array([[[0, 2, 0, 0, 0, 0]]], np.uint8)
+    >>> hemorrhage_beside(labels, others, (5.0, 1.0, 1.0), 2.0).tolist()
+    [[[4, 4, 0, 0, 0, 0]]]
+    """
+    # Imported here: `corelab.segment` loads without scipy's and SimpleITK's preprocessing
+    # (benchmarks/cuda_check.py runs on a bare GPU machine).
+    from corelab.preprocess.morphology import dilate_mm, label_components
+
+    labels = np.asarray(labels)
+    parts, count = label_components(labels == LABELS["hemorrhage"])
+    if not count:
+        return labels.copy()
+    near = dilate_mm((others >= 1) & (others <= 3), tuple(spacing), within_mm)
+    keep = np.zeros(count + 1, bool)
+    keep[0] = True
+    keep[np.unique(parts[near & (parts > 0)])] = True
+    return np.where(keep[parts], labels, others).astype(labels.dtype)
+
+
+def model_labels(probabilities: dict[str, np.ndarray], models: ModelSet, region: np.ndarray, hu: np.ndarray,
+                 spacing: tuple[float, float, float], views: MirrorViews | None = None) -> np.ndarray:
+    """Labels from dense probability maps as ``models``' card says: smoothing, cut-offs, precedence,
+    then its hemorrhage rule and its contralateral gate when set (``views`` needed for the gate)."""
+    labels = labels_from_probabilities(probabilities, dict(models.cutoffs), region, hu=hu,
+                                       smoothing_px=models.smoothing_px)
+    if models.hemorrhage_beside_mm is not None and "hemorrhage" in probabilities:
+        others = labels_from_probabilities({k: v for k, v in probabilities.items() if k != "hemorrhage"},
+                                           dict(models.cutoffs), region, hu=hu, smoothing_px=models.smoothing_px)
+        labels = hemorrhage_beside(labels, others, spacing, models.hemorrhage_beside_mm)
+    if models.gate_hu is not None:
+        labels = contralateral_gate(labels, hu, views.hu, views.region_across, models.gate_hu)
+    return labels
+
+
 def uses_mirror(models: ModelSet) -> bool:
     """True when segmenting with ``models`` looks across the midline: a network reads the mirror, or
     the card sets the contralateral gate (`segment` then needs `MirrorViews`)."""
@@ -142,8 +186,4 @@ def segment(
     probabilities = dense_probabilities(hu, region, models.networks, norm=models.norm, device=device,
                                         precision=precision, spacing=spacing,
                                         mirror_hu=views.hu if views is not None else None)
-    labels = labels_from_probabilities(probabilities, dict(models.cutoffs), region, hu=hu,
-                                       smoothing_px=models.smoothing_px)
-    if models.gate_hu is not None:
-        labels = contralateral_gate(labels, hu, views.hu, views.region_across, models.gate_hu)
-    return labels
+    return model_labels(probabilities, models, region, hu, spacing, views)

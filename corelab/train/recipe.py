@@ -92,6 +92,9 @@ class TrainOptions:
     contralateral_gate_hu: recorded in the card: in use, hypodense claimed parts not at least this
         many HU darker than their mirror are dropped (`corelab.segment.contralateral`). It does not
         change training or the cut-offs (chosen without it). None = off, as the paper.
+    hemorrhage_beside_mm: recorded in the card: in use, a connected hemorrhage claim is kept only when
+        a hypodense claim lies within this many mm of it (`corelab.segment.labels.hemorrhage_beside`).
+        It does not change training or the cut-offs (chosen without it). None = off, as the paper.
     norm: HU handling; by default brain-referenced (`corelab.segment.norm.InputNorm`, `BRAIN_REFERENCE_HU`).
     hard_fraction: share of background patches drawn from the hard strata.
     other_background_fraction: share of an infarct CNN's background from other groups' patients.
@@ -113,6 +116,7 @@ class TrainOptions:
     noise_jitter_hu: float = 0.0
     control_tolerance_ml: float | None = None
     contralateral_gate_hu: float | None = None
+    hemorrhage_beside_mm: float | None = None
     val_scans: int = 20
     hard_fraction: float = 0.5
     other_background_fraction: float = 0.25
@@ -410,6 +414,7 @@ def train_models(
         save_models(out_dir, {n: networks[n] for n in four}, {n: cutoffs[n] for n in four},
                     norm=options.norm, grid=_grid(options), training=training, smoothing_mm=smoothing_mm,
                     contralateral_gate_hu=options.contralateral_gate_hu,
+                    hemorrhage_beside_mm=options.hemorrhage_beside_mm,
                     scores={**scores, "validation_dice": {n: scores["validation_dice"][n] for n in four}})
         single_dir = None
         if single:
@@ -418,6 +423,7 @@ def train_models(
             save_models(single_dir, {n: networks[n] for n in pair}, {n: cutoffs[n] for n in pair},
                         norm=options.norm, grid=_grid(options), training=training, smoothing_mm=smoothing_mm,
                         contralateral_gate_hu=options.contralateral_gate_hu,
+                        hemorrhage_beside_mm=options.hemorrhage_beside_mm,
                         scores={**scores, "validation_dice": {n: scores["validation_dice"][n] for n in pair}})
         shutil.rmtree(checkpoints.parent, ignore_errors=True)
     finally:

@@ -91,7 +91,7 @@ def test_train_paper_writes_the_replication_baseline_card(tmp_path):
     assert card["hu_input"]["brain_reference_hu"] is None and card["postprocess"]["smoothing_mm"] == 0.0
     assert card["architecture"]["name"] == "barros2020-patch-cnn"
     assert "calibration" not in card["training"]["augmentation"]
-    assert "contralateral_gate_hu" not in card["postprocess"]
+    assert "contralateral_gate_hu" not in card["postprocess"] and "hemorrhage_beside_mm" not in card["postprocess"]
     assert load_models(tmp_path / "paper").norm.brain_reference_hu is None
 
 
