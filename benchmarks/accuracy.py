@@ -198,6 +198,8 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
             seen = grid.array + np.float32(models.norm.brain_shift(grid.array, regions.region))
             without = labels_from_probabilities(probs, {**models.cutoffs, "hemorrhage": math.inf}, regions.region,
                                                 hu=grid.array, smoothing_px=models.smoothing_px)
+            if models.gate_hu is not None:  # the hypodense claims that stay decide (as model_labels)
+                without = contralateral_gate(without, grid.array, views.hu, views.region_across, models.gate_hu)
             for d in hemorrhage_beside_mm:
                 beside = hemorrhage_beside(ungated, without, grid.spacing, d)
                 put(f"{key}+hbeside{d:g}", beside if models.gate_hu is None else

@@ -163,8 +163,11 @@ def methods_paragraphs(run_info: dict, *, mode: str, counts: dict[str, int]) -> 
             f"Four CNNs of one architecture ({_architecture(flat)}) "
             f"segment severe, intermediate and subtle hypodense infarct and hemorrhage{_input_and_smoothing(flat)}, "
             f"with cut-offs {_cutoffs(flat)} (probability cut-offs chosen on {_chosen_on(flat)}); their union "
-            "(hemorrhage included) is the automated infarct, as in Sales Barros et al. 2020. The automated volume "
-            "is volumes.csv's infarct_ml."
+            + ("(hemorrhage included) is the automated infarct, as in Sales Barros et al. 2020. "
+               if lookup(flat, "hemorrhage_beside_mm") in (None, NOT_RECORDED) else
+               "(the hemorrhage kept by the rule above) is the automated infarct; Sales Barros et al. 2020 keep all "
+               "of it. ")
+            + "The automated volume is volumes.csv's infarct_ml."
         )
         grid = "the automated mask's grid"
         reference = "manual reference masks"

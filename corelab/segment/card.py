@@ -103,6 +103,8 @@ def save_models(
     The networks share one registered architecture, which the card names (`ArchitectureError`
     from `corelab.segment.networks` otherwise).
     """
+    if hemorrhage_beside_mm is not None and "hemorrhage" not in networks:
+        raise ModelError("The hemorrhage rule (hemorrhage_beside_mm) needs a hemorrhage network in the folder.")
     missing = sorted(set(networks) - set(cutoffs))
     if missing:
         raise ModelError(f"No cut-off was given for network(s) {', '.join(missing)}.")
@@ -322,8 +324,8 @@ def card_hemorrhage_beside_mm(card: Mapping) -> float | None:
 
 _HEMORRHAGE_RULE = ("after the cut-offs and precedence, each connected part of the hemorrhage claim (label 4, face "
                     "connected) is kept only when a hypodense claim of the other networks (labels 1-3, before "
-                    "precedence) lies within hemorrhage_beside_mm of it; otherwise its voxels take the label the other "
-                    "networks give them (the reference's rule: hemorrhage within or beside the infarct)")
+                    "precedence) lies within hemorrhage_beside_mm of it; otherwise it is dropped (the reference's rule: "
+                    "hemorrhage within or beside the infarct)")
 _GATE_RULE = ("after the cut-offs, each connected part of the hypodense claim (labels 1-3; in-plane 8-connected, "
               "slices face to face) is dropped unless the median over its voxels of (mirror HU - HU) is at least "
               "contralateral_gate_hu, counting voxels whose mirror across the head's midline is brain; parts with "

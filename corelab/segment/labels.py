@@ -112,7 +112,8 @@ def hemorrhage_beside(labels: np.ndarray, others: np.ndarray, spacing: tuple[flo
                       within_mm: float) -> np.ndarray:
     """``labels`` without the connected hemorrhage claims (label 4, face-connected) that have no
     hypodense claim of ``others`` (the same maps labelled with no hemorrhage network) within
-    ``within_mm`` mm; their voxels take ``others``' label. A new array.
+    ``within_mm`` mm: dropped (their voxels take ``others``' label, which is background there, since
+    no hypodense claim lies within ``within_mm`` of them). A new array.
 
     >>> labels = np.array([[[4, 4, 0, 0, 0, 4]]], np.uint8); others = np.array([[[0, 2, 0, 0, 0, 0]]], np.uint8)
     >>> hemorrhage_beside(labels, others, (5.0, 1.0, 1.0), 2.0).tolist()
@@ -142,6 +143,8 @@ def model_labels(probabilities: dict[str, np.ndarray], models: ModelSet, region:
     if models.hemorrhage_beside_mm is not None and "hemorrhage" in probabilities:
         others = labels_from_probabilities({k: v for k, v in probabilities.items() if k != "hemorrhage"},
                                            dict(models.cutoffs), region, hu=hu, smoothing_px=models.smoothing_px)
+        if models.gate_hu is not None:  # the hypodense claims that will stay are the ones that count
+            others = contralateral_gate(others, hu, views.hu, views.region_across, models.gate_hu)
         labels = hemorrhage_beside(labels, others, spacing, models.hemorrhage_beside_mm)
     if models.gate_hu is not None:
         labels = contralateral_gate(labels, hu, views.hu, views.region_across, models.gate_hu)

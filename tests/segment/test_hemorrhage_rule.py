@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from corelab.report.provenance import parameter_rows
 from corelab.report.text import _input_and_smoothing
 from corelab.segment.card import save_models
+from corelab.errors import ModelError
 from corelab.segment.folder import load_models
 from corelab.segment.labels import hemorrhage_beside, segment
 
@@ -58,8 +60,17 @@ def test_a_models_card_turns_the_rule_on_for_segment_and_names_it(tmp_path):
     core = lambda mask: mask & np.roll(mask, 3, 1) & np.roll(mask, -3, 1) & np.roll(mask, 3, 2) & np.roll(mask, -3, 2)
     assert (union[core(blood)] == 4).all() and (union[core(lone)] == 4).all()  # the paper's union claims both
     assert (kept[core(blood)] == 4).all()  # blood inside the infarct stays
-    assert not kept[lone].any() and not (kept[union == 4] == 0).all()  # the lone bright spot goes, not the blood
+    assert not kept[lone].any()  # the lone bright spot goes
     assert np.array_equal(kept[union != 4], union[union != 4])  # the hypodense claims are untouched
     sentence = _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0,
                                      "models.hemorrhage_beside_mm": rule.hemorrhage_beside_mm})
     assert "hemorrhage claim was kept only when a hypodense claim lay within 5 mm" in sentence
+    rows = parameter_rows({"models": {"hemorrhage_beside_mm": rule.hemorrhage_beside_mm, "cutoffs": cutoffs}})
+    assert ("Models", "hemorrhage kept within this distance of a hypodense claim", "5 mm",
+            "models.hemorrhage_beside_mm") in rows
+    assert not [r for r in parameter_rows({"models": {"hemorrhage_beside_mm": None}}) if "hemorrhage" in r[1]]
+
+
+def test_the_rule_needs_a_hemorrhage_network(tmp_path):
+    with pytest.raises(ModelError, match="hemorrhage network"):
+        save_models(tmp_path / "m", {"severe": threshold_net(24.0, above=False)}, {"severe": 0.5}, hemorrhage_beside_mm=5.0)
