@@ -310,16 +310,19 @@ def card_smoothing_mm(card: Mapping) -> float:
     return float((card.get("postprocess") or {}).get("smoothing_mm", 0.0))
 
 
+def _postprocess_number(card: Mapping, key: str) -> float | None:
+    value = (card.get("postprocess") or {}).get(key)
+    return None if value is None else float(value)
+
+
 def card_gate_hu(card: Mapping) -> float | None:
     """The card's contralateral gate in HU (`corelab.segment.contralateral`); None (off) when absent."""
-    value = (card.get("postprocess") or {}).get("contralateral_gate_hu")
-    return None if value is None else float(value)
+    return _postprocess_number(card, "contralateral_gate_hu")
 
 
 def card_hemorrhage_beside_mm(card: Mapping) -> float | None:
     """The card's hemorrhage rule in mm (`corelab.segment.labels.hemorrhage_beside`); None (off) when absent."""
-    value = (card.get("postprocess") or {}).get("hemorrhage_beside_mm")
-    return None if value is None else float(value)
+    return _postprocess_number(card, "hemorrhage_beside_mm")
 
 
 _HEMORRHAGE_RULE = ("after the cut-offs and precedence, each connected part of the hemorrhage claim (label 4, face "

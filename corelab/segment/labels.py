@@ -138,11 +138,11 @@ def model_labels(probabilities: dict[str, np.ndarray], models: ModelSet, region:
                  spacing: tuple[float, float, float], views: MirrorViews | None = None) -> np.ndarray:
     """Labels from dense probability maps as ``models``' card says: smoothing, cut-offs, precedence,
     then its hemorrhage rule and its contralateral gate when set (``views`` needed for the gate)."""
-    labels = labels_from_probabilities(probabilities, dict(models.cutoffs), region, hu=hu,
-                                       smoothing_px=models.smoothing_px)
-    if models.hemorrhage_beside_mm is not None and "hemorrhage" in probabilities:
-        others = labels_from_probabilities({k: v for k, v in probabilities.items() if k != "hemorrhage"},
-                                           dict(models.cutoffs), region, hu=hu, smoothing_px=models.smoothing_px)
+    smoothed = smooth_probabilities(probabilities, region, models.smoothing_px)  # once, for both labellings
+    labels = labels_from_probabilities(smoothed, dict(models.cutoffs), region, hu=hu)
+    if models.hemorrhage_beside_mm is not None and "hemorrhage" in smoothed:
+        others = labels_from_probabilities({k: v for k, v in smoothed.items() if k != "hemorrhage"},
+                                           dict(models.cutoffs), region, hu=hu)
         if models.gate_hu is not None:  # the hypodense claims that will stay are the ones that count
             others = contralateral_gate(others, hu, views.hu, views.region_across, models.gate_hu)
         labels = hemorrhage_beside(labels, others, spacing, models.hemorrhage_beside_mm)
