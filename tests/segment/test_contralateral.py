@@ -1,17 +1,14 @@
 """The contralateral gate: a claimed part not darker than its mirror across the head's own midline is
 dropped (corelab.segment.contralateral), on a head whose midline is found by registration."""
 
-import json
 
 import numpy as np
 import pytest
 
-from corelab.segment.card import save_models
 from corelab.segment.contralateral import contralateral_gate, mirror_views, part_contrasts
-from corelab.segment.folder import load_models
 from corelab.segment.labels import segment
 
-from tests.segment.test_segment import threshold_net
+from tests.segment.test_segment import plain_and_with, threshold_net
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,13 +71,8 @@ def test_a_models_card_turns_the_gate_on_for_segment_and_changes_its_version(tmp
     hu = np.where(region, hu, np.where(hu > 0, hu, -1000.0))
     nets = {"severe": threshold_net(27.0, above=False), "hemorrhage": threshold_net(80.0, above=True)}
     cutoffs = {"severe": 0.5, "hemorrhage": 0.5}
-    save_models(tmp_path / "plain", nets, cutoffs)
-    save_models(tmp_path / "gated", nets, cutoffs, contralateral_gate_hu=2.0)
-    plain, gated = load_models(tmp_path / "plain"), load_models(tmp_path / "gated")
+    plain, gated = plain_and_with(tmp_path, nets, cutoffs, "contralateral_gate_hu", 2.0, "Contralateral gate")
     assert plain.gate_hu is None and gated.gate_hu == 2.0
-    assert "contralateral_gate_hu" not in json.loads((tmp_path / "plain" / "card.json").read_text())["postprocess"]
-    assert plain.version != gated.version
-    assert "Contralateral gate" in (tmp_path / "gated" / "MODEL_CARD.md").read_text()
     ungated_labels = segment(hu, region, plain, spacing=SPACING)
     gated_labels = segment(hu, region, gated, spacing=SPACING)
     inner = lambda mask: mask & np.roll(mask, 5, 1) & np.roll(mask, -5, 1) & np.roll(mask, 5, 2) & np.roll(mask, -5, 2)

@@ -2,7 +2,6 @@
 kept only when a hypodense claim lies within that distance, as the reference counts hemorrhage within
 or beside the infarct; other bright claims (partial volume against bone) are dropped."""
 
-import json
 
 import numpy as np
 import pytest
@@ -11,10 +10,9 @@ from corelab.report.provenance import parameter_rows
 from corelab.report.text import _input_and_smoothing
 from corelab.segment.card import save_models
 from corelab.errors import ModelError
-from corelab.segment.folder import load_models
 from corelab.segment.labels import hemorrhage_beside, segment
 
-from tests.segment.test_segment import threshold_net
+from tests.segment.test_segment import plain_and_with, threshold_net
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -49,13 +47,9 @@ def test_a_models_card_turns_the_rule_on_for_segment_and_names_it(tmp_path):
     hu, region, infarct, blood, lone = head()
     nets = {"severe": threshold_net(24.0, above=False), "hemorrhage": threshold_net(50.0, above=True)}
     cutoffs = {"severe": 0.5, "hemorrhage": 0.5}
-    save_models(tmp_path / "plain", nets, cutoffs)
-    save_models(tmp_path / "rule", nets, cutoffs, hemorrhage_beside_mm=5.0)
-    plain, rule = load_models(tmp_path / "plain"), load_models(tmp_path / "rule")
+    plain, rule = plain_and_with(tmp_path, nets, cutoffs, "hemorrhage_beside_mm", 5.0,
+                                 "Hemorrhage within or beside the infarct")
     assert plain.hemorrhage_beside_mm is None and rule.hemorrhage_beside_mm == 5.0
-    assert "hemorrhage_beside_mm" not in json.loads((tmp_path / "plain" / "card.json").read_text())["postprocess"]
-    assert plain.version != rule.version
-    assert "Hemorrhage within or beside the infarct" in (tmp_path / "rule" / "MODEL_CARD.md").read_text()
     union, kept = segment(hu, region, plain, spacing=SPACING), segment(hu, region, rule, spacing=SPACING)
     core = lambda mask: mask & np.roll(mask, 3, 1) & np.roll(mask, -3, 1) & np.roll(mask, 3, 2) & np.roll(mask, -3, 2)
     assert (union[core(blood)] == 4).all() and (union[core(lone)] == 4).all()  # the paper's union claims both

@@ -1,5 +1,7 @@
 """segment(): cut-offs, precedence, region, through a real model folder on disk."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +39,19 @@ def threshold_net(threshold_hu: float, *, above: bool, steepness: float = 4.0) -
         net.out.weight[0, 0] = sign * steepness
         net.out.bias[0] = -sign * steepness * (3.0 + x_threshold)
     return net.eval()
+
+
+def plain_and_with(tmp_path, nets, cutoffs, option: str, value: float, card_words: str):
+    """The same networks saved twice, without and with one card option (a `save_models` keyword), both
+    loaded; checks that the plain card has no such key, that the versions differ and that the other
+    MODEL_CARD.md names the option by ``card_words``."""
+    save_models(tmp_path / "plain", nets, cutoffs)
+    save_models(tmp_path / "with", nets, cutoffs, **{option: value})
+    plain, other = load_models(tmp_path / "plain"), load_models(tmp_path / "with")
+    assert option not in json.loads((tmp_path / "plain" / "card.json").read_text())["postprocess"]
+    assert plain.version != other.version
+    assert card_words in (tmp_path / "with" / "MODEL_CARD.md").read_text()
+    return plain, other
 
 
 def phantom():
