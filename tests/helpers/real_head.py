@@ -129,25 +129,22 @@ def known_lesion(image: sitk.Image) -> sitk.Image:
     """
     from scipy import ndimage
 
+    from corelab.preprocess.morphology import dilate_mm, label_components
+
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    spacing = np.array(image.GetSpacing()[::-1])
-    smooth = ndimage.gaussian_filter(hu, _LESION_SMOOTH_MM / spacing)
-
-    def ball(mm: float) -> np.ndarray:
-        grid = np.ogrid[tuple(slice(-int(np.ceil(mm / s)), int(np.ceil(mm / s)) + 1) for s in spacing)]
-        return sum((g * s) ** 2 for g, s in zip(grid, spacing)) <= mm**2
-
+    spacing = tuple(float(s) for s in image.GetSpacing()[::-1])
+    smooth = ndimage.gaussian_filter(hu, [_LESION_SMOOTH_MM / s for s in spacing])
     box = np.zeros(hu.shape, bool)
     box[_LESION_BOX] = True
-    csf = ndimage.binary_dilation(smooth < _LESION_CSF_HU, ball(_LESION_CLEAR_MM))
-    bone = ndimage.binary_dilation(hu > _LESION_BONE_HU, ball(_LESION_CLEAR_MM))
+    csf = dilate_mm(smooth < _LESION_CSF_HU, spacing, _LESION_CLEAR_MM)
+    bone = dilate_mm(hu > _LESION_BONE_HU, spacing, _LESION_CLEAR_MM)
     core = box & (smooth < _LESION_BELOW_HU) & ~csf & ~bone
-    parts, _ = ndimage.label(core)
+    parts, _ = label_components(core)
     if not core[_LESION_POINT]:
         raise ValueError("this image is not Cranium.inv3 as read_inv3 reads it: no lesion at its known point")
     lesion = parts == parts[_LESION_POINT]
     brain = box & (smooth > _LESION_CSF_HU) & (hu < _LESION_BONE_HU)
-    lesion = ndimage.binary_dilation(lesion, ball(_LESION_RIM_MM)) & brain
+    lesion = dilate_mm(lesion, spacing, _LESION_RIM_MM) & brain
     out = sitk.GetImageFromArray(lesion.astype(np.uint8))
     out.CopyInformation(image)
     return out
