@@ -25,6 +25,9 @@ label voxels x voxel volume (mL); Dice per patient; ICC(A,1) (two-way random, ab
 single measure) of automated vs reference volumes (pingouin's ICC(A,1) row). Every table also scores
 the mirror rule (`benchmarks/mirror_rule.py`), the untrained floor a model must clear by far. Several
 folders on the same patients give paired per-patient Dice differences (`--paired A B`).
+`--maps DIR` keeps each approach's probability maps per patient and reads them back on a rerun with
+the same weights (a card whose cut-offs or rules changed reuses them): post-processing experiments
+(`--gate-hu`, `--hemorrhage-beside-mm`, `--skull-share`, ...) then take minutes, not hours.
 
 `--unscored MASK` (a mask on the background's and the normal head's grid; used only for those two)
 leaves a finding the background scan already holds out of the reference, the volumes, Dice, false
@@ -40,6 +43,7 @@ files scored with different masks are refused together. The per-network claim co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -139,7 +143,8 @@ def approaches_of(folders: list[Path]) -> dict[str, tuple]:
 
 
 def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approaches: dict, *, min_component_ml=(),
-               gate_hu=(), unscored: np.ndarray | None = None, hemorrhage_floor_hu=(), hemorrhage_beside_mm=()) -> dict:
+               gate_hu=(), unscored: np.ndarray | None = None, hemorrhage_floor_hu=(), hemorrhage_beside_mm=(),
+               skull_share=(), maps: Path | None = None) -> dict:
     """Add each approach's volume, Dice and per-network claims, and the mirror rule's, to ``row``.
 
     ``unscored`` (bool, the scan's grid): voxels left out of volumes, Dice and false volume (the
@@ -150,10 +155,16 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
     ``hemorrhage_beside_mm`` (experiment): per value d, the approach's labels with each connected
     hemorrhage claim kept only when a hypodense claim lies within d mm of it (the reference's rule:
     hemorrhage within or beside the infarct), under the key "<key>+hbeside<d>".
+    ``skull_share`` (experiment): per value s, the approach's labels without the hypodense claims of
+    which more than s lies at the skull (`skull_dropped`; before the card's hemorrhage rule, so a
+    hemorrhage claim beside only such a claim goes too), under the key "<key>+skull<s>".
+    ``maps``: a folder where each approach's probability maps are kept per patient and read back on
+    a rerun (`cached_probabilities`): the experiments above then cost no network time.
 
     An approach whose card sets a contralateral gate is scored gated, as `corelab.segment.segment`
-    does; ``gate_hu`` adds, per value g, the approach's ungated labels gated at g HU under the key
-    "<key>+gate<g>" (the same probabilities: a paired comparison at no extra network cost)."""
+    does; ``gate_hu`` adds, per value g, the labels `segment` gives with the card's gate set to g HU
+    (its smoothing, cut-offs and hemorrhage rule as they are) under the key "<key>+gate<g>" (the
+    same probabilities: a paired comparison at no extra network cost)."""
     from corelab.preprocess import (
         analysis_region,
         labels_to_input_grid,
@@ -181,9 +192,11 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
 
     for key, models in approaches.items():
         # The mirror is read only by architectures whose inputs name it (as in `segment`).
-        probs = dense_probabilities(grid.array, regions.region, models.networks, norm=models.norm,
-                                    device=models.device, spacing=grid.spacing,
-                                    mirror_hu=views.hu if views is not None else None)
+        probs = cached_probabilities(
+            maps, row["patient"], key, models, regions.region, grid.array,
+            lambda: dense_probabilities(grid.array, regions.region, models.networks, norm=models.norm,
+                                        device=models.device, spacing=grid.spacing,
+                                        mirror_hu=views.hu if views is not None else None))
         for name, prob in smooth_probabilities(probs, regions.region, models.smoothing_px).items():
             row[f"{key}:{name}_claim_ml"] = float((regions.region & (prob >= models.cutoffs[name])).sum()) * grid_ml
         # As `segment` labels them (the card's hemorrhage rule and gate included); the experiments'
@@ -192,8 +205,10 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
                                             smoothing_px=models.smoothing_px)
         labels = model_labels(probs, models, regions.region, grid.array, grid.spacing, views)
         put(key, labels)
-        for g in gate_hu:
-            put(f"{key}+gate{g:g}", contralateral_gate(ungated, grid.array, views.hu, views.region_across, g))
+        for g in gate_hu:  # as `segment` would label them with the card's gate at g (its other rules kept)
+            post = {**(models.card.get("postprocess") or {}), "contralateral_gate_hu": g}
+            gated = dataclasses.replace(models, card={**models.card, "postprocess": post})
+            put(f"{key}+gate{g:g}", model_labels(probs, gated, regions.region, grid.array, grid.spacing, views))
         if (hemorrhage_floor_hu or hemorrhage_beside_mm) and "hemorrhage" in models.cutoffs:
             seen = grid.array + np.float32(models.norm.brain_shift(grid.array, regions.region))
             without = labels_from_probabilities(probs, {**models.cutoffs, "hemorrhage": math.inf}, regions.region,
@@ -208,6 +223,16 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
                 floored = hemorrhage_floored(ungated, without, seen, f)
                 put(f"{key}+hfloor{f:g}", floored if models.gate_hu is None else
                     contralateral_gate(floored, grid.array, views.hu, views.region_across, models.gate_hu))
+        for share in skull_share:
+            if models.gate_hu is not None:
+                raise SystemExit("--skull-share is not defined for a gated model (its gate would run first)")
+            kept = skull_dropped(ungated, grid.array, grid.spacing, share)
+            if models.hemorrhage_beside_mm is not None and "hemorrhage" in models.cutoffs:
+                others = labels_from_probabilities(probs, {**models.cutoffs, "hemorrhage": math.inf}, regions.region,
+                                                   hu=grid.array, smoothing_px=models.smoothing_px)
+                kept = hemorrhage_beside(kept, skull_dropped(others, grid.array, grid.spacing, share), grid.spacing,
+                                         models.hemorrhage_beside_mm)
+            put(f"{key}+skull{share:g}", kept)
         for ml in min_component_ml:  # experiment: drop connected parts smaller than ml
             kept = _without_small_parts(labels > 0, ml / grid_ml)
             auto = scored(labels_to_input_grid(kept.astype(np.uint8), grid, volume) > 0, f"{key}_cc{ml:g}")
@@ -217,6 +242,70 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
     row["mirror_ml"], row["mirror_dice"] = floor.sum() * voxel_ml, dice(floor, reference)
     row["mirror_false_ml"] = (floor & ~reference).sum() * voxel_ml
     return row
+
+
+def skull_dropped(labels: np.ndarray, hu: np.ndarray, spacing, max_share: float) -> np.ndarray:
+    """``labels`` without the connected hypodense claims (labels 1-3 together, face connected) of which
+    more than ``max_share`` lies within the skull guard's distance of bone (in-plane, `corelab.pipeline.
+    guards`: 3 mm of 160 HU or more): the guard's test applied to each claim, not to the scan's whole
+    claim. Hemorrhage voxels are kept. A new array.
+
+    >>> hu = np.full((1, 1, 12), 35.0); hu[0, 0, 0] = 1000.0
+    >>> labels = np.array([[[0, 1, 1, 0, 0, 0, 2, 2, 2, 2, 0, 4]]], np.uint8)
+    >>> skull_dropped(labels, hu, (5.0, 1.0, 1.0), 0.5).tolist()
+    [[[0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 0, 4]]]
+    """
+    from corelab.pipeline.guards import SKULL_DISTANCE_MM, SKULL_HU, _distance_to_bone_mm
+    from corelab.preprocess.morphology import label_components
+
+    hypodense = (labels >= 1) & (labels <= 3)
+    parts, count = label_components(hypodense)
+    if not count:
+        return labels.copy()
+    slices = np.flatnonzero(hypodense.any(axis=(1, 2)))
+    near = hypodense & (_distance_to_bone_mm(hu, spacing, slices, SKULL_HU) <= SKULL_DISTANCE_MM)
+    share = np.bincount(parts[near], minlength=count + 1) / np.maximum(np.bincount(parts.ravel(), minlength=count + 1), 1)
+    drop = share > max_share
+    drop[0] = False
+    return np.where(drop[parts], 0, labels).astype(labels.dtype)
+
+
+def cached_probabilities(maps: Path | None, patient: str, key: str, models, region: np.ndarray, hu: np.ndarray,
+                         compute) -> dict[str, np.ndarray]:
+    """``compute()`` (the approach's dense probability maps), or the maps stored by an earlier run
+    under ``maps``/<key>/<patient>.npz when that file was made by the same networks (weight
+    checksums and input rule: the maps do not depend on the card's cut-offs, smoothing or rules, so
+    a card changed in those alone reuses them) from the same analysis-grid scan and region (sha256
+    of both); stored after computing. Only region voxels are kept (every later step reads the maps
+    inside the region only). No ``maps``: computed."""
+    import hashlib
+    import json
+
+    if maps is None:
+        return compute()
+    digest = hashlib.sha256(np.ascontiguousarray(hu).tobytes())
+    digest.update(np.packbits(region).tobytes())
+    sha = digest.hexdigest()
+    networks = json.dumps({"weights": dict(sorted(models.checksums.items())),
+                           "norm": dataclasses.asdict(models.norm)}, sort_keys=True)
+    path = maps / key.replace("/", "_") / f"{patient}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            if ("networks_id" in stored.files and str(stored["networks_id"]) == networks
+                    and str(stored["input_sha256"]) == sha):
+                out = {}
+                for name in stored["networks"]:
+                    full = np.zeros(region.shape, np.float32)
+                    full[region] = stored[f"p_{name}"]
+                    out[str(name)] = full
+                return out
+    probs = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part.npz")
+    np.savez(partial, networks_id=networks, input_sha256=sha, networks=np.array(list(probs)),
+             **{f"p_{name}": np.asarray(prob, np.float32)[region] for name, prob in probs.items()})
+    partial.replace(path)
+    return probs
 
 
 def hemorrhage_floored(labels: np.ndarray, without: np.ndarray, seen_hu: np.ndarray, floor_hu: float) -> np.ndarray:
@@ -231,15 +320,18 @@ def hemorrhage_floored(labels: np.ndarray, without: np.ndarray, seen_hu: np.ndar
     return np.where((labels == LABELS["hemorrhage"]) & (seen_hu < floor_hu), without, labels).astype(labels.dtype)
 
 
-def scored_keys(approaches: dict, gate_hu=(), hemorrhage_floor_hu=(), hemorrhage_beside_mm=()) -> list[str]:
-    """The keys `score_scan` writes for ``approaches``: each approach, its gated ("+gate<g>") and
-    hemorrhage-floored ("+hfloor<f>", approaches with a hemorrhage network) variants; not the
-    "_cc<ml>" variants or the mirror rule ("mirror")."""
+def scored_keys(approaches: dict, gate_hu=(), hemorrhage_floor_hu=(), hemorrhage_beside_mm=(), skull_share=(),
+                **_other) -> list[str]:
+    """The keys `score_scan` writes for ``approaches``: each approach, its gated ("+gate<g>"),
+    hemorrhage-floored ("+hfloor<f>") and hemorrhage-beside ("+hbeside<d>"; approaches with a
+    hemorrhage network) and skull ("+skull<s>") variants; not the "_cc<ml>" variants or the mirror
+    rule ("mirror"). Other `score_scan` options (``_other``) write no key."""
     return [*approaches, *(f"{key}+gate{g:g}" for key in approaches for g in gate_hu),
             *(f"{key}+hfloor{f:g}" for key in approaches for f in hemorrhage_floor_hu
               if "hemorrhage" in approaches[key].cutoffs),
             *(f"{key}+hbeside{d:g}" for key in approaches for d in hemorrhage_beside_mm
-              if "hemorrhage" in approaches[key].cutoffs)]
+              if "hemorrhage" in approaches[key].cutoffs),
+            *(f"{key}+skull{s:g}" for key in approaches for s in skull_share)]
 
 
 def reference_class(labels: np.ndarray, hu: np.ndarray, reference: np.ndarray) -> str:
@@ -261,11 +353,12 @@ def reference_class(labels: np.ndarray, hu: np.ndarray, reference: np.ndarray) -
     return "unscored" if (labels > 0).any() else "none"
 
 
-def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, min_component_ml=(), gate_hu=(), hypodensity=None,
+def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, hypodensity=None,
              family: str = "procedural", schedule: str = "mix", background=None, unscored=None, unscored_name="",
-             hemorrhage_floor_hu=(), hemorrhage_beside_mm=(), log=print) -> pd.DataFrame:
+             log=print, **experiments) -> pd.DataFrame:
     """One row per test patient (the family's maker at key (test_seed, i) for first <= i < first +
     n_test): family, class, mimics, reference and automated volumes (mL) and Dice per approach.
+    ``experiments``: `score_scan`'s experiment options and ``maps`` (passed on).
     ``unscored`` (bool, the background's grid; background family only): left out of the reference,
     the volumes, Dice and false volumes (its reference there is "reference_unscored_ml");
     ``unscored_name`` goes into each row's "unscored" column."""
@@ -282,19 +375,18 @@ def evaluate(approaches: dict, *, n_test: int, test_seed: int, first: int = 0, m
                "reference_ml": reference.sum() * phantom.voxel_ml,
                "reference_unscored_ml": (drawn & ~reference).sum() * phantom.voxel_ml,
                "unscored": unscored_name}
-        score_scan(row, phantom.volume(), reference, phantom.voxel_ml, approaches, min_component_ml=min_component_ml,
-                   gate_hu=gate_hu, unscored=None if unscored is None else _on_grid(unscored, reference.shape),
-                   hemorrhage_floor_hu=hemorrhage_floor_hu, hemorrhage_beside_mm=hemorrhage_beside_mm)
+        score_scan(row, phantom.volume(), reference, phantom.voxel_ml, approaches,
+                   unscored=None if unscored is None else _on_grid(unscored, reference.shape), **experiments)
         rows.append(row)
         log(f"{row['patient']} {row['class']:<12} ref {row['reference_ml']:7.1f} mL  "
             + "  ".join(f"{key} {row[f'{key}_ml']:.1f} mL (Dice {row[f'{key}_dice']:.2f})"
-                        for key in scored_keys(approaches, gate_hu, hemorrhage_floor_hu, hemorrhage_beside_mm))
+                        for key in scored_keys(approaches, **experiments))
             + f"  mirror rule {row['mirror_ml']:.1f} mL (Dice {row['mirror_dice']:.2f})  {time.time() - started:.0f} s")
     return pd.DataFrame(rows)
 
 
-def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=(), unscored=None, unscored_name="",
-                         hemorrhage_floor_hu=(), hemorrhage_beside_mm=()) -> pd.DataFrame:
+def evaluate_normal_head(approaches: dict, path: Path, log=print, unscored=None, unscored_name="",
+                         **experiments) -> pd.DataFrame:
     """The real normal head CT (nothing to find): what each approach claims on it, one row; outside
     ``unscored`` (bool, its grid: a finding it holds), with the claim inside that apart."""
     from corelab.io.read import read_scan
@@ -303,9 +395,8 @@ def evaluate_normal_head(approaches: dict, path: Path, log=print, gate_hu=(), un
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     row = score_scan({"patient": path.name, "family": "real normal head", "class": "none", "mimics": "",
                       "reference_ml": 0.0, "unscored": unscored_name}, volume, np.zeros(volume.array.shape, bool), voxel_ml, approaches,
-                     gate_hu=gate_hu, unscored=None if unscored is None else _on_grid(unscored, volume.array.shape),
-                     hemorrhage_floor_hu=hemorrhage_floor_hu, hemorrhage_beside_mm=hemorrhage_beside_mm)
-    keys = (*scored_keys(approaches, gate_hu, hemorrhage_floor_hu, hemorrhage_beside_mm), "mirror")
+                     unscored=None if unscored is None else _on_grid(unscored, volume.array.shape), **experiments)
+    keys = (*scored_keys(approaches, **experiments), "mirror")
     inside = {key: row.get(f"{key}_unscored_ml") for key in keys}
     log(f"real normal head {path.name}: " + ", ".join(
         f"{key} {row[f'{key}_ml']:.1f} mL" + ("" if inside[key] is None else f" (+{inside[key]:.1f} in the unscored finding)")
@@ -425,6 +516,12 @@ def main() -> None:
     parser.add_argument("--hemorrhage-beside-mm", type=float, nargs="*", default=[],
                         help="experiment: also score each approach with each connected hemorrhage claim kept only "
                              "when a hypodense claim lies within these mm of it")
+    parser.add_argument("--skull-share", type=float, nargs="*", default=[],
+                        help="experiment: also score each approach without the connected hypodense claims of which "
+                             "more than this share lies within 3 mm of bone (the skull guard per claim)")
+    parser.add_argument("--maps", type=Path, default=None,
+                        help="keep each approach's probability maps per patient here, and read them back on a rerun "
+                             "(same model version, same scan): experiments then cost no network time")
     parser.add_argument("--unscored", type=Path, default=None,
                         help="mask on the background's (and normal head's) grid left out of every figure: a "
                              "finding the real scan already holds (its claim reported apart)")
@@ -471,18 +568,17 @@ def main() -> None:
     if args.unscored and not (args.background or args.normal_head):
         parser.error("--unscored is a mask on the background's or the normal head's grid: give --background or --normal-head")
     unscored, unscored_name = read_unscored(args.unscored, like=args.background or args.normal_head)
+    experiments = {"gate_hu": args.gate_hu, "hemorrhage_floor_hu": args.hemorrhage_floor_hu,
+                   "hemorrhage_beside_mm": args.hemorrhage_beside_mm, "skull_share": args.skull_share,
+                   "maps": args.maps}
     parts = [evaluate(approaches, n_test=args.n_test, test_seed=args.test_seed, first=args.first,
-                      min_component_ml=args.min_component_ml, gate_hu=args.gate_hu, hypodensity=args.hypodensity,
-                      family=args.family, schedule=args.schedule, background=args.background,
-                      unscored=unscored if args.family == "background" else None,
+                      hypodensity=args.hypodensity, family=args.family, schedule=args.schedule,
+                      background=args.background, unscored=unscored if args.family == "background" else None,
                       unscored_name=unscored_name if args.family == "background" else "",
-                      hemorrhage_floor_hu=args.hemorrhage_floor_hu,
-                      hemorrhage_beside_mm=args.hemorrhage_beside_mm)] if args.n_test else []
+                      min_component_ml=args.min_component_ml, **experiments)] if args.n_test else []
     if args.normal_head:
-        parts.append(evaluate_normal_head(approaches, args.normal_head, gate_hu=args.gate_hu, unscored=unscored,
-                                          unscored_name=unscored_name,
-                                          hemorrhage_floor_hu=args.hemorrhage_floor_hu,
-                                          hemorrhage_beside_mm=args.hemorrhage_beside_mm))
+        parts.append(evaluate_normal_head(approaches, args.normal_head, unscored=unscored,
+                                          unscored_name=unscored_name, **experiments))
     results = pd.concat(parts, ignore_index=True)
     if args.csv:
         results.to_csv(args.csv, index=False)

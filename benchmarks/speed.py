@@ -172,18 +172,22 @@ def peak_memory_mib(scan: Path, models_dir: str, *, threads: int, device: str) -
 
 
 def bfloat16_effect(hu, region, spacing, models, *, device: str) -> dict[str, float]:
-    """CNN seconds of both precisions on one scan and how much bfloat16 changes probabilities and labels."""
+    """CNN seconds of both precisions on one scan and how much bfloat16 changes probabilities and labels
+    (labelled as `corelab.segment.segment` does: the card's smoothing, cut-offs and rules)."""
+    from corelab.segment.contralateral import mirror_views
     from corelab.segment.dense import dense_probabilities
-    from corelab.segment.labels import labels_from_probabilities
+    from corelab.segment.labels import model_labels, uses_mirror
 
     out: dict[str, float] = {}
     labels, probs = {}, {}
+    views = mirror_views(hu, region, spacing) if uses_mirror(models) else None  # one registration for both
     for precision in ("float32", "bfloat16"):
         start = time.perf_counter()
         probs[precision] = dense_probabilities(hu, region, dict(models.networks), norm=models.norm, device=device,
-                                               precision=precision, spacing=spacing)
+                                               precision=precision, spacing=spacing,
+                                               mirror_hu=views.hu if views is not None else None)
         out[f"{precision}_s"] = time.perf_counter() - start
-        labels[precision] = labels_from_probabilities(probs[precision], dict(models.cutoffs), region, hu=hu)
+        labels[precision] = model_labels(probs[precision], models, region, hu, spacing, views)
     a, b = labels["float32"] > 0, labels["bfloat16"] > 0
     out.update(
         max_prob_diff=max(float(np.abs(probs["float32"][n] - probs["bfloat16"][n]).max()) for n in probs["float32"]),

@@ -168,3 +168,53 @@ def test_a_finding_left_unscored_leaves_the_reference_and_every_claim(one_torch_
         assert split[f"{key}_ml"] + split[f"{key}_unscored_ml"] == pytest.approx(whole[f"{key}_ml"])
         assert split[f"{key}_false_ml"] <= whole[f"{key}_false_ml"] + 1e-9
     assert whole["mirror_ml"] > 0 and split["mirror_unscored_ml"] > 0
+
+
+def test_a_claim_mostly_against_the_skull_is_dropped_whole_and_a_deeper_one_kept():
+    from accuracy import skull_dropped
+
+    hu = np.full((2, 30, 30), 35.0)
+    hu[:, :, :2] = 1000.0  # bone along one edge (1 mm pixels)
+    labels = np.zeros((2, 30, 30), np.uint8)
+    labels[:, 5:10, 2:4] = 3  # a strip along the inner table: all of it within 3 mm of bone
+    labels[:, 15:25, 3:15] = 1  # reaches the bone, but most of it lies deeper
+    labels[0, 15, 3] = 4  # hemorrhage is not this rule's to drop
+    out = skull_dropped(labels, hu, (5.0, 1.0, 1.0), 0.5)
+    assert not out[:, 5:10, 2:4].any()
+    assert (out[:, 15:25, 4:15] == 1).all() and out[0, 15, 3] == 4
+    assert skull_dropped(labels, hu, (5.0, 1.0, 1.0), 1.0).tolist() == labels.tolist()  # nothing is more than all
+
+
+@pytest.mark.slow
+def test_kept_probability_maps_give_the_same_rows_without_the_networks(one_torch_thread, monkeypatch, tmp_path):
+    # One procedural phantom scored with --maps, then again with the networks unable to run: the
+    # stored maps give the same row; other cut-offs reuse them, other weights are not served them.
+    import accuracy
+
+    from corelab.segment.folder import default_models_dir
+    from corelab.synth.phantom import make_patient
+
+    phantom = make_patient(5, matrix=256, hypodensity="severe")
+    middle = int(np.median(np.nonzero(phantom.labels)[0]))
+    keep = slice(max(middle - 3, 0), middle + 3)
+    phantom = dataclasses.replace(phantom, hu=phantom.hu[keep], labels=phantom.labels[keep], tissue=phantom.tissue[keep])
+    monkeypatch.setattr(accuracy, "_maker", lambda family, background: lambda key, hypodensity: phantom)
+    approaches = accuracy.approaches_of([default_models_dir()])
+    kwargs = {"n_test": 1, "test_seed": 1, "log": lambda line: None, "maps": tmp_path, "gate_hu": (3.0,)}
+    first = accuracy.evaluate(approaches, **kwargs).iloc[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "models_single"]
+
+    def no_networks(*args, **kw):
+        raise AssertionError("the networks ran although their maps were kept")
+
+    monkeypatch.setattr(accuracy, "dense_probabilities", no_networks)
+    again = accuracy.evaluate(approaches, **kwargs).iloc[0]
+    pd.testing.assert_series_equal(first, again)
+    assert "models+gate3_dice" in again.index  # an experiment from the kept maps
+    recut = dataclasses.replace(approaches["models"], cutoffs={**approaches["models"].cutoffs, "severe": 0.99},
+                                version="corelab-0.0.0+recut")
+    assert accuracy.evaluate({"models": recut}, **kwargs).iloc[0]["models_ml"] <= first["models_ml"]
+    checksums = {**approaches["models"].checksums, "severe.pt": "0" * 64}
+    other = {"models": dataclasses.replace(approaches["models"], checksums=checksums)}
+    with pytest.raises(AssertionError, match="networks ran"):
+        accuracy.evaluate(other, **kwargs)
