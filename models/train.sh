@@ -24,8 +24,11 @@ cohort=${CORELAB_COHORT:-build/mixed-s2000-n60}
 [ -f "$cohort/manifest.xlsx" ] || corelab synth "$cohort" --n 60 --seed 2000 --family mixed
 # --hemorrhage-beside-mm 10 (2026-12-07): recorded in the card, changes neither training nor cut-offs; a
 # hemorrhage claim is kept only with a hypodense claim within 10 mm (README "The method, as implemented").
+# --contralateral-gate-hu 2 (2026-12-07, 2 HU fixed on 2026-12-03 before any measurement): recorded in the
+# card, changes neither training nor cut-offs; a hypodense claimed part is kept only when its median is at
+# least 2 HU below its mirror across the midline (README "Status" and "The method, as implemented").
 corelab train "$cohort" --out models --single --seed 0 --patches-per-class 20000 --epochs 6 --val-scans 8 \
-    --architecture barros2020-mirror-cnn --hemorrhage-beside-mm 10 --resume
+    --architecture barros2020-mirror-cnn --hemorrhage-beside-mm 10 --contralateral-gate-hu 2 --resume
 # The replication baseline, the paper's method as exactly as corelab runs it (models/barros2020/, with
 # its single CNN): the paper's CNN on absolute HU, no probability smoothing, no calibration offsets
 # (`corelab train --paper`); same cohort, sizes and seed.

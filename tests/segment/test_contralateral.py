@@ -81,3 +81,25 @@ def test_a_models_card_turns_the_gate_on_for_segment_and_changes_its_version(tmp
     assert (gated_labels[inner(lone)] == 1).all()
     assert not gated_labels[left | right].any()
     assert np.array_equal(gated_labels[~(left | right)], ungated_labels[~(left | right)])
+
+
+def test_part_contrasts_are_scipys_labelled_medians():
+    # The per-part median is read off sorted runs of the compared voxels only; SciPy's labelled median
+    # over the whole grid (how it was computed before, ten times slower on a 544 x 544 x 32 grid) must agree.
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    empty = even = 0
+    for _ in range(20):
+        claim = ndimage.binary_opening(rng.random((4, 40, 40)) < 0.5, structure=np.ones((1, 2, 2)))
+        hu, mirror = np.rint(rng.normal(30, 5, claim.shape)), np.rint(rng.normal(31, 5, claim.shape))
+        across = rng.random(claim.shape) < 0.7
+        parts, contrast, share = part_contrasts(claim, hu, mirror, across)
+        n = int(parts.max())
+        compared = np.where(claim & across, parts, 0)
+        counts = np.bincount(compared.ravel(), minlength=n + 1)[1:]
+        medians = np.asarray(ndimage.median(mirror - hu, labels=compared, index=np.arange(1, n + 1)), float)
+        empty, even = empty + int((counts == 0).sum()), even + int(((counts > 0) & (counts % 2 == 0)).sum())
+        np.testing.assert_allclose(contrast, np.where(counts > 0, medians, np.nan), equal_nan=True)
+        np.testing.assert_allclose(share, counts / np.bincount(parts.ravel(), minlength=n + 1)[1:])
+    assert empty > 0 and even > 0  # parts with nothing across the midline, and even counts, were met
