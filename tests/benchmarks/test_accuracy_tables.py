@@ -137,13 +137,9 @@ def test_files_scored_with_different_unscored_masks_are_refused_together():
     assert len(joined_results([results.iloc[:4], results.iloc[4:]])) == len(results)
 
 
-@pytest.mark.slow
-def test_a_finding_left_unscored_leaves_the_reference_and_every_claim(one_torch_thread, monkeypatch):
-    # The shipped weights on six slices of one procedural phantom, scored twice by `evaluate`: with
-    # the right half of the grid unscored, each claim and the reference split into a scored and an
-    # unscored part that add up to the whole, and the class is that of the scored part.
-    import accuracy
-
+def _six_slices_and_the_shipped_models(accuracy, monkeypatch):
+    """Six slices of one severe procedural phantom, made `accuracy.evaluate`'s every test patient, and
+    the shipped folder's approaches."""
     from corelab.segment.folder import default_models_dir
     from corelab.synth.phantom import make_patient
 
@@ -152,7 +148,17 @@ def test_a_finding_left_unscored_leaves_the_reference_and_every_claim(one_torch_
     keep = slice(max(middle - 3, 0), middle + 3)
     phantom = dataclasses.replace(phantom, hu=phantom.hu[keep], labels=phantom.labels[keep], tissue=phantom.tissue[keep])
     monkeypatch.setattr(accuracy, "_maker", lambda family, background: lambda key, hypodensity: phantom)
-    approaches = accuracy.approaches_of([default_models_dir()])
+    return phantom, accuracy.approaches_of([default_models_dir()])
+
+
+@pytest.mark.slow
+def test_a_finding_left_unscored_leaves_the_reference_and_every_claim(one_torch_thread, monkeypatch):
+    # The shipped weights on six slices of one procedural phantom, scored twice by `evaluate`: with
+    # the right half of the grid unscored, each claim and the reference split into a scored and an
+    # unscored part that add up to the whole, and the class is that of the scored part.
+    import accuracy
+
+    phantom, approaches = _six_slices_and_the_shipped_models(accuracy, monkeypatch)
     unscored = np.zeros(phantom.labels.shape, bool)
     unscored[..., : unscored.shape[2] // 2] = True
     kwargs = {"n_test": 1, "test_seed": 1, "family": "background", "hemorrhage_floor_hu": (44.0,), "log": lambda line: None}
@@ -191,15 +197,7 @@ def test_kept_probability_maps_give_the_same_rows_without_the_networks(one_torch
     # stored maps give the same row; other cut-offs reuse them, other weights are not served them.
     import accuracy
 
-    from corelab.segment.folder import default_models_dir
-    from corelab.synth.phantom import make_patient
-
-    phantom = make_patient(5, matrix=256, hypodensity="severe")
-    middle = int(np.median(np.nonzero(phantom.labels)[0]))
-    keep = slice(max(middle - 3, 0), middle + 3)
-    phantom = dataclasses.replace(phantom, hu=phantom.hu[keep], labels=phantom.labels[keep], tissue=phantom.tissue[keep])
-    monkeypatch.setattr(accuracy, "_maker", lambda family, background: lambda key, hypodensity: phantom)
-    approaches = accuracy.approaches_of([default_models_dir()])
+    phantom, approaches = _six_slices_and_the_shipped_models(accuracy, monkeypatch)
     kwargs = {"n_test": 1, "test_seed": 1, "log": lambda line: None, "maps": tmp_path, "gate_hu": (3.0,)}
     first = accuracy.evaluate(approaches, **kwargs).iloc[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "models_single"]
