@@ -206,21 +206,21 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
         labels = model_labels(probs, models, regions.region, grid.array, grid.spacing, views)
         put(key, labels)
         for g in gate_hu:  # as `segment` would label them with the card's gate at g (its other rules kept)
-            post = {**(models.card.get("postprocess") or {}), "contralateral_gate_hu": g}
-            gated = dataclasses.replace(models, card={**models.card, "postprocess": post})
-            put(f"{key}+gate{g:g}", model_labels(probs, gated, regions.region, grid.array, grid.spacing, views))
-        if (hemorrhage_floor_hu or hemorrhage_beside_mm) and "hemorrhage" in models.cutoffs:
-            seen = grid.array + np.float32(models.norm.brain_shift(grid.array, regions.region))
+            put(f"{key}+gate{g:g}", model_labels(probs, _with_postprocess(models, contralateral_gate_hu=g),
+                                                 regions.region, grid.array, grid.spacing, views))
+        if "hemorrhage" in models.cutoffs:
+            for d in hemorrhage_beside_mm:  # likewise with the card's hemorrhage rule at d mm
+                put(f"{key}+hbeside{d:g}", model_labels(probs, _with_postprocess(models, hemorrhage_beside_mm=d),
+                                                        regions.region, grid.array, grid.spacing, views))
+        if hemorrhage_floor_hu or skull_share:  # the same maps labelled with no hemorrhage claim
             without = labels_from_probabilities(probs, {**models.cutoffs, "hemorrhage": math.inf}, regions.region,
                                                 hu=grid.array, smoothing_px=models.smoothing_px)
-            if models.gate_hu is not None:  # the hypodense claims that stay decide (as model_labels)
-                without = contralateral_gate(without, grid.array, views.hu, views.region_across, models.gate_hu)
-            for d in hemorrhage_beside_mm:
-                beside = hemorrhage_beside(ungated, without, grid.spacing, d)
-                put(f"{key}+hbeside{d:g}", beside if models.gate_hu is None else
-                    contralateral_gate(beside, grid.array, views.hu, views.region_across, models.gate_hu))
+        if hemorrhage_floor_hu and "hemorrhage" in models.cutoffs:
+            seen = grid.array + np.float32(models.norm.brain_shift(grid.array, regions.region))
+            kept_without = without if models.gate_hu is None else (  # the hypodense claims that stay decide
+                contralateral_gate(without, grid.array, views.hu, views.region_across, models.gate_hu))
             for f in hemorrhage_floor_hu:
-                floored = hemorrhage_floored(ungated, without, seen, f)
+                floored = hemorrhage_floored(ungated, kept_without, seen, f)
                 put(f"{key}+hfloor{f:g}", floored if models.gate_hu is None else
                     contralateral_gate(floored, grid.array, views.hu, views.region_across, models.gate_hu))
         for share in skull_share:
@@ -228,9 +228,7 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
                 raise SystemExit("--skull-share is not defined for a gated model (its gate would run first)")
             kept = skull_dropped(ungated, grid.array, grid.spacing, share)
             if models.hemorrhage_beside_mm is not None and "hemorrhage" in models.cutoffs:
-                others = labels_from_probabilities(probs, {**models.cutoffs, "hemorrhage": math.inf}, regions.region,
-                                                   hu=grid.array, smoothing_px=models.smoothing_px)
-                kept = hemorrhage_beside(kept, skull_dropped(others, grid.array, grid.spacing, share), grid.spacing,
+                kept = hemorrhage_beside(kept, skull_dropped(without, grid.array, grid.spacing, share), grid.spacing,
                                          models.hemorrhage_beside_mm)
             put(f"{key}+skull{share:g}", kept)
         for ml in min_component_ml:  # experiment: drop connected parts smaller than ml
@@ -242,6 +240,12 @@ def score_scan(row: dict, volume, reference: np.ndarray, voxel_ml: float, approa
     row["mirror_ml"], row["mirror_dice"] = floor.sum() * voxel_ml, dice(floor, reference)
     row["mirror_false_ml"] = (floor & ~reference).sum() * voxel_ml
     return row
+
+
+def _with_postprocess(models, **changes):
+    """``models`` with entries of its card's "postprocess" changed: what `segment` would run with such a card."""
+    post = {**(models.card.get("postprocess") or {}), **changes}
+    return dataclasses.replace(models, card={**models.card, "postprocess": post})
 
 
 def skull_dropped(labels: np.ndarray, hu: np.ndarray, spacing, max_share: float) -> np.ndarray:
