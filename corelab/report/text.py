@@ -65,13 +65,16 @@ def _input_and_smoothing(flat: dict[str, object]) -> str:
     """The two steps corelab adds to the paper's method, as the model recorded them (run.json "models").
 
     >>> _input_and_smoothing({"models.brain_reference_hu": 35.0, "models.smoothing_mm": 3.0})
-    '; each scan was shifted so that the median HU of its analysis region is 35 HU, and each probability map was smoothed in-plane with a Gaussian of sigma 3 mm over the analysis region (not in the paper)'
+    '; each scan was shifted so that the median HU of its analysis region is 35 HU, and each probability map was smoothed in-plane with a Gaussian of sigma 3 mm over the analysis region (neither step is in the paper)'
     >>> _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0})
     ''
     >>> _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0, "models.contralateral_gate_hu": 2.0})
     '; each connected part of the hypodense claim was kept only when its median HU was at least 2 HU below its mirror across the midline (not in the paper)'
     >>> _input_and_smoothing({"models.brain_reference_hu": None, "models.smoothing_mm": 0.0, "models.hemorrhage_beside_mm": 5.0})
     '; each connected part of the hemorrhage claim was kept only when a hypodense claim lay within 5 mm of it (not in the paper)'
+    >>> _input_and_smoothing({"models.brain_reference_hu": 35.0, "models.smoothing_mm": 3.0,
+    ...                       "models.contralateral_gate_hu": 2.0}).endswith("below its mirror across the midline (none of these steps is in the paper)")
+    True
     """
     reference, sigma = lookup(flat, "brain_reference_hu"), lookup(flat, "smoothing_mm")
     gate = lookup(flat, "contralateral_gate_hu")
@@ -91,7 +94,11 @@ def _input_and_smoothing(flat: dict[str, object]) -> str:
     if beside not in (None, NOT_RECORDED):  # likewise
         steps.append(f"each connected part of the hemorrhage claim was kept only when a hypodense claim lay within "
                      f"{quantity(beside, 'mm')} of it")
-    return "; " + ", and ".join(steps) + " (not in the paper)" if steps else ""
+    if not steps:
+        return ""
+    # Said of every step, not only the last one it follows.
+    tail = {1: "not in the paper", 2: "neither step is in the paper"}.get(len(steps), "none of these steps is in the paper")
+    return "; " + (", and ".join(steps) if len(steps) <= 2 else "; ".join(steps[:-1]) + "; and " + steps[-1]) + f" ({tail})"
 
 
 def _architecture(flat: dict[str, object]) -> str:
