@@ -231,6 +231,10 @@ def train(
         typer.Option("--hemorrhage-beside-mm", min=0.0, help="Record in the card: in use, keep a connected hemorrhage "
                      "claim only when a hypodense claim lies within this many mm of it (default: off, as the paper)."),
     ] = None,
+    opposite_negatives: Annotated[
+        bool, typer.Option("--opposite-negatives", help="Mirror architectures: draw a fourth hard-negative stratum "
+                           "of background voxels whose mirror across the midline is lesion (default: off).")
+    ] = False,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue an interrupted run (same cohort, options, seed) from its "
                            "checkpoints in OUT/.checkpoints/; same result as an uninterrupted run.")
@@ -264,7 +268,7 @@ def train(
     given = {"patches_per_class": patches_per_class, "epochs": epochs, "threads": threads, "val_scans": val_scans,
              "architecture": architecture, "contrast_jitter": contrast_jitter, "noise_jitter_hu": noise_jitter_hu,
              "control_tolerance_ml": control_tolerance_ml, "contralateral_gate_hu": contralateral_gate_hu,
-             "hemorrhage_beside_mm": hemorrhage_beside_mm}
+             "hemorrhage_beside_mm": hemorrhage_beside_mm, "opposite_negatives": True if opposite_negatives else None}
     if recalibrate:
         from corelab.train.recalibrate import recalibrate_models
 
@@ -285,6 +289,9 @@ def train(
                                  param_hint="--architecture")
     base = paper_options() if paper else TrainOptions()
     options = replace(base, **{name: value for name, value in given.items() if value is not None})
+    if options.opposite_negatives and "mirror" not in options.inputs:
+        raise typer.BadParameter(f"the architecture {options.architecture} does not read the mirror, so it has no "
+                                 "voxels opposite the lesion to learn from", param_hint="--opposite-negatives")
     with _errors_as_exit():
         summary = train_models(cohort, out, single=single, seed=seed, options=options, resume=resume,
                                segments=tuple(reference_segment or ()) or None)

@@ -21,7 +21,7 @@ from corelab.config import CLASS_RANGES_HU, HEMORRHAGE_HU, Method, hypodensity_c
 from corelab.errors import CohortError, CorelabError
 from corelab.io.files import find_image
 from corelab.io.manifest import MANIFEST_NAMES, find_manifest, read_manifest
-from corelab.segment.inputs import network_input
+from corelab.segment.inputs import needs_mirror, network_input
 from corelab.segment.norm import InputNorm
 
 __all__ = [
@@ -70,6 +70,8 @@ class PreparedScan:
     infarct: reference minus hemorrhage. hemorrhage: hemorrhage voxels (see module docstring).
     spacing: (z, y, x) mm. mean_hu: mean HU of `infarct` (nan when empty); hypodensity: its class.
     hemorrhage_source: "truth" or "threshold".
+    opposite: voxels whose mirror across the midline is reference lesion (the mirror of `reference`
+        by the same registration that makes the mirror input); None for inputs without the mirror.
     """
 
     patient_id: str
@@ -82,6 +84,7 @@ class PreparedScan:
     mean_hu: float
     hypodensity: str
     hemorrhage_source: str
+    opposite: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -126,9 +129,16 @@ def prepare_scan(
     infarct = reference & ~hemorrhage
     mean_hu = float(hu[infarct].mean()) if infarct.any() else float("nan")
     box = _crop_box(region)
+    mirror_hu = opposite = None
+    if needs_mirror(tuple(inputs)):  # one registration for the mirror input and the opposite voxels
+        from corelab.preprocess.midline import estimate_mirror, mirror_image
+
+        mirror = estimate_mirror(hu, spacing)
+        mirror_hu = mirror_image(hu, spacing, mirror, default=-1000.0)
+        opposite = (mirror_image(reference.astype(np.float32), spacing, mirror, default=0.0) >= 0.5)[box]
     return PreparedScan(
         patient_id=patient_id,
-        x=network_input(hu, region, spacing, norm, inputs)[(Ellipsis, *box)].astype(np.float16),
+        x=network_input(hu, region, spacing, norm, inputs, mirror_hu=mirror_hu)[(Ellipsis, *box)].astype(np.float16),
         region=region[box],
         reference=reference[box],
         infarct=infarct[box],
@@ -137,6 +147,7 @@ def prepare_scan(
         mean_hu=mean_hu,
         hypodensity=hypodensity_class(mean_hu),
         hemorrhage_source=source,
+        opposite=opposite,
     )
 
 

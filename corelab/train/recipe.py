@@ -97,6 +97,10 @@ class TrainOptions:
         It does not change training or the cut-offs (chosen without it). None = off, as the paper.
     norm: HU handling; by default brain-referenced (`corelab.segment.norm.InputNorm`, `BRAIN_REFERENCE_HU`).
     hard_fraction: share of background patches drawn from the hard strata.
+    opposite_negatives: architectures reading the mirror only: a fourth hard stratum, as large as
+        each of the three, of background voxels whose mirror across the midline is lesion (taken from
+        the uniform share)*. A network that sees the lesion in its mirror channel must learn that the
+        healthy side opposite an infarct is not infarct. False = off (the recipe before 2026-12-07).
     other_background_fraction: share of an infarct CNN's background from other groups' patients.
     smoothing_grid_mm: in-plane Gaussian sigmas (mm) tried for the probability maps; the one whose
         cut-offs give the best union Dice on the validation scans is recorded in the card.
@@ -119,6 +123,7 @@ class TrainOptions:
     hemorrhage_beside_mm: float | None = None
     val_scans: int = 20
     hard_fraction: float = 0.5
+    opposite_negatives: bool = False
     other_background_fraction: float = 0.25
     smoothing_grid_mm: tuple[float, ...] = SMOOTHING_GRID_MM
     hemorrhage_hu: float = HEMORRHAGE_HU
@@ -216,6 +221,8 @@ def network_patches(
                                spacing=scan.spacing, mimic_low=name != "hemorrhage")
         n_hard = _split_counts(int(round(bg_count * options.hard_fraction)), len(hard))
         centers = [sample_voxels(mask, k, rng=rng) for mask, k in zip(hard.values(), n_hard)]
+        if options.opposite_negatives and scan.opposite is not None:
+            centers.append(sample_voxels(background & scan.opposite, min(n_hard), rng=rng))
         centers.append(sample_voxels(background, bg_count - sum(len(c) for c in centers), rng=rng))
         centers = np.concatenate(centers)
         patches.append(extract_patches(x, centers, pad_value=pad).astype(np.float16))
@@ -530,7 +537,9 @@ def _training_record(cohort_dir, scans, split, options, *, seed, synthetic, name
         "validation_scans": {name: list(split.val[name]) for name in names},
         "patches_per_class": options.patches_per_class,
         "background_patches": f"{options.background_ratio:g} per lesion patch; "
-                              f"{options.hard_fraction:.0%} hard (lesion border, CSF/sulci/skull edge, mimics)",
+                              f"{options.hard_fraction:.0%} hard (lesion border, CSF/sulci/skull edge, mimics)"
+                              + ("; as many as each of those opposite the lesion across the midline, from the uniform share"
+                                 if options.opposite_negatives and "mirror" in options.inputs else ""),
         "augmentation": "lesion patches only: sagittal flip (p=0.5) and in-plane rotation by a multiple of 90 degrees"
                         + (f"; all patches: calibration offset uniform +-{options.calibration_shift_hu:g} HU"
                            if options.calibration_shift_hu > 0 else "")

@@ -432,3 +432,35 @@ def test_the_mirror_architecture_trains_on_scan_and_mirror_patches():
     assert patches.shape[1:] == (6, 19, 19) and labels.sum() == options.patches_per_class
     net = fit_network(patches, labels, options, seed=0, log=lambda _: None)
     assert type(net).__name__ == "MirrorPatchCNN"
+
+
+def test_opposite_negatives_draw_background_whose_mirror_is_the_lesion():
+    """A head with a lesion on one side: `opposite` is that lesion reflected across the midline, and
+    the option puts a fourth hard stratum there (patches whose mirror channel shows the lesion)."""
+    from corelab.train.recipe import network_patches
+
+    z, y, x = np.mgrid[0:3, 0:80, 0:80]
+    head = ((y - 39.5) / 34) ** 2 + ((x - 39.5) / 30) ** 2 <= 1
+    rng = np.random.default_rng(0)
+    hu = np.where(head, 45.0, -1000.0).astype(np.float32) + rng.normal(0, 1, head.shape).astype(np.float32)
+    reference = np.zeros(hu.shape, bool)
+    reference[:, 25:50, 16:30] = True
+    hu[reference] = 18.0
+    options = replace(TINY, architecture="barros2020-mirror-cnn")
+    spacing = (5.0, 1.0, 1.0)  # 1 mm pixels: the mirror registration's ~1 mm error is one voxel
+    scan = prepare_scan("p", hu, spacing, head, reference, np.zeros(hu.shape, bool), inputs=options.inputs)
+    expected = reference[..., ::-1]  # columns 16-29 reflected about 39.5; the crop keeps the whole grid here
+    assert scan.opposite is not None and scan.opposite.shape == expected.shape
+    assert 2 * (scan.opposite & expected).sum() / (scan.opposite.sum() + expected.sum()) > 0.85
+    assert prepare_scan("p", hu, spacing, head, reference, None).opposite is None  # no mirror input, none computed
+
+    lesion, brain = float(scan.x[1][scan.opposite].mean()), float(scan.x[1][scan.region & ~scan.opposite].mean())
+    counts = {}
+    for on in (False, True):
+        patches, labels = network_patches("severe", [scan], [], replace(options, opposite_negatives=on),
+                                          rng=np.random.default_rng(1))
+        assert (labels == 0).sum() == options.patches_per_class
+        mirror_centre = patches[labels == 0, 4, 9, 9].astype(np.float32)  # channel 4: the mirror's own slice
+        counts[on] = int((np.abs(mirror_centre - lesion) < abs(brain - lesion) / 2).sum())  # lesion, not air
+    n_stratum = options.patches_per_class // 2 // 3
+    assert counts[True] >= n_stratum and counts[True] > counts[False] + n_stratum // 2
