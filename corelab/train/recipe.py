@@ -445,11 +445,14 @@ def train_models(
 
 def _checkpoint_dir(cohort_dir: Path, out_dir: Path, options: TrainOptions, *, seed: int, single: bool) -> Path:
     """`out_dir/.checkpoints/<key>`: the key fingerprints what makes the networks (cohort manifest,
-    options, seed), so a resumed run never continues another run's networks."""
+    options, seed), so a resumed run never continues another run's networks. The settings only
+    recorded in the card (the contralateral gate, the hemorrhage rule) are left out of it: they
+    change neither the networks nor the cut-offs, so changing them reuses the checkpoints."""
     from corelab.audit import file_sha256
 
     manifest = find_manifest(cohort_dir)
-    recipe = repr((cohort_dir.resolve().name, file_sha256(manifest) if manifest else "", options, seed, single))
+    makes = replace(options, contralateral_gate_hu=None, hemorrhage_beside_mm=None)
+    recipe = repr((cohort_dir.resolve().name, file_sha256(manifest) if manifest else "", makes, seed, single))
     return out_dir / ".checkpoints" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 

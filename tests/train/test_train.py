@@ -464,3 +464,18 @@ def test_opposite_negatives_draw_background_whose_mirror_is_the_lesion():
         counts[on] = int((np.abs(mirror_centre - lesion) < abs(brain - lesion) / 2).sum())  # lesion, not air
     n_stratum = options.patches_per_class // 2 // 3
     assert counts[True] >= n_stratum and counts[True] > counts[False] + n_stratum // 2
+
+
+def test_checkpoints_are_keyed_by_what_makes_the_networks_not_by_card_only_rules(tmp_path):
+    from corelab.train.recipe import _checkpoint_dir
+
+    (tmp_path / "cohort").mkdir()
+    (tmp_path / "cohort" / "manifest.csv").write_text("patient_id,scan\np1,scans/p1.nii.gz\n")
+
+    def key(options, seed=0):
+        return _checkpoint_dir(tmp_path / "cohort", tmp_path / "out", options, seed=seed, single=True)
+
+    assert key(replace(TINY, contralateral_gate_hu=2.0, hemorrhage_beside_mm=10.0)) == key(TINY)
+    assert key(replace(TINY, epochs=3)) != key(TINY)
+    assert key(replace(TINY, opposite_negatives=True)) != key(TINY)
+    assert key(TINY, seed=1) != key(TINY)
