@@ -62,7 +62,7 @@ def _cutoffs(flat: dict[str, object]) -> str:
 
 
 def _input_and_smoothing(flat: dict[str, object]) -> str:
-    """The two steps corelab adds to the paper's method, as the model recorded them (run.json "models").
+    """The steps corelab adds to the paper's method, as the model recorded them (run.json "models").
 
     >>> _input_and_smoothing({"models.brain_reference_hu": 35.0, "models.smoothing_mm": 3.0})
     '; each scan was shifted so that the median HU of its analysis region is 35 HU, and each probability map was smoothed in-plane with a Gaussian of sigma 3 mm over the analysis region (neither step is in the paper)'

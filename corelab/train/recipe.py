@@ -100,7 +100,7 @@ class TrainOptions:
     opposite_negatives: architectures reading the mirror only: a fourth hard stratum, as large as
         each of the three, of background voxels whose mirror across the midline is lesion (taken from
         the uniform share)*. A network that sees the lesion in its mirror channel must learn that the
-        healthy side opposite an infarct is not infarct. False = off (the recipe before 2026-12-07).
+        healthy side opposite an infarct is not infarct. False = off (the shipped recipe; README "Status").
     other_background_fraction: share of an infarct CNN's background from other groups' patients.
     smoothing_grid_mm: in-plane Gaussian sigmas (mm) tried for the probability maps; the one whose
         cut-offs give the best union Dice on the validation scans is recorded in the card.
